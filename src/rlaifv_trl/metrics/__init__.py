@@ -1,0 +1,6 @@
+"""Hallucination metrics."""
+
+from .chair import ChairResult, chair
+
+
+__all__ = ["ChairResult", "chair"]

@@ -1,0 +1,123 @@
+"""Encode a shared (image + text) prefix once and run many text continuations on its KV cache.
+
+RLAIF-V asks many questions about one image (the labeler) and scores many answers to one prompt (Best-of-N). Both
+share a long prefix, the image tokens above all, so the prefix is run once with `use_cache=True` and each batch of
+continuations attends to a copy of its cache. Positions continue where the prefix ends, including the 3-D
+multimodal rotary positions of the Qwen2-VL family, so the logits equal those of a plain forward over
+prefix + continuation (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache
+
+
+@dataclass
+class EncodedPrefix:
+    """A prefix run once through the model.
+
+    Attributes:
+        cache: Its KV cache (batch of one).
+        length: Number of prefix tokens.
+        next_position: Rotary position of the first continuation token.
+        multimodal_rope: Whether the model takes 3-D (temporal, height, width) positions.
+        last_logits: Logits at the last prefix position, shape `(vocab,)`: the prediction of the first continuation
+            token.
+    """
+
+    cache: Cache
+    length: int
+    next_position: int
+    multimodal_rope: bool
+    last_logits: torch.Tensor
+
+
+def _rope_index_owner(model: PreTrainedModel) -> Any | None:
+    """The module that computes multimodal rotary positions (Qwen2-VL family), if any."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for candidate in (base, getattr(base, "model", None)):
+        if candidate is not None and hasattr(candidate, "get_rope_index"):
+            return candidate
+    return None
+
+
+@torch.no_grad()
+def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> EncodedPrefix:
+    """Run the prefix (one row of processor outputs: `input_ids`, `pixel_values`, ...) and keep its cache."""
+    input_ids = inputs["input_ids"]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"encode_prefix takes one prefix at a time, got a batch of {input_ids.shape[0]}")
+    if "attention_mask" in inputs and not bool(inputs["attention_mask"].all()):
+        raise ValueError("The prefix must not contain padding")
+    length = input_ids.shape[1]
+    kwargs = dict(inputs)
+    owner = _rope_index_owner(model)
+    multimodal_rope = owner is not None and "mm_token_type_ids" in inputs
+    if multimodal_rope:
+        rope_kwargs = {k: inputs[k] for k in ("mm_token_type_ids", "image_grid_thw", "video_grid_thw") if k in inputs}
+        position_ids, _ = owner.get_rope_index(input_ids, attention_mask=inputs.get("attention_mask"), **rope_kwargs)
+        kwargs["position_ids"] = position_ids
+        next_position = int(position_ids.max()) + 1
+    else:
+        next_position = length
+    outputs = model(**kwargs, use_cache=True, logits_to_keep=1)
+    return EncodedPrefix(
+        cache=outputs.past_key_values,
+        length=length,
+        next_position=next_position,
+        multimodal_rope=multimodal_rope,
+        last_logits=outputs.logits[0, -1],
+    )
+
+
+@torch.no_grad()
+def continuation_logits(
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    last_only: bool = False,
+) -> list[torch.Tensor]:
+    """Logits at every position of each continuation, given the shared prefix.
+
+    Args:
+        model: The model that encoded `prefix`.
+        prefix: The encoded prefix.
+        continuations: Token ids of each continuation (non-empty).
+        batch_size: Continuations per forward pass; each pass uses its own copy of the prefix cache.
+        last_only: Return only the logits at the last position of each continuation.
+
+    Returns:
+        One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
+    """
+    if any(len(ids) == 0 for ids in continuations):
+        raise ValueError("Every continuation needs at least one token")
+    device = prefix.last_logits.device
+    results: list[torch.Tensor] = []
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        rows, width = len(chunk), max(len(ids) for ids in chunk)
+        input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
+        mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
+        mask[:, : prefix.length] = 1
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, device=device)
+            mask[row, prefix.length : prefix.length + len(ids)] = 1
+        positions = torch.arange(prefix.next_position, prefix.next_position + width, device=device).expand(rows, -1)
+        if prefix.multimodal_rope:
+            positions = positions.unsqueeze(0).expand(3, -1, -1)
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(rows)
+        logits = model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        ).logits
+        for row, ids in enumerate(chunk):
+            results.append(logits[row, len(ids) - 1] if last_only else logits[row, : len(ids)])
+    return results

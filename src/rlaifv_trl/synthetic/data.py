@@ -1,0 +1,159 @@
+"""ShapesWorld as `datasets.Dataset`s in TRL's conversational vision formats.
+
+- `description_dataset`: prompt-completion rows that describe scenes, optionally with hallucinated objects injected
+  into a fraction of the answers (to train a base policy that hallucinates under sampling);
+- `yes_no_dataset`: existence questions with their answers (to train a labeler, or the policy as its own labeler);
+- `prompt_dataset` / `evaluation_prompts`: (image, instruction) rows with ground truth, the input of the feedback
+  generator and of the CHAIR evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from datasets import Dataset, Features, Image, List, Value
+
+from .shapes import DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, Scene, ShapesWorld, existence_question
+
+
+_MESSAGE = {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+
+
+def user_turn(text: str) -> list[dict[str, Any]]:
+    """A one-image user turn in TRL's conversational vision format."""
+    return [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}]
+
+
+def assistant_turn(text: str) -> list[dict[str, Any]]:
+    """An assistant turn in TRL's conversational vision format."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+def _scenes(world: ShapesWorld, start_seed: int, num_scenes: int) -> list[Scene]:
+    return [world.scene(seed) for seed in range(start_seed, start_seed + num_scenes)]
+
+
+def description_dataset(
+    num_scenes: int,
+    start_seed: int = 0,
+    hallucination_rate: float = 0.0,
+    world: ShapesWorld | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Scene descriptions as prompt-completion rows.
+
+    Args:
+        num_scenes: Number of rows, one scene each.
+        start_seed: Seed of the first scene; scene i uses seed `start_seed + i`.
+        hallucination_rate: Fraction of answers that carry one extra object absent from the scene.
+        world: The scene generator (default `ShapesWorld()`).
+        seed: Seed for the choice of prompts and of injected objects.
+
+    Returns:
+        A dataset with columns `images`, `prompt`, `completion`, `objects` (ground truth), `hallucinated` (objects
+        injected into the answer) and `scene_seed`.
+    """
+    if not 0.0 <= hallucination_rate <= 1.0:
+        raise ValueError(f"hallucination_rate must be in [0, 1], got {hallucination_rate}")
+    world = world or ShapesWorld()
+    rng = random.Random(seed)
+    rows: dict[str, list] = {k: [] for k in ("images", "prompt", "completion", "objects", "hallucinated", "scene_seed")}
+    for scene in _scenes(world, start_seed, num_scenes):
+        if rng.random() < hallucination_rate:
+            answer, added = world.hallucinated_description(scene, rng)
+        else:
+            answer, added = scene.description(), []
+        rows["images"].append([scene.render()])
+        rows["prompt"].append(user_turn(rng.choice(DESCRIPTION_PROMPTS)))
+        rows["completion"].append(assistant_turn(answer))
+        rows["objects"].append(scene.object_names)
+        rows["hallucinated"].append(added)
+        rows["scene_seed"].append(scene.seed)
+    features = Features(
+        {
+            "images": List(Image()),
+            "prompt": List(_MESSAGE),
+            "completion": List(_MESSAGE),
+            "objects": List(Value("string")),
+            "hallucinated": List(Value("string")),
+            "scene_seed": Value("int64"),
+        }
+    )
+    return Dataset.from_dict(rows, features=features)
+
+
+def yes_no_dataset(
+    num_scenes: int,
+    start_seed: int = 0,
+    questions_per_scene: int = 2,
+    world: ShapesWorld | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Existence questions ("Is there a red circle in the image? Please answer yes or no.") with answers.
+
+    Half of the questions of each scene ask about a present object (answer "Yes"), half about an absent one
+    (answer "No"). Columns: `images`, `prompt`, `completion`, `object`, `present`, `scene_seed`.
+    """
+    world = world or ShapesWorld()
+    rng = random.Random(seed)
+    rows: dict[str, list] = {k: [] for k in ("images", "prompt", "completion", "object", "present", "scene_seed")}
+    for scene in _scenes(world, start_seed, num_scenes):
+        image = scene.render()
+        for i in range(questions_per_scene):
+            present = i % 2 == 0
+            pool = scene.object_names if present else world.absent_objects(scene)
+            name = rng.choice(pool)
+            rows["images"].append([image])
+            rows["prompt"].append(user_turn(existence_question(name)))
+            rows["completion"].append(assistant_turn("Yes" if present else "No"))
+            rows["object"].append(name)
+            rows["present"].append(present)
+            rows["scene_seed"].append(scene.seed)
+    features = Features(
+        {
+            "images": List(Image()),
+            "prompt": List(_MESSAGE),
+            "completion": List(_MESSAGE),
+            "object": Value("string"),
+            "present": Value("bool"),
+            "scene_seed": Value("int64"),
+        }
+    )
+    return Dataset.from_dict(rows, features=features)
+
+
+def prompt_dataset(
+    num_scenes: int,
+    start_seed: int = 0,
+    world: ShapesWorld | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """(image, instruction) rows with ground truth: the input of the feedback generator.
+
+    Columns: `prompt_id`, `images`, `prompt` (conversational), `objects` (ground truth) and `scene_seed`.
+    """
+    world = world or ShapesWorld()
+    rng = random.Random(seed)
+    rows: dict[str, list] = {k: [] for k in ("prompt_id", "images", "prompt", "objects", "scene_seed")}
+    for scene in _scenes(world, start_seed, num_scenes):
+        rows["prompt_id"].append(f"shapes-{scene.seed}")
+        rows["images"].append([scene.render()])
+        rows["prompt"].append(user_turn(rng.choice(DESCRIPTION_PROMPTS)))
+        rows["objects"].append(scene.object_names)
+        rows["scene_seed"].append(scene.seed)
+    features = Features(
+        {
+            "prompt_id": Value("string"),
+            "images": List(Image()),
+            "prompt": List(_MESSAGE),
+            "objects": List(Value("string")),
+            "scene_seed": Value("int64"),
+        }
+    )
+    return Dataset.from_dict(rows, features=features)
+
+
+def evaluation_prompts(num_scenes: int, world: ShapesWorld | None = None, seed: int = 0) -> Dataset:
+    """Held-out description prompts with ground truth, drawn from seeds never used for training data."""
+    return prompt_dataset(num_scenes, start_seed=EVAL_SEED_OFFSET, world=world, seed=seed)

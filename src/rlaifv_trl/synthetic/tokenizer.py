@@ -1,0 +1,125 @@
+"""A byte-level BPE tokenizer trained locally, with a ChatML chat template, for the tiny offline VLMs."""
+
+from __future__ import annotations
+
+import itertools
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .shapes import COLORS, DESCRIPTION_PROMPTS, SHAPES, ShapesWorld, existence_question
+
+
+PAD_TOKEN = "<|endoftext|>"
+BOS_CHAT = "<|im_start|>"
+EOS_TOKEN = "<|im_end|>"
+LLAVA_IMAGE_TOKEN = "<image>"
+QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+SPECIAL_TOKENS = [PAD_TOKEN, BOS_CHAT, EOS_TOKEN, LLAVA_IMAGE_TOKEN, *QWEN_VISION_TOKENS]
+# Answers the labeler reads at the first answer position: each must be exactly one token.
+YES_NO_WORDS = ("yes", "no", "Yes", "No")
+
+_IMAGE_MARKUP = {"llava": LLAVA_IMAGE_TOKEN, "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+
+# ChatML that accepts string content and TRL's list content ({"type": "image"} / {"type": "text"} items).
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}{{ '__IMAGE__' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# A little general English so that text outside ShapesWorld does not fall apart into single bytes.
+_ENGLISH = """\
+The cat is sitting on the red sofa next to a window.
+A man is riding a bicycle down a busy street in the city.
+There are two dogs playing in the park under a large tree.
+The clock on the wall shows ten past eleven.
+A woman holds an umbrella while waiting for the bus.
+The kitchen has a white refrigerator, a stove and a wooden table.
+Three people are standing near the car and talking.
+The sky is blue and there are no clouds.
+There is no dog in the picture.
+The photo shows a plate of food with rice, chicken and vegetables.
+A small boat floats on the calm lake at sunset.
+I think this is a beautiful scene.
+The sign says stop and it is mounted on a metal pole.
+Is the train yellow? What color is the bus? How many birds are there?
+The building in the background is tall and made of glass.
+A child is eating an apple at the table.
+Split the answer into atomic facts. Each fact is one short sentence.
+Rewrite the fact as a yes or no question.
+- There is a red circle.
+- The circle is on the left.
+1. The cat is black.
+2. The dog is sleeping.
+"""
+
+
+def training_corpus(num_scenes: int = 400) -> list[str]:
+    """Sentences the tokenizer is trained on: ShapesWorld text, chat markup, answers and some general English."""
+    world = ShapesWorld()
+    lines = list(DESCRIPTION_PROMPTS) + _ENGLISH.splitlines()
+    for seed in range(num_scenes):
+        lines.append(world.scene(seed).description())
+    for color, shape in itertools.product(COLORS, SHAPES):
+        lines.append(existence_question(f"{color} {shape}"))
+        lines.append(f"Is the {shape} {color}? The {shape} is {color}. There is no {color} {shape}.")
+    # Answers start a line (right after the assistant header), so they are learned without a leading space.
+    lines += [word for word in YES_NO_WORDS for _ in range(50)]
+    lines += ["user", "assistant", "system"] * 20
+    return lines
+
+
+def train_tokenizer(vocab_size: int = 1024, corpus: list[str] | None = None) -> Tokenizer:
+    """Train a byte-level BPE on `corpus` (default: `training_corpus()`); deterministic for a given corpus."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus or training_corpus(), trainer=trainer)
+    return tokenizer
+
+
+def chat_template(arch: str) -> str:
+    """The ChatML template with the image placeholder of `arch` ("llava" or "qwen2_vl")."""
+    return _CHAT_TEMPLATE.replace("__IMAGE__", _IMAGE_MARKUP[arch])
+
+
+def build_tokenizer(arch: str = "llava", vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A fast tokenizer for the tiny VLM of `arch`: ChatML template, eos `<|im_end|>`, pad `<|endoftext|>`, left
+    padding, no BOS, and the architecture's image token. Raises if "yes"/"no"/"Yes"/"No" are not single tokens."""
+    if arch not in _IMAGE_MARKUP:
+        raise ValueError(f"Unknown architecture {arch!r}; expected one of {sorted(_IMAGE_MARKUP)}")
+    extra = {"image_token": LLAVA_IMAGE_TOKEN}
+    if arch == "qwen2_vl":
+        extra = {
+            "image_token": "<|image_pad|>",
+            "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>",
+            "vision_eos_token": "<|vision_end|>",
+        }
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(vocab_size),
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
+        chat_template=chat_template(arch),
+        extra_special_tokens=extra,
+    )
+    for word in YES_NO_WORDS:
+        ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise RuntimeError(f"{word!r} is not a single token of the trained tokenizer ({ids}); enlarge the corpus")
+    return tokenizer

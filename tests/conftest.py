@@ -1,0 +1,98 @@
+"""Shared pytest configuration and fixtures.
+
+Sections:
+1. Test-support imports (``tests/support``).
+2. A Hub on loopback and the client environment. This runs at import time,
+   before anything imports huggingface_hub or datasets: they read the
+   environment when imported.
+3. Network guard: nothing may leave loopback during the session.
+4. Hub fixtures: ``hub``, ``hub_repo_id``; injected failures end with their test.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+# ---------------------------------------------------------------------------
+# 1. Test-support imports: make tests/support importable as `support`.
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from support import network_guard  # noqa: E402
+from support.hub_server import LoopbackHub, start_loopback_hub  # noqa: E402
+
+
+# ---------------------------------------------------------------------------
+# 2. A Hub on loopback, started once per session, and the client environment.
+
+_too_early = sorted({"huggingface_hub", "datasets", "transformers"} & set(sys.modules))
+if _too_early:
+    raise RuntimeError(
+        f"{', '.join(_too_early)} imported before tests/conftest.py could point it at the loopback hub; "
+        "a pytest plugin or an earlier conftest imported it."
+    )
+
+network_guard.install()  # before any client library creates a connection
+_HUB = start_loopback_hub()  # sets HF_ENDPOINT, HF_TOKEN, HF_HOME (temporary), HF_HUB_DISABLE_XET, ...
+
+import datasets  # noqa: E402
+
+
+datasets.config.USE_PARQUET_EXPORT = False  # else datasets asks datasets-server.<host>, not loopback
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _HUB.stop()  # also deletes the temporary HF_HOME
+
+
+# ---------------------------------------------------------------------------
+# 3. Network guard: fail any test during which something tried to leave loopback.
+
+
+@pytest.fixture(autouse=True)
+def _stay_on_loopback():
+    """Fail the test if a connection or DNS lookup outside loopback was attempted.
+
+    Tests that provoke a refusal on purpose remove its record with
+    ``network_guard.take_blocked()``.
+    """
+    yield
+    attempts = network_guard.take_blocked()
+    if attempts:
+        listed = "; ".join(str(attempt) for attempt in attempts)
+        pytest.fail(f"network access outside loopback was attempted (and refused): {listed}", pytrace=False)
+
+
+# ---------------------------------------------------------------------------
+# 4. Hub fixtures.
+
+
+@pytest.fixture(scope="session")
+def hub() -> LoopbackHub:
+    """The session's loopback hub.
+
+    ``.url``; ``.user`` and ``.token`` (the clients' default, from ``HF_TOKEN``);
+    ``.other_user`` and ``.other_token`` (a second account); ``.server``, whose
+    ``.server.hub`` has ``inject_failures``, ``requests`` and ``count_requests``.
+    """
+    return _HUB
+
+
+@pytest.fixture(autouse=True)
+def _forget_injected_failures():
+    """Drop failures a test injected but did not use up, so they cannot hit later tests."""
+    yield
+    _HUB.server.hub.clear_failures()
+
+
+@pytest.fixture
+def hub_repo_id(hub: LoopbackHub) -> str:
+    """A fresh repository id under the test user's namespace (not created yet)."""
+    return f"{hub.user}/test-{uuid.uuid4().hex[:12]}"
