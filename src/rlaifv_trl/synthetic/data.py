@@ -10,24 +10,14 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from datasets import Dataset, Features, Image, List, Value
 
+from ..data import assistant_turn, user_turn
 from .shapes import DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, Scene, ShapesWorld, existence_question
 
 
 _MESSAGE = {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
-
-
-def user_turn(text: str) -> list[dict[str, Any]]:
-    """A one-image user turn in TRL's conversational vision format."""
-    return [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": text}]}]
-
-
-def assistant_turn(text: str) -> list[dict[str, Any]]:
-    """An assistant turn in TRL's conversational vision format."""
-    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
 def _scenes(world: ShapesWorld, start_seed: int, num_scenes: int) -> list[Scene]:

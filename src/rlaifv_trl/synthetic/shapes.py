@@ -81,7 +81,7 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    """A ShapesWorld scene: the seed it was drawn from and its objects, ordered left to right."""
+    """A ShapesWorld scene: the seed it was drawn from and its objects, in canonical order (colour, then shape)."""
 
     seed: int
     image_size: int
@@ -89,7 +89,7 @@ class Scene:
 
     @property
     def object_names(self) -> list[str]:
-        """Names of the objects in reading order (left to right)."""
+        """Names of the objects in canonical order (the order of `all_object_names`)."""
         return [obj.name for obj in self.objects]
 
     def render(self) -> Image.Image:
@@ -154,16 +154,16 @@ class ShapesWorld:
                 if all(_apart(candidate, other) for other in placed):
                     placed.append(candidate)
                     break
-        placed.sort(key=lambda obj: (obj.x, obj.y))
+        placed.sort(key=lambda obj: self._names.index(obj.name))
         return Scene(seed=seed, image_size=self.image_size, objects=tuple(placed))
 
     def hallucinated_description(self, scene: Scene, rng: random.Random, extra: int = 1) -> tuple[str, list[str]]:
-        """A description of `scene` with `extra` absent objects inserted at random places; returns it and them."""
-        absent = [name for name in self._names if name not in scene.object_names]
-        added = rng.sample(absent, min(extra, len(absent)))
-        names = list(scene.object_names)
-        for name in added:
-            names.insert(rng.randint(0, len(names)), name)
+        """A description of `scene` with `extra` absent objects added in canonical order; returns it and them.
+
+        Keeping the canonical order means nothing but the image tells an injected object from a real one.
+        """
+        added = rng.sample(self.absent_objects(scene), min(extra, len(self._names) - len(scene.objects)))
+        names = sorted(scene.object_names + added, key=self._names.index)
         return describe(names), added
 
     def absent_objects(self, scene: Scene) -> list[str]:

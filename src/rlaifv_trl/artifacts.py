@@ -1,0 +1,88 @@
+"""The on-disk layout of a run's publishable artifacts, identical to their layout on the Hub.
+
+```
+<root>/
+  dataset/                          one dataset repository, one config per iteration
+    README.md                       dataset card (YAML `configs` lists every iteration)
+    iteration-0/train-00000-of-00001.parquet
+    iteration-1/...
+  models/
+    iteration-1/                    the policy trained in iteration 1 (model, processor, README.md model card)
+    iteration-2/...
+```
+
+The folder is the source of truth: pushing to the Hub mirrors it (`rlaifv_trl.hub`), and `load_dataset(<root>/dataset,
+"iteration-1")` reads it exactly as `load_dataset(<repo>, "iteration-1")` reads the pushed copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+from datasets.table import embed_table_storage
+from datasets.utils.py_utils import convert_file_size_to_int
+
+
+DATASET_DIR = "dataset"
+MODELS_DIR = "models"
+
+
+def config_name(iteration: int) -> str:
+    """The dataset config (and model branch) name of an iteration: "iteration-<k>"."""
+    return f"iteration-{iteration}"
+
+
+def dataset_dir(root: str | Path) -> Path:
+    return Path(root) / DATASET_DIR
+
+
+def model_dir(root: str | Path, iteration: int) -> Path:
+    return Path(root) / MODELS_DIR / config_name(iteration)
+
+
+def write_iteration_dataset(
+    dataset: Dataset, root: str | Path, iteration: int, split: str = "train", max_shard_size: str | int = "500MB"
+) -> list[Path]:
+    """Write an iteration's preference data as parquet shards (images embedded), replacing any earlier copy.
+
+    Shards are written to a temporary folder and moved into place only when all of them are complete, so a killed
+    run never leaves a partial config behind.
+    """
+    target = dataset_dir(root) / config_name(iteration)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    num_shards = max(1, int(dataset.data.nbytes / convert_file_size_to_int(max_shard_size)) + 1)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for index in range(num_shards):
+            shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True).with_format("arrow")
+            shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
+            shard.to_parquet(scratch / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sorted(target.glob("*.parquet"))
+
+
+def dataset_configs(root: str | Path, split: str = "train") -> list[dict]:
+    """The YAML `configs` entries for every iteration written under `root` (what `load_dataset` reads)."""
+    configs = []
+    for folder in sorted(dataset_dir(root).glob("iteration-*"), key=lambda p: int(p.name.split("-")[1])):
+        if any(folder.glob("*.parquet")):
+            configs.append({"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]})
+    return configs
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file and `os.replace`, so readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.replace(scratch, path)

@@ -1,0 +1,230 @@
+"""Publishing a run's artifacts to the Hub: one dataset repo (a config per iteration) and one model repo (a branch
+per iteration, `main` = latest).
+
+Everything is written to a local folder first (`rlaifv_trl.artifacts`); pushing mirrors that folder, so a failed
+push loses nothing and can be repeated later with `rlaifv-trl push`. Transient failures (5xx, 429, timeouts,
+refused connections) are retried with exponential backoff. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from .artifacts import MODELS_DIR, config_name, dataset_dir
+
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class HubAccessError(RuntimeError):
+    """The token is missing, invalid or may not write where the run wants to push."""
+
+
+class HubPushError(RuntimeError):
+    """A push failed after every retry; the artifacts are still on disk."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff for transient Hub failures.
+
+    Args:
+        attempts: Tries in all (the first one included).
+        initial_delay: Seconds before the first retry; doubled after each failure.
+        max_delay: Longest wait between two tries, in seconds.
+    """
+
+    attempts: int = 5
+    initial_delay: float = 2.0
+    max_delay: float = 60.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying might help: server errors, rate limits, timeouts and connection failures."""
+    if isinstance(error, HfHubHTTPError):
+        response = getattr(error, "response", None)
+        status = getattr(response, "status_code", None)
+        return status is None or status >= 500 or status == 429
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    transport = {"TransportError", "TimeoutException", "NetworkError", "ConnectError", "RemoteProtocolError"}
+    return any(cls.__name__ in transport for cls in type(error).__mro__)
+
+
+def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
+    """Run `action`, retrying transient failures; the last failure propagates."""
+    policy = policy or RetryPolicy()
+    delay = policy.initial_delay
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - filtered by is_transient
+            if attempt == policy.attempts or not is_transient(error):
+                raise
+            logger.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(error).__name__, error, attempt, policy.attempts - 1, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, policy.max_delay)
+    raise AssertionError("unreachable")
+
+
+def check_hub_access(
+    repo_ids: list[str], token: str | None = None, api: HfApi | None = None, retry: RetryPolicy | None = None
+) -> str:
+    """Check, before any long work, that a valid token may write to every namespace in `repo_ids`.
+
+    Returns the user name. Raises `HubAccessError` with what to do when there is no token, it is invalid, or a
+    repository lies in a namespace the user cannot write to.
+    """
+    api = api or HfApi(token=token)
+    try:
+        identity = with_retries(lambda: api.whoami(token=token), "Checking the Hub token", retry)
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if status == 401:
+            raise HubAccessError(
+                "The Hub rejected the token (401). Log in again with `hf auth login` or set a valid `HF_TOKEN`; "
+                "or leave the Hub repositories unset to keep the artifacts in the local output folder."
+            ) from None
+        raise
+    except Exception as error:  # noqa: BLE001 - only here to turn "no token" into a clear message
+        if "token" in str(error).lower():
+            raise HubAccessError(
+                "No Hub token found. Log in with `hf auth login` or set `HF_TOKEN`; or leave the Hub repositories "
+                "unset to keep the artifacts in the local output folder."
+            ) from None
+        raise
+    user = identity["name"]
+    namespaces = {user} | {org["name"] for org in identity.get("orgs", [])}
+    for repo_id in repo_ids:
+        namespace = repo_id.split("/")[0] if "/" in repo_id else user
+        if namespace not in namespaces:
+            raise HubAccessError(f"The token of {user!r} cannot write to {repo_id!r} (namespace {namespace!r}).")
+    return user
+
+
+def push_later_hint(root: str | Path, dataset_repo: str | None, model_repo: str | None) -> str:
+    """The command that pushes a run folder once the Hub is reachable again."""
+    parts = ["rlaifv-trl push", str(root)]
+    if dataset_repo:
+        parts.append(f"--dataset-repo {dataset_repo}")
+    if model_repo:
+        parts.append(f"--model-repo {model_repo}")
+    return " ".join(parts)
+
+
+def push_dataset(
+    root: str | Path,
+    repo_id: str,
+    iterations: list[int] | None = None,
+    private: bool = False,
+    token: str | None = None,
+    retry: RetryPolicy | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Mirror `<root>/dataset` (or only the README and the given iterations' configs) to a dataset repo.
+
+    Returns the commit id. Files of a re-pushed config that no longer exist locally are deleted from the repo.
+    """
+    api = HfApi(endpoint=endpoint, token=token)
+    folder = dataset_dir(root)
+    if not (folder / "README.md").is_file():
+        raise FileNotFoundError(f"{folder} has no dataset card (README.md): nothing to push")
+    with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True), f"Creating {repo_id}", retry)
+    names = [config_name(k) for k in iterations] if iterations is not None else None
+    allow = ["README.md"] + ([f"{name}/*" for name in names] if names is not None else ["iteration-*/*"])
+    delete = [f"{name}/*" for name in names] if names is not None else ["iteration-*/*"]
+    message = f"Add {', '.join(names)}" if names else "Update preference data"
+    commit = with_retries(
+        lambda: api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=folder, allow_patterns=allow, delete_patterns=delete, commit_message=message
+        ),
+        f"Pushing the preference data to {repo_id}",
+        retry,
+    )
+    logger.info("Pushed %s to dataset %s", message.lower(), repo_id)
+    return commit.oid
+
+
+def push_model(
+    folder: str | Path,
+    repo_id: str,
+    iteration: int,
+    update_main: bool = True,
+    private: bool = False,
+    token: str | None = None,
+    retry: RetryPolicy | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Push an iteration's model folder to branch `iteration-<k>` of `repo_id` (and to `main` with `update_main`).
+
+    Returns the commit id on the iteration branch.
+    """
+    api = HfApi(endpoint=endpoint, token=token)
+    branch = config_name(iteration)
+    with_retries(lambda: api.create_repo(repo_id, private=private, exist_ok=True), f"Creating {repo_id}", retry)
+    with_retries(lambda: api.create_branch(repo_id, branch=branch, exist_ok=True), f"Creating branch {branch}", retry)
+    targets = [branch] + (["main"] if update_main else [])
+    commits = {}
+    for revision in targets:
+        commits[revision] = with_retries(
+            lambda revision=revision: api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision, delete_patterns=["*"], commit_message=f"Iteration {iteration}"
+            ),
+            f"Pushing the iteration {iteration} model to {repo_id}@{revision}",
+            retry,
+        )
+    logger.info("Pushed the iteration %d model to %s (branch %s)", iteration, repo_id, branch)
+    return commits[branch].oid
+
+
+def push_run(
+    root: str | Path,
+    dataset_repo: str | None = None,
+    model_repo: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    retry: RetryPolicy | None = None,
+    endpoint: str | None = None,
+) -> dict[str, str]:
+    """Push everything a run folder holds: its dataset (all configs) and each iteration's model, `main` = latest."""
+    if not dataset_repo and not model_repo:
+        raise ValueError("Give a dataset repo, a model repo or both")
+    api = HfApi(endpoint=endpoint, token=token)
+    with pushing(root, dataset_repo, model_repo):
+        check_hub_access([repo for repo in (dataset_repo, model_repo) if repo], token=token, api=api, retry=retry)
+    pushed: dict[str, str] = {}
+    common = {"private": private, "token": token, "retry": retry, "endpoint": endpoint}
+    with pushing(root, dataset_repo, model_repo):
+        if dataset_repo:
+            pushed[f"datasets/{dataset_repo}"] = push_dataset(root, dataset_repo, **common)
+        if model_repo:
+            folders = sorted(Path(root, MODELS_DIR).glob("iteration-*"), key=lambda p: int(p.name.split("-")[1]))
+            for index, folder in enumerate(folders):
+                iteration = int(folder.name.split("-")[1])
+                latest = index == len(folders) - 1
+                pushed[f"{model_repo}@{folder.name}"] = push_model(folder, model_repo, iteration, update_main=latest, **common)
+    return pushed
+
+
+@contextmanager
+def pushing(root: str | Path, dataset_repo: str | None, model_repo: str | None) -> Iterator[None]:
+    """Turn a push that failed for good into a `HubPushError` that says the data is safe and how to push later."""
+    try:
+        yield
+    except (HubAccessError, FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of the Hub client ends here
+        raise HubPushError(
+            f"Pushing to the Hub failed ({type(error).__name__}: {error}). The artifacts are kept in {root}; push "
+            f"them later with: {push_later_hint(root, dataset_repo, model_repo)}"
+        ) from error
