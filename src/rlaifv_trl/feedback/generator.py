@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
@@ -73,6 +75,13 @@ class FeedbackOutput:
     output_dir: Path | None
 
 
+def process_state() -> PartialState:
+    """Accelerate's process state. Processes launched on a machine without accelerator (e.g. `torchrun` on CPUs)
+    are distributed too, over gloo: accelerate only treats them so when asked for CPU explicitly."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=launched and not torch.accelerator.is_available())
+
+
 def model_id(model: PreTrainedModel) -> str:
     """A name for a model in the provenance columns: its path or Hub id, else its class."""
     return getattr(model.config, "_name_or_path", "") or type(model).__name__
@@ -116,7 +125,7 @@ class RLAIFVFeedbackGenerator:
         question_writer: QuestionWriter | None = None,
     ):
         self.args = args or FeedbackConfig()
-        self.state = PartialState()
+        self.state = process_state()
         self.model, self.processor = self._load_vlm(model, processor, "policy")
         labeler_model = labeler_model or self.args.labeler_model_name_or_path
         if labeler_model is None or labeler_model is self.model:
@@ -264,6 +273,7 @@ class RLAIFVFeedbackGenerator:
                 start = time.perf_counter()
                 payload = run_shard(store, shard, context, progress)
                 payload["seconds"] = time.perf_counter() - start
+                payload["process_index"] = self.state.process_index
                 store.write(stage, shard, payload)
 
     # -- stages --------------------------------------------------------------------------------------------------------
@@ -469,6 +479,6 @@ def _save_dataset(dataset: Dataset, path: Path) -> None:
     """Save with `save_to_disk` through a temporary directory, so that `path` is never half written."""
     staging = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    dataset.save_to_disk(str(staging))
+    dataset.save_to_disk(str(staging), num_shards=1 if len(dataset) == 0 else None)  # an empty dataset loads back too
     shutil.rmtree(path, ignore_errors=True)
     staging.rename(path)

@@ -198,7 +198,7 @@ def preference_dataset(
                 **provenance,
             }
         )
-    return Dataset.from_list(rows, features=features)
+    return _dataset(rows, features)
 
 
 def audit_dataset(
@@ -239,4 +239,9 @@ def audit_dataset(
                     **provenance,
                 }
             )
-    return Dataset.from_list(rows, features=AUDIT_FEATURES)
+    return _dataset(rows, AUDIT_FEATURES)
+
+
+def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:
+    """A dataset of `rows` with `features`, also when there is no row."""
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)

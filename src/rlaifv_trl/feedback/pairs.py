@@ -88,7 +88,7 @@ def length_balance(lengths: Sequence[tuple[int, int]], step: float = 0.02) -> Le
     """Pick the cut ratio r in {0, step, 2 step, ...} < 1 that makes chosen and rejected lengths closest.
 
     A pair (chosen length c, rejected length r_len) is dropped at ratio r when `(r_len - c) / r_len > r`. Among the
-    ratios with the smallest relative gap of mean lengths, the largest (keeping the most pairs) wins.
+    ratios with the smallest relative gap of mean lengths, the one keeping the most pairs wins, then the smallest.
     """
     before = _relative_gap(lengths)
     if not lengths:
@@ -100,10 +100,10 @@ def length_balance(lengths: Sequence[tuple[int, int]], step: float = 0.02) -> Le
         gap = _relative_gap([pair for pair, kept in zip(lengths, keep) if kept])
         if gap is None:
             continue
-        candidate = (gap, -sum(keep), -ratio, keep)
+        candidate = (gap, -sum(keep), ratio, keep)
         if best is None or candidate[:3] < best[:3]:
             best = candidate
     if best is None:
         return LengthBalance(None, [True] * len(lengths), before, before)
     gap, _, ratio, keep = best
-    return LengthBalance(-ratio if ratio else 0.0, keep, before, gap)
+    return LengthBalance(ratio, keep, before, gap)
