@@ -70,6 +70,7 @@ def _result(row, answers, verdicts):
         prompt_id=f"p{row}",
         seed=row,
         prompt=[],
+        instruction="Describe.",
         answers=answers,
         claims=[[f"c{i}" for i in range(len(v))] for v in verdicts],
         questions=[[f"q{i}?" for i in range(len(v))] for v in verdicts],

@@ -159,9 +159,10 @@ class RLAIFVFeedbackGenerator:
         if isinstance(model, str):
             remote = self.args.trust_remote_code
             processor = processor or AutoProcessor.from_pretrained(model, trust_remote_code=remote)
-            model = AutoModelForImageTextToText.from_pretrained(
-                model, trust_remote_code=remote, **(self.args.model_init_kwargs or {})
-            ).to(self.state.device)
+            init_kwargs = self.args.model_init_kwargs or {}
+            model = AutoModelForImageTextToText.from_pretrained(model, trust_remote_code=remote, **init_kwargs)
+            if "device_map" not in init_kwargs:
+                model.to(self.state.device)
         elif processor is None:
             raise ValueError(f"Pass the {role}'s processor along with its model object")
         return model.eval(), processor
@@ -183,7 +184,8 @@ class RLAIFVFeedbackGenerator:
                     trust_remote_code=args.trust_remote_code,
                     model_init_kwargs=args.model_init_kwargs,
                 )
-                runners[name].model.to(self.state.device)
+                if "device_map" not in (args.model_init_kwargs or {}):
+                    runners[name].model.to(self.state.device)
             return runners[name]
 
         if splitter is None:
@@ -383,6 +385,7 @@ class RLAIFVFeedbackGenerator:
                             prompt_id=record["prompt_id"],
                             seed=record["seed"],
                             prompt=record["prompt"],
+                            instruction=record["instruction"],
                             answers=record["answers"],
                             claims=claims[row]["claims"],
                             questions=claims[row]["questions"],

@@ -91,12 +91,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def row_images(value: Any, column: str) -> list[Image.Image]:
-    """The decoded images of a row's image column (a list for `images`, one image for `image`)."""
-    values = [value] if column == "image" else value
-    if values is None or (isinstance(values, list) and not values):
+    """The decoded images of a row's image column (a list of images, or one image)."""
+    values = value if isinstance(value, list) else [value]
+    if not values or (column == "images" and value is None):
         raise BadRow("no image")
-    if not isinstance(values, list):
-        raise BadRow(f"the {column!r} column holds {type(values).__name__}, not a list of images")
     return [decode_image(item) for item in values]
 
 

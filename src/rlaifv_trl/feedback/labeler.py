@@ -11,6 +11,7 @@ prefix's tokens (a tokenizer that merges across the boundary) gets a plain full 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +19,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..prefix_sharing import continuation_logits, encode_prefix
+from ..prefix_sharing import EncodedPrefix, encode_prefix
 
 
 _SENTINEL = "Q7f3e9c1d0bQUESTION"
@@ -43,6 +44,47 @@ class YesNoLabel:
     def accepted(self) -> bool:
         """A claim holds only if "yes" is strictly more likely than "no" (a tie is a rejection)."""
         return self.p_yes > self.p_no
+
+
+@torch.no_grad()
+def next_token_logits(
+    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
+) -> torch.Tensor:
+    """Logits of the token that follows each continuation of the prefix, shape `(len(continuations), vocab)`.
+
+    Continuations are left padded within a batch (the padding sits between the prefix and the continuation, masked,
+    with the continuation's positions unchanged), so that only the last position needs the language-model head.
+    """
+    if any(len(ids) == 0 for ids in continuations):
+        raise ValueError("Every continuation needs at least one token")
+    device = prefix.last_logits.device
+    outputs = []
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        rows, width = len(chunk), max(len(ids) for ids in chunk)
+        input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
+        mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
+        mask[:, : prefix.length] = 1
+        positions = torch.full((rows, width), prefix.next_position, dtype=torch.long, device=device)
+        for row, ids in enumerate(chunk):
+            pad = width - len(ids)
+            input_ids[row, pad:] = torch.as_tensor(ids, device=device)
+            mask[row, prefix.length + pad :] = 1
+            positions[row, pad:] = torch.arange(prefix.next_position, prefix.next_position + len(ids), device=device)
+        if prefix.multimodal_rope:
+            positions = positions.unsqueeze(0).expand(3, -1, -1)
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(rows)
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        outputs.append(logits[:, -1])
+    return torch.cat(outputs)
 
 
 def single_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
@@ -88,6 +130,7 @@ class YesNoLabeler:
         self.yes_ids = torch.tensor(single_token_ids(self.tokenizer, yes_words))
         self.no_ids = torch.tensor(single_token_ids(self.tokenizer, no_words))
         self.num_full_forwards = 0
+        self._templates: dict[tuple[int, str | None], tuple[str, str] | None] = {}
 
     def render(self, num_images: int, question: str) -> str:
         """The labeler's input text for one question, ending with the assistant header."""
@@ -112,36 +155,52 @@ class YesNoLabeler:
         logits = self.model(**self._inputs(self.render(len(images), question), images)).logits[:, -1]
         return self._probabilities(logits)[0]
 
+    def _template(self, num_images: int) -> tuple[str, str] | None:
+        """(text before, text after) the question in the rendered conversation, or None when the chat template does
+        not insert the question verbatim. Cached per number of images and chat template."""
+        key = (num_images, self.processor.chat_template)
+        if key not in self._templates:
+            rendered = self.render(num_images, _SENTINEL)
+            parts = rendered.split(_SENTINEL)
+            probe = "Is the probe question here? Please answer yes or no."
+            verbatim = len(parts) == 2 and self.render(num_images, probe) == parts[0] + probe + parts[1]
+            self._templates[key] = (parts[0], parts[1]) if verbatim and parts[0] else None
+        return self._templates[key]
+
+    def _continuations(self, num_images: int, questions: Sequence[str]) -> tuple[str | None, dict[int, list[int]]]:
+        """The shared prefix text and, for each question whose tokens extend the prefix's tokens, its own tokens."""
+        template = self._template(num_images)
+        if template is None:
+            return None, {}
+        before, after = template
+        texts = [before + question + after for question in questions]
+        encoded = self.tokenizer([before, *texts], add_special_tokens=False)["input_ids"]
+        prefix_ids, continuations = encoded[0], {}
+        for i, ids in enumerate(encoded[1:]):
+            if ids[: len(prefix_ids)] == prefix_ids and len(ids) > len(prefix_ids):
+                continuations[i] = ids[len(prefix_ids) :]
+        return before, continuations
+
     @torch.no_grad()
     def label_group(self, group: LabelGroup) -> list[YesNoLabel]:
-        """Labels of one group's questions: the image prefix is encoded once and reused by every question."""
+        """Labels of one group's questions: the image prefix is encoded once and reused by every question, and a
+        question asked several times (the same claim in several answers) is run once."""
         if not group.questions:
             return []
-        num_images = len(group.images)
-        rendered = self.render(num_images, _SENTINEL)
-        prefix_text = rendered[: rendered.find(_SENTINEL)] if rendered.count(_SENTINEL) == 1 else None
-        texts = [self.render(num_images, question) for question in group.questions]
-        continuations: dict[int, list[int]] = {}
-        if prefix_text:
-            prefix_ids = self.tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
-            full_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            for i, (text, ids) in enumerate(zip(texts, full_ids)):
-                if text.startswith(prefix_text) and ids[: len(prefix_ids)] == prefix_ids and len(ids) > len(prefix_ids):
-                    continuations[i] = ids[len(prefix_ids) :]
-        labels: list[YesNoLabel | None] = [None] * len(texts)
+        unique = list(dict.fromkeys(group.questions))
+        prefix_text, continuations = self._continuations(len(group.images), unique)
+        labels: dict[str, YesNoLabel] = {}
         if continuations:
             prefix = encode_prefix(self.model, self._inputs(prefix_text, group.images))
             order = sorted(continuations, key=lambda i: len(continuations[i]))  # similar lengths batch together
-            logits = continuation_logits(
-                self.model, prefix, [continuations[i] for i in order], batch_size=self.batch_size, last_only=True
-            )
-            for i, label in zip(order, self._probabilities(torch.stack(logits))):
-                labels[i] = label
-        for i, question in enumerate(group.questions):
-            if labels[i] is None:
+            logits = next_token_logits(self.model, prefix, [continuations[i] for i in order], self.batch_size)
+            for i, label in zip(order, self._probabilities(logits)):
+                labels[unique[i]] = label
+        for question in unique:
+            if question not in labels:
                 self.num_full_forwards += 1
-                labels[i] = self.full_forward(group.images, question)
-        return labels
+                labels[question] = self.full_forward(group.images, question)
+        return [labels[question] for question in group.questions]
 
     def label(self, groups: Sequence[LabelGroup]) -> list[list[YesNoLabel]]:
         """Labels of every group's questions, in order."""

@@ -15,7 +15,7 @@ Preference dataset: TRL's conversational vision preference format plus provenanc
 | `seed` | the prompt's sampling seed |
 | `iteration`, `policy_model`, `labeler_model`, `claim_splitter`, `question_writer` | provenance of the run |
 
-Audit dataset: one row per candidate with its claims, questions, p_yes, p_no, verdicts, score, rank in its prompt
+Audit dataset: one row per candidate with its prompt id, row, prompt text (`instruction`), answer, claims, questions, p_yes, p_no, verdicts, score, rank in its prompt
 (1 = best, ties share a rank), status ("scored", "empty answer", "no claims") and how often it was chosen or rejected
 in the preference dataset.
 """
@@ -56,6 +56,7 @@ AUDIT_FEATURES = Features(
         "row_index": Value("int64"),
         "candidate_index": Value("int64"),
         "seed": Value("int64"),
+        "instruction": Value("string"),
         "answer": Value("string"),
         "num_words": Value("int64"),
         "claims": List(Value("string")),
@@ -84,6 +85,7 @@ class PromptResult:
     prompt_id: str
     seed: int
     prompt: list[dict[str, Any]]
+    instruction: str
     answers: list[str]
     claims: list[list[str]]
     questions: list[list[str]]
@@ -221,6 +223,7 @@ def audit_dataset(
                     "row_index": result.row,
                     "candidate_index": i,
                     "seed": result.seed,
+                    "instruction": result.instruction,
                     "answer": answer,
                     "num_words": num_words(answer),
                     "claims": result.claims[i],

@@ -25,7 +25,8 @@ class RunReport:
         num_claims: Claims (= polar questions) labeled.
         num_rejected_claims: Claims the labeler rejected (p_yes <= p_no).
         num_scored_answers: Candidates with a score (at least one claim).
-        num_labeler_full_forwards: Questions labeled by a plain forward because they did not extend the shared prefix.
+        num_labeler_full_forwards: Distinct questions of a prompt labeled by a plain forward, because their tokens did
+            not extend the shared prefix's tokens.
         num_question_writer_fallbacks: Claims whose language-model question was unusable and that the rules asked.
         num_possible_pairs: Pairs with a large enough score gap, before sampling.
         num_sampled_pairs: Pairs after sampling `pairs_per_prompt` per prompt.

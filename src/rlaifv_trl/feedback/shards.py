@@ -62,6 +62,7 @@ class ShardStore:
 
     def check_run(self, settings: dict[str, Any], overwrite: bool) -> None:
         """Claim the directory for a run with `settings`: resume an identical run, refuse (or wipe) a different one."""
+        settings = json.loads(json.dumps(settings, default=str))  # as it reads back from disk
         run_file = self.root / RUN_FILE
         if run_file.is_file():
             with open(run_file, encoding="utf-8") as file:
