@@ -35,7 +35,7 @@ from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.prefix_sharing import encode_prefix
-from rlaifv_trl.synthetic import PRESETS, COLORS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm, prompt_dataset
+from rlaifv_trl.synthetic import COLORS, PRESETS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm, prompt_dataset
 
 
 logger = logging.getLogger("benchmarks.labeling")
@@ -144,9 +144,7 @@ def benchmark_labeling(arch: str, preset: str, args: argparse.Namespace, workdir
     )
     ours, theirs = labeler.label(groups), reference_labels(model, processor, groups)
     diff = max(
-        max(abs(a.p_yes - b.p_yes), abs(a.p_no - b.p_no))
-        for ga, gb in zip(ours, theirs)
-        for a, b in zip(ga, gb)
+        max(abs(a.p_yes - b.p_yes), abs(a.p_no - b.p_no)) for ga, gb in zip(ours, theirs) for a, b in zip(ga, gb)
     )
     agree = sum(a.accepted == b.accepted for ga, gb in zip(ours, theirs) for a, b in zip(ga, gb))
     claims = args.groups * args.questions
@@ -197,7 +195,8 @@ def benchmark_sampling(arch: str, preset: str, args: argparse.Namespace, workdir
 
     single.sample(rows[0]["prompt"], rows[0]["images"], seed=0)  # warm-up
     timings = best_times(
-        {"batched": run_batched, "separate": run_separate}, {"batched": args.repeats, "separate": args.reference_repeats}
+        {"batched": run_batched, "separate": run_separate},
+        {"batched": args.repeats, "separate": args.reference_repeats},
     )
     answers = args.prompts * args.candidates
     result = {

@@ -39,7 +39,9 @@ def test_preference_rows_are_trl_conversational_vision_preference_rows(run):
         assert row["prompt"] == source["prompt"]
         assert [np.asarray(i).tolist() for i in row["images"]] == [np.asarray(i).tolist() for i in source["images"]]
         for side in ("chosen", "rejected"):
-            assert row[side] == [{"role": "assistant", "content": [{"type": "text", "text": row[side][0]["content"][0]["text"]}]}]
+            assert row[side] == [
+                {"role": "assistant", "content": [{"type": "text", "text": row[side][0]["content"][0]["text"]}]}
+            ]
         assert row["chosen_score"] - row["rejected_score"] >= args.min_score_gap
         assert row["chosen"][0]["content"][0]["text"] != row["rejected"][0]["content"][0]["text"]
         assert row["seed"] == derive_seed(args.seed, row["prompt_id"], "candidates")
@@ -55,7 +57,13 @@ def test_audit_keeps_every_candidate_with_claims_questions_labels_and_ranking(ru
     audit = output.audit
     assert len(audit) == output.report.num_prompts * args.num_candidates
     for row in audit:
-        assert len(row["claims"]) == len(row["questions"]) == len(row["p_yes"]) == len(row["p_no"]) == len(row["verdicts"])
+        assert (
+            len(row["claims"])
+            == len(row["questions"])
+            == len(row["p_yes"])
+            == len(row["p_no"])
+            == len(row["verdicts"])
+        )
         assert row["claims"] == split_claims(row["answer"])
         assert all(q.endswith("Please answer yes or no.") for q in row["questions"])
         assert row["verdicts"] == [y > n for y, n in zip(row["p_yes"], row["p_no"])]
@@ -70,7 +78,9 @@ def test_audit_keeps_every_candidate_with_claims_questions_labels_and_ranking(ru
         for _, candidate in scored.iterrows():
             assert candidate["rank"] == 1 + (scored["score"] > candidate["score"]).sum()
     for row in output.preference:
-        chosen = frame[(frame.prompt_id == row["prompt_id"]) & (frame.candidate_index == row["chosen_candidate_index"])]
+        chosen = frame[
+            (frame.prompt_id == row["prompt_id"]) & (frame.candidate_index == row["chosen_candidate_index"])
+        ]
         assert chosen.iloc[0]["answer"] == row["chosen"][0]["content"][0]["text"]
         assert chosen.iloc[0]["times_chosen"] >= 1
     assert frame["times_chosen"].sum() == frame["times_rejected"].sum() == len(output.preference)

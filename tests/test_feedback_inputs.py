@@ -58,7 +58,7 @@ def test_image_modes_are_converted_to_rgb_and_broken_images_are_reasons():
         assert image.mode == "RGB" and image.size == (48, 48), name
     transparent = PILImage.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert np.asarray(decode_image(transparent)).min() == 255  # transparent pixels become white
-    for name, data in BROKEN.items():
+    for data in BROKEN.values():
         with pytest.raises(BadRow, match="image"):
             decode_image({"bytes": data, "path": None})
     with pytest.raises(BadRow, match="missing image"):
@@ -109,7 +109,9 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_go_through(policy, one_
     assert "duplicate prompt_id (first used by row 0)" in reasons[len(rows) - 2]
     assert reasons[len(rows) - 1] == "missing prompt_id"
     assert all(entry["stage"] == "input" for entry in output.report.skipped)
-    accounted = set(reasons) | {e["row"] for e in output.report.rows_without_pairs} | set(output.preference["row_index"])
+    accounted = (
+        set(reasons) | {e["row"] for e in output.report.rows_without_pairs} | set(output.preference["row_index"])
+    )
     assert accounted == set(range(len(rows)))
 
 
@@ -123,7 +125,10 @@ def test_a_dataset_without_a_needed_column_is_a_clear_error(policy):
 
 def test_a_single_image_column_and_plain_string_prompts_are_accepted(policy, one_thread):
     dataset = Dataset.from_dict(
-        {"image": [ShapesWorld().scene(s).render() for s in range(2)], "prompt": ["Describe the image.", "What is it?"]}
+        {
+            "image": [ShapesWorld().scene(s).render() for s in range(2)],
+            "prompt": ["Describe the image.", "What is it?"],
+        }
     )
     output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset)
     assert not output.report.skipped and set(output.audit["prompt_id"]) == {"row-0", "row-1"}
@@ -179,9 +184,13 @@ def test_randomly_malformed_rows_never_stop_a_run(policy, rows):
     assert len(output.audit) == (len(rows) - len(skipped)) * FAST["num_candidates"]
     for row in skipped:  # only malformed rows are skipped
         prompt_id, images, prompt = rows[row]
-        usable_images = len(images) == 1 and images[0] is not None and images[0]["bytes"] in [GOOD, *CONVERTIBLE.values()]
+        usable_images = (
+            len(images) == 1 and images[0] is not None and images[0]["bytes"] in [GOOD, *CONVERTIBLE.values()]
+        )
         usable_prompt = prompt == user_turn("Describe the image.") or (
-            len(prompt) == 1 and prompt[0]["content"][-1:] and (prompt[0]["content"][-1].get("text") or "").strip()
+            len(prompt) == 1
+            and prompt[0]["content"][-1:]
+            and (prompt[0]["content"][-1].get("text") or "").strip()
             and any(item["type"] == "image" for item in prompt[0]["content"])
         )
         first_use = prompt_id and [r[0] for r in rows].index(prompt_id) == row

@@ -6,6 +6,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
+from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
 from rlaifv_trl.synthetic import ShapesWorld
 
 
@@ -28,7 +29,9 @@ def vlm(request, tiny_vlm_dir):
 
 def _plain(model, processor, images, question) -> YesNoLabel:
     """One plain forward over the whole labeler input, the way a user would write it."""
-    text = processor.apply_chat_template(labeler_messages(len(images), question), add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(
+        labeler_messages(len(images), question), add_generation_prompt=True, tokenize=False
+    )
     inputs = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         probs = model(**inputs).logits[0, -1].float().softmax(-1)
@@ -124,6 +127,17 @@ def test_a_template_that_rewrites_the_question_gets_plain_forwards(vlm, one_thre
             assert abs(label.p_yes - plain.p_yes) < 1e-4 and abs(label.p_no - plain.p_no) < 1e-4
     finally:
         processor.chat_template = original
+
+
+def test_next_token_logits_equal_the_last_continuation_logits(vlm, one_thread):
+    model, processor = vlm
+    labeler = YesNoLabeler(model, processor)
+    prefix_text, continuations = labeler._continuations(1, QUESTIONS)
+    prefix = encode_prefix(model, labeler._inputs(prefix_text, [ShapesWorld().scene(9).render()]))
+    ids = [continuations[i] for i in sorted(continuations)]
+    left = next_token_logits(model, prefix, ids, batch_size=4)
+    right = torch.stack(continuation_logits(model, prefix, ids, batch_size=4, last_only=True))
+    torch.testing.assert_close(left, right, atol=1e-4, rtol=0)
 
 
 def test_a_tie_is_a_rejection_and_empty_groups_cost_nothing(vlm):

@@ -33,7 +33,9 @@ def _command(policy: Path, output_dir: Path, *extra: str) -> list[str]:
 
 
 def _results(output_dir: Path) -> tuple[list, list]:
-    return load_from_disk(str(output_dir / "preference")).to_list(), load_from_disk(str(output_dir / "audit")).to_list()
+    return load_from_disk(str(output_dir / "preference")).to_list(), load_from_disk(
+        str(output_dir / "audit")
+    ).to_list()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,10 @@ def test_killed_while_labeling_then_rerun_gives_the_same_dataset(uninterrupted, 
     # Killed in the middle of labeling: sampling and splitting are complete, labeling is half done, nothing merged.
     assert len(list((output_dir / "candidates").glob("shard-*.json"))) == 4
     assert len(list((output_dir / "claims").glob("shard-*.json"))) == 4
-    assert sorted(p.name for p in (output_dir / "labels").glob("shard-*.json")) == ["shard-00000.json", "shard-00001.json"]
+    assert sorted(p.name for p in (output_dir / "labels").glob("shard-*.json")) == [
+        "shard-00000.json",
+        "shard-00001.json",
+    ]
     assert not (output_dir / "preference").exists()
     # What a writer killed in the middle of a write leaves behind: a hidden temporary file, never a shard.
     torn = output_dir / "labels" / ".shard-00002.json.x1y2.tmp"

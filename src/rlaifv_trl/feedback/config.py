@@ -162,7 +162,9 @@ class FeedbackConfig:
         for name in ("splitter_max_input_words", "splitter_batch_size", "labeler_batch_size"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         require(self.temperature > 0, f"temperature must be positive (sampling), got {self.temperature}")
-        require(self.splitter_temperature > 0, f"splitter_temperature must be positive, got {self.splitter_temperature}")
+        require(
+            self.splitter_temperature > 0, f"splitter_temperature must be positive, got {self.splitter_temperature}"
+        )
         require(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         require(0 < self.splitter_top_p <= 1, f"splitter_top_p must be in (0, 1], got {self.splitter_top_p}")
         require(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
@@ -172,7 +174,8 @@ class FeedbackConfig:
             f"pairs_per_prompt must be at least 1 or None, got {self.pairs_per_prompt}",
         )
         require(
-            0 < self.length_balancing_step < 1, f"length_balancing_step must be in (0, 1), got {self.length_balancing_step}"
+            0 < self.length_balancing_step < 1,
+            f"length_balancing_step must be in (0, 1), got {self.length_balancing_step}",
         )
         require(bool(self.yes_no_instruction.strip()), "yes_no_instruction must not be empty")
         require(self.iteration >= 0, f"iteration must be non-negative, got {self.iteration}")

@@ -143,7 +143,9 @@ class RLAIFVFeedbackGenerator:
             top_k=self.args.top_k,
             generation_kwargs=self.args.generation_kwargs,
         )
-        self.labeler = YesNoLabeler(self.labeler_model, self.labeler_processor, batch_size=self.args.labeler_batch_size)
+        self.labeler = YesNoLabeler(
+            self.labeler_model, self.labeler_processor, batch_size=self.args.labeler_batch_size
+        )
         self.provenance = {
             "policy_model": model_id(self.model),
             "labeler_model": model_id(self.labeler_model),
@@ -406,7 +408,12 @@ class RLAIFVFeedbackGenerator:
 
         start = time.perf_counter()
         selection = select_pairs(
-            results, args.min_score_gap, args.pairs_per_prompt, args.length_balancing, args.length_balancing_step, args.seed
+            results,
+            args.min_score_gap,
+            args.pairs_per_prompt,
+            args.length_balancing,
+            args.length_balancing_step,
+            args.seed,
         )
         report.num_possible_pairs = selection.num_possible
         report.num_sampled_pairs = selection.num_sampled

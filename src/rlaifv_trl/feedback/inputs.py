@@ -147,4 +147,3 @@ def prompt_ids(dataset: Dataset) -> list[str | None]:
     if ID_COLUMN not in dataset.column_names:
         return [f"row-{index}" for index in range(len(dataset))]
     return [None if value is None or str(value) == "" else str(value) for value in dataset[ID_COLUMN]]
-

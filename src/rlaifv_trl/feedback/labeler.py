@@ -11,7 +11,6 @@ prefix's tokens (a tokenizer that merges across the boundary) gets a plain full 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..prefix_sharing import EncodedPrefix, encode_prefix
+from ..prefix_sharing import encode_prefix, next_token_logits
 
 
 _SENTINEL = "Q7f3e9c1d0bQUESTION"
@@ -44,47 +43,6 @@ class YesNoLabel:
     def accepted(self) -> bool:
         """A claim holds only if "yes" is strictly more likely than "no" (a tie is a rejection)."""
         return self.p_yes > self.p_no
-
-
-@torch.no_grad()
-def next_token_logits(
-    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
-) -> torch.Tensor:
-    """Logits of the token that follows each continuation of the prefix, shape `(len(continuations), vocab)`.
-
-    Continuations are left padded within a batch (the padding sits between the prefix and the continuation, masked,
-    with the continuation's positions unchanged), so that only the last position needs the language-model head.
-    """
-    if any(len(ids) == 0 for ids in continuations):
-        raise ValueError("Every continuation needs at least one token")
-    device = prefix.last_logits.device
-    outputs = []
-    for start in range(0, len(continuations), batch_size):
-        chunk = continuations[start : start + batch_size]
-        rows, width = len(chunk), max(len(ids) for ids in chunk)
-        input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
-        mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
-        mask[:, : prefix.length] = 1
-        positions = torch.full((rows, width), prefix.next_position, dtype=torch.long, device=device)
-        for row, ids in enumerate(chunk):
-            pad = width - len(ids)
-            input_ids[row, pad:] = torch.as_tensor(ids, device=device)
-            mask[row, prefix.length + pad :] = 1
-            positions[row, pad:] = torch.arange(prefix.next_position, prefix.next_position + len(ids), device=device)
-        if prefix.multimodal_rope:
-            positions = positions.unsqueeze(0).expand(3, -1, -1)
-        cache = copy.deepcopy(prefix.cache)
-        cache.batch_repeat_interleave(rows)
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits
-        outputs.append(logits[:, -1])
-    return torch.cat(outputs)
 
 
 def single_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
@@ -144,9 +102,7 @@ class YesNoLabeler:
         return [YesNoLabel(yes, no) for yes, no in zip(p_yes, p_no)]
 
     def _inputs(self, text: str, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(
-            text=[text], images=images or None, return_tensors="pt", add_special_tokens=False
-        )
+        inputs = self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False)
         return inputs.to(self.model.device)
 
     @torch.no_grad()

@@ -22,9 +22,9 @@ logger = logging.getLogger(__name__)
 
 SPLIT_INSTRUCTION = (
     "Below are a question about an image and the answer someone gave. Write down every fact the answer states about "
-    "the image, one per line, each line starting with \"- \". Each fact is one short sentence that can be checked on "
+    'the image, one per line, each line starting with "- ". Each fact is one short sentence that can be checked on '
     "its own: name the thing instead of using a pronoun. Leave out opinions, feelings, guesses and anything that is "
-    "not about the image. If the answer states no fact, write \"- none\".\n\n"
+    'not about the image. If the answer states no fact, write "- none".\n\n'
     "Question: {question}\n"
     "Answer: {answer}\n\n"
     "Facts:"
@@ -134,8 +134,12 @@ class CausalLMRunner:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        self.generation = {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        self.generation["max_new_tokens"] = max_new_tokens
+        self.generation = {
+            "do_sample": True,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+        }
         self.batch_size = batch_size
 
     def render(self, instruction: str) -> str:
@@ -186,7 +190,9 @@ class LLMClaimSplitter:
 
     def instructions(self, prompts: Sequence[str], answers: Sequence[str]) -> list[str]:
         return [
-            self.instruction.format(question=prompt.strip(), answer=truncate_words(answer, self.max_input_words).strip())
+            self.instruction.format(
+                question=prompt.strip(), answer=truncate_words(answer, self.max_input_words).strip()
+            )
             for prompt, answer in zip(prompts, answers)
         ]
 

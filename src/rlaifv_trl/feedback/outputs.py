@@ -142,7 +142,9 @@ def select_pairs(
         sampled += [Pair(result, c, r) for c, r in chosen]
         if not possible:
             scored = sum(score is not None for score in scores)
-            reason = "no answer with claims" if scored == 0 else f"no two distinct answers with a score gap >= {min_gap}"
+            reason = (
+                "no answer with claims" if scored == 0 else f"no two distinct answers with a score gap >= {min_gap}"
+            )
             without.append({"row": result.row, "prompt_id": result.prompt_id, "reason": reason})
     lengths = [(num_words(p.result.answers[p.chosen]), num_words(p.result.answers[p.rejected])) for p in sampled]
     if balance:
@@ -152,7 +154,9 @@ def select_pairs(
     else:
         kept, ratio, before, after = sampled, None, None, None
     kept_rows = {pair.result.row for pair in kept}
-    for row, prompt_id in sorted({(p.result.row, p.result.prompt_id) for p in sampled if p.result.row not in kept_rows}):
+    for row, prompt_id in sorted(
+        {(p.result.row, p.result.prompt_id) for p in sampled if p.result.row not in kept_rows}
+    ):
         without.append({"row": row, "prompt_id": prompt_id, "reason": "all pairs removed by length balancing"})
     without.sort(key=lambda entry: entry["row"])
     return PairSelection(kept, without, num_possible, len(sampled), ratio, before, after)

@@ -24,7 +24,9 @@ def answer_score(verdicts: Sequence[bool]) -> float | None:
 
 def ranks(scores: Sequence[float | None]) -> list[int | None]:
     """Competition ranks (1 = best, ties share a rank) of the scored answers; None for unscored ones."""
-    return [None if score is None else 1 + sum(other is not None and other > score for other in scores) for score in scores]
+    return [
+        None if score is None else 1 + sum(other is not None and other > score for other in scores) for score in scores
+    ]
 
 
 def ranking(scores: Sequence[float | None]) -> list[int]:

@@ -36,10 +36,14 @@ _MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "
 _DO = {"do", "does", "did"}
 _HAVE = {"has", "have", "had"}
 _RELATIVE = {"who", "which", "that", "whose", "whom", "where"}
-_PREPOSITIONS = {"in", "on", "at", "near", "behind", "inside", "outside", "under", "above", "below", "beside", "by",
-                 "along", "across", "around", "against", "between", "among", "within", "from", "with", "to", "into"}
-_INDEFINITE = {"a", "an", "another", "some", "several", "many", "few", "multiple", "various", "numerous", "one", "two",
-               "three", "four", "five", "six", "seven", "eight", "nine", "ten", "no", "both"}
+_PREPOSITIONS = set(
+    """in on at near behind inside outside under above below beside by along across around against
+    between among within from with to into""".split()
+)
+_INDEFINITE = set(
+    """a an another some several many few multiple various numerous one two three four five six seven
+    eight nine ten no both""".split()
+)
 _IMAGE_WORDS = r"(?:image|picture|photo|photograph|scene|frame|illustration|drawing|painting)"
 
 _SUBJECTIVE = {

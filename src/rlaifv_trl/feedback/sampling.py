@@ -50,7 +50,11 @@ class CandidateSampler:
         self.model = model
         self.processor = processor
         self.num_candidates = num_candidates
-        self.generation: dict[str, Any] = {"do_sample": True, "temperature": temperature, "max_new_tokens": max_new_tokens}
+        self.generation: dict[str, Any] = {
+            "do_sample": True,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+        }
         if top_p is not None:
             self.generation["top_p"] = top_p
         if top_k is not None:

@@ -69,7 +69,9 @@ class ShardStore:
                 previous = json.load(file)
             if previous == settings:
                 return
-            changed = sorted(key for key in settings.keys() | previous.keys() if settings.get(key) != previous.get(key))
+            changed = sorted(
+                key for key in settings.keys() | previous.keys() if settings.get(key) != previous.get(key)
+            )
             if not overwrite:
                 raise ValueError(
                     f"{self.root} holds a run with different settings ({', '.join(changed)}); use another output_dir "
