@@ -39,6 +39,14 @@ def _plain(model, processor, images, question) -> YesNoLabel:
     return YesNoLabel(float(probs[ids["yes"]] + probs[ids["Yes"]]), float(probs[ids["no"]] + probs[ids["No"]]))
 
 
+def _assert_plain(model, processor, images, questions, labels) -> None:
+    """Each label equals the plain forward's within 1e-4."""
+    assert len(labels) == len(questions)
+    for question, label in zip(questions, labels):
+        plain = _plain(model, processor, images, question)
+        assert abs(label.p_yes - plain.p_yes) < 1e-4 and abs(label.p_no - plain.p_no) < 1e-4
+
+
 def _vision_module(model):
     inner = model.model
     return getattr(inner, "vision_tower", None) or inner.visual
@@ -62,11 +70,8 @@ def test_equal_to_plain_forwards_and_image_encoded_once_per_group(vlm, num_image
     assert len(calls) == len(groups)  # one vision pass per group, whatever its number of questions
     assert labeler.num_full_forwards == 0
     for group, group_labels in zip(groups, labels):
-        assert len(group_labels) == len(group.questions)
-        for question, label in zip(group.questions, group_labels):
-            plain = _plain(model, processor, group.images, question)
-            assert abs(label.p_yes - plain.p_yes) < 1e-4 and abs(label.p_no - plain.p_no) < 1e-4
-            assert label.accepted == (label.p_yes > label.p_no)
+        _assert_plain(model, processor, group.images, group.questions, group_labels)
+        assert all(label.accepted == (label.p_yes > label.p_no) for label in group_labels)
     assert labels[0][0] == labels[0][6]  # a repeated question is run once: the very same label
 
 
@@ -106,9 +111,7 @@ def test_falls_back_to_a_full_forward_when_tokens_merge_across_the_split(vlm, on
         assert all(processor.tokenizer.tokenize(" " + q)[0] != "Ġ" for q in questions)
         labels = labeler.label_group(LabelGroup([image], questions))
         assert labeler.num_full_forwards == 3
-        for question, label in zip(questions, labels):
-            plain = _plain(model, processor, [image], question)
-            assert abs(label.p_yes - plain.p_yes) < 1e-4 and abs(label.p_no - plain.p_no) < 1e-4
+        _assert_plain(model, processor, [image], questions, labels)
     finally:
         processor.chat_template = original
 
@@ -122,9 +125,7 @@ def test_a_template_that_rewrites_the_question_gets_plain_forwards(vlm, one_thre
         labeler = YesNoLabeler(model, processor)
         labels = labeler.label_group(LabelGroup([image], QUESTIONS[:2]))
         assert labeler.num_full_forwards == 2
-        for question, label in zip(QUESTIONS[:2], labels):
-            plain = _plain(model, processor, [image], question)
-            assert abs(label.p_yes - plain.p_yes) < 1e-4 and abs(label.p_no - plain.p_no) < 1e-4
+        _assert_plain(model, processor, [image], QUESTIONS[:2], labels)
     finally:
         processor.chat_template = original
 
