@@ -96,3 +96,33 @@ def _forget_injected_failures():
 def hub_repo_id(hub: LoopbackHub) -> str:
     """A fresh repository id under the test user's namespace (not created yet)."""
     return f"{hub.user}/test-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------
+# 5. Feedback fixtures: tiny models built once per session, one CPU thread per test.
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory):
+    """`tiny_vlm_dir(arch="llava", seed=0)`: the directory of a tiny VLM, built once per session."""
+    from rlaifv_trl.synthetic import build_tiny_vlm
+
+    built: dict[tuple[str, int], Path] = {}
+
+    def get(arch: str = "llava", seed: int = 0) -> Path:
+        if (arch, seed) not in built:
+            built[arch, seed] = build_tiny_vlm(tmp_path_factory.mktemp(f"tiny-{arch}-{seed}"), arch, "tiny", seed=seed)
+        return built[arch, seed]
+
+    return get
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one CPU thread: tiny models are many times faster so on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

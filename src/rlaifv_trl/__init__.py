@@ -1,0 +1,9 @@
+from .feedback import FeedbackConfig, FeedbackOutput, RLAIFVFeedbackGenerator, YesNoLabeler
+
+
+__all__ = [
+    "FeedbackConfig",
+    "FeedbackOutput",
+    "RLAIFVFeedbackGenerator",
+    "YesNoLabeler",
+]

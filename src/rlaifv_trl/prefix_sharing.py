@@ -77,6 +77,39 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
     )
 
 
+def _continuation_batch(
+    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], left_padded: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Cache]:
+    """Model inputs for a batch of continuations of `prefix`: ids, attention mask, positions and a copy of the cache.
+
+    Right padding keeps every continuation at the start of its row; left padding puts the padding between the prefix
+    and the continuation (masked, positions unchanged), so that the last column holds every row's last token.
+    """
+    device = prefix.last_logits.device
+    rows, width = len(chunk), max(len(ids) for ids in chunk)
+    input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
+    mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
+    mask[:, : prefix.length] = 1
+    positions = torch.full((rows, width), prefix.next_position, dtype=torch.long, device=device)
+    for row, ids in enumerate(chunk):
+        start = width - len(ids) if left_padded else 0
+        input_ids[row, start : start + len(ids)] = torch.as_tensor(ids, device=device)
+        mask[row, prefix.length + start : prefix.length + start + len(ids)] = 1
+        positions[row, start : start + len(ids)] = torch.arange(
+            prefix.next_position, prefix.next_position + len(ids), device=device
+        )
+    if prefix.multimodal_rope:
+        positions = positions.unsqueeze(0).expand(3, -1, -1)
+    cache = copy.deepcopy(prefix.cache)
+    cache.batch_repeat_interleave(rows)
+    return input_ids, mask, positions, cache
+
+
+def _check_continuations(continuations: Sequence[Sequence[int]]) -> None:
+    if any(len(ids) == 0 for ids in continuations):
+        raise ValueError("Every continuation needs at least one token")
+
+
 @torch.no_grad()
 def continuation_logits(
     model: PreTrainedModel,
@@ -97,27 +130,41 @@ def continuation_logits(
     Returns:
         One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
     """
-    if any(len(ids) == 0 for ids in continuations):
-        raise ValueError("Every continuation needs at least one token")
-    device = prefix.last_logits.device
+    _check_continuations(continuations)
     results: list[torch.Tensor] = []
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
-        rows, width = len(chunk), max(len(ids) for ids in chunk)
-        input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
-        mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
-        mask[:, : prefix.length] = 1
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, device=device)
-            mask[row, prefix.length : prefix.length + len(ids)] = 1
-        positions = torch.arange(prefix.next_position, prefix.next_position + width, device=device).expand(rows, -1)
-        if prefix.multimodal_rope:
-            positions = positions.unsqueeze(0).expand(3, -1, -1)
-        cache = copy.deepcopy(prefix.cache)
-        cache.batch_repeat_interleave(rows)
+        input_ids, mask, positions, cache = _continuation_batch(prefix, chunk, left_padded=False)
         logits = model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         ).logits
         for row, ids in enumerate(chunk):
             results.append(logits[row, len(ids) - 1] if last_only else logits[row, : len(ids)])
     return results
+
+
+@torch.no_grad()
+def next_token_logits(
+    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
+) -> torch.Tensor:
+    """Logits of the token that follows each continuation of the prefix, shape `(len(continuations), vocab)`.
+
+    Like `continuation_logits(..., last_only=True)`, but the continuations are left padded so that the language-model
+    head runs on the last position only.
+    """
+    _check_continuations(continuations)
+    outputs = []
+    for start in range(0, len(continuations), batch_size):
+        input_ids, mask, positions, cache = _continuation_batch(
+            prefix, continuations[start : start + batch_size], left_padded=True
+        )
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        outputs.append(logits[:, -1])
+    return torch.cat(outputs)

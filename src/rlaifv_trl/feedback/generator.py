@@ -1,0 +1,494 @@
+"""`RLAIFVFeedbackGenerator`: a prompt dataset and a policy in, a TRL-ready preference dataset out.
+
+Stages, each run shard by shard and saved atomically under `output_dir` (a rerun skips finished shards):
+
+1. `candidates`: check each row (unusable rows are skipped with a reason), then sample `num_candidates` answers per
+   prompt in one batched `generate` call seeded with the prompt's own seed;
+2. `claims`: split every answer into claims and write one polar question per claim;
+3. `labels`: p_yes and p_no of every question from the labeler (the image prefix encoded once per prompt);
+
+then, on the main process, scores, rankings, pairs and length balancing, and the preference and audit datasets.
+Under `torchrun` / `accelerate launch` the shards are spread over the processes (shard i on process i mod N) and the
+main process merges them; since every random draw is seeded per prompt, the output does not depend on N.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset, load_from_disk
+from tqdm.auto import tqdm
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from .claims import ClaimSplitter, QuestionWriter, with_instruction
+from .config import FeedbackConfig
+from .inputs import (
+    BadRow,
+    conversational_prompt,
+    image_column,
+    instruction_text,
+    prompt_feature,
+    prompt_ids,
+    raw_rows,
+    row_images,
+)
+from .labeler import LabelGroup, YesNoLabeler
+from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
+from .outputs import PromptResult, audit_dataset, preference_dataset, select_pairs
+from .report import RunReport
+from .rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
+from .sampling import CandidateSampler, derive_seed
+from .shards import STAGES, ShardStore
+
+
+logger = logging.getLogger(__name__)
+
+# Settings that do not change results: a run may resume with other values.
+_NOT_RESULTS = ("output_dir", "overwrite_output_dir", "disable_tqdm")
+
+
+@dataclass
+class FeedbackOutput:
+    """The result of a feedback run.
+
+    Attributes:
+        preference: TRL conversational vision preference dataset with provenance columns.
+        audit: One row per candidate answer with its claims, questions, probabilities, verdicts, score and rank.
+        report: Counts per stage, rows without output and why, timings.
+        output_dir: Where the shards, datasets and report are saved (None for a temporary run).
+    """
+
+    preference: Dataset
+    audit: Dataset
+    report: RunReport
+    output_dir: Path | None
+
+
+def process_state() -> PartialState:
+    """Accelerate's process state. Processes launched on a machine without accelerator (e.g. `torchrun` on CPUs)
+    are distributed too, over gloo: accelerate only treats them so when asked for CPU explicitly."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=launched and not torch.accelerator.is_available())
+
+
+def model_id(model: PreTrainedModel) -> str:
+    """A name for a model in the provenance columns: its path or Hub id, else its class."""
+    return getattr(model.config, "_name_or_path", "") or type(model).__name__
+
+
+class RLAIFVFeedbackGenerator:
+    """Turns (image(s), prompt) rows and a policy into RLAIF-V preference pairs.
+
+    Args:
+        model: The policy, an `AutoModelForImageTextToText` model or its name/path.
+        processor: The policy's processor; loaded from the model's name/path when omitted.
+        args: The configuration (default `FeedbackConfig()`).
+        labeler_model: The labeler VLM or its name/path; defaults to `args.labeler_model_name_or_path`, else the
+            policy itself (self-feedback).
+        labeler_processor: The labeler's processor (when `labeler_model` is an object).
+        claim_splitter: A claim splitter; defaults to the language model of `args.splitter_model_name_or_path`, else
+            `RuleBasedClaimSplitter`.
+        question_writer: A question writer; defaults to the language model of
+            `args.question_writer_model_name_or_path` (or of the splitter), else `RuleBasedQuestionWriter`.
+
+    Example:
+
+    ```python
+    from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
+    from rlaifv_trl.synthetic import prompt_dataset
+
+    generator = RLAIFVFeedbackGenerator("path/to/policy", args=FeedbackConfig(output_dir="feedback/iteration-0"))
+    output = generator.generate(prompt_dataset(100))
+    output.preference  # prompt, images, chosen, rejected + provenance: ready for trl.DPOTrainer
+    ```
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        processor: ProcessorMixin | None = None,
+        args: FeedbackConfig | None = None,
+        labeler_model: PreTrainedModel | str | None = None,
+        labeler_processor: ProcessorMixin | None = None,
+        claim_splitter: ClaimSplitter | None = None,
+        question_writer: QuestionWriter | None = None,
+    ):
+        self.args = args or FeedbackConfig()
+        self.state = process_state()
+        self.model, self.processor = self._load_vlm(model, processor, "policy")
+        labeler_model = labeler_model or self.args.labeler_model_name_or_path
+        if labeler_model is None or labeler_model is self.model:
+            self.labeler_model, self.labeler_processor = self.model, labeler_processor or self.processor
+        else:
+            self.labeler_model, self.labeler_processor = self._load_vlm(labeler_model, labeler_processor, "labeler")
+        self.claim_splitter, self.question_writer = self._divide(claim_splitter, question_writer)
+        self.sampler = CandidateSampler(
+            self.model,
+            self.processor,
+            num_candidates=self.args.num_candidates,
+            temperature=self.args.temperature,
+            max_new_tokens=self.args.max_new_tokens,
+            top_p=self.args.top_p,
+            top_k=self.args.top_k,
+            generation_kwargs=self.args.generation_kwargs,
+        )
+        self.labeler = YesNoLabeler(
+            self.labeler_model, self.labeler_processor, batch_size=self.args.labeler_batch_size
+        )
+        self.provenance = {
+            "policy_model": model_id(self.model),
+            "labeler_model": model_id(self.labeler_model),
+            "claim_splitter": self.claim_splitter.name,
+            "question_writer": self.question_writer.name,
+        }
+
+    # -- set-up --------------------------------------------------------------------------------------------------------
+
+    def _load_vlm(
+        self, model: PreTrainedModel | str, processor: ProcessorMixin | None, role: str
+    ) -> tuple[PreTrainedModel, ProcessorMixin]:
+        if isinstance(model, str):
+            remote = self.args.trust_remote_code
+            processor = processor or AutoProcessor.from_pretrained(model, trust_remote_code=remote)
+            init_kwargs = self.args.model_init_kwargs or {}
+            model = AutoModelForImageTextToText.from_pretrained(model, trust_remote_code=remote, **init_kwargs)
+            if "device_map" not in init_kwargs:
+                model.to(self.state.device)
+        elif processor is None:
+            raise ValueError(f"Pass the {role}'s processor along with its model object")
+        return model.eval(), processor
+
+    def _divide(
+        self, splitter: ClaimSplitter | None, writer: QuestionWriter | None
+    ) -> tuple[ClaimSplitter, QuestionWriter]:
+        args = self.args
+        runners: dict[str, CausalLMRunner] = {}
+
+        def runner(name: str) -> CausalLMRunner:
+            if name not in runners:
+                runners[name] = CausalLMRunner(
+                    name,
+                    temperature=args.splitter_temperature,
+                    top_p=args.splitter_top_p,
+                    max_new_tokens=args.splitter_max_new_tokens,
+                    batch_size=args.splitter_batch_size,
+                    trust_remote_code=args.trust_remote_code,
+                    model_init_kwargs=args.model_init_kwargs,
+                )
+                if "device_map" not in (args.model_init_kwargs or {}):
+                    runners[name].model.to(self.state.device)
+            return runners[name]
+
+        if splitter is None:
+            name = args.splitter_model_name_or_path
+            splitter = (
+                LLMClaimSplitter(runner(name), args.splitter_max_input_words)
+                if name
+                else RuleBasedClaimSplitter(args.splitter_max_input_words)
+            )
+        if writer is None:
+            name = args.question_writer_model_name_or_path or args.splitter_model_name_or_path
+            writer = LLMQuestionWriter(runner(name)) if name else RuleBasedQuestionWriter()
+        return splitter, writer
+
+    # -- the run -------------------------------------------------------------------------------------------------------
+
+    def generate(self, dataset: Dataset) -> FeedbackOutput:
+        """Run every stage on `dataset` (columns `prompt`, `images` or `image`, optional `prompt_id`)."""
+        args, state = self.args, self.state
+        column = image_column(dataset)
+        ids = prompt_ids(dataset)
+        duplicates = _duplicates(ids)
+        temporary = args.output_dir is None
+        if temporary and state.num_processes > 1:
+            raise ValueError("Set FeedbackConfig.output_dir when running on several processes: they share it")
+        root = Path(tempfile.mkdtemp(prefix="rlaifv-feedback-") if temporary else args.output_dir)
+        store = ShardStore(root)
+        if state.is_main_process:
+            store.check_run(self._settings(dataset), args.overwrite_output_dir)
+        state.wait_for_everyone()
+
+        num_shards = math.ceil(len(dataset) / args.shard_size)
+        mine = list(range(state.process_index, num_shards, state.num_processes))
+        context = _RunContext(dataset, column, ids, duplicates)
+        wall: dict[str, float] = {}
+        for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
+            start = time.perf_counter()
+            self._run_stage(store, stage, mine, context, run_shard)
+            wall[stage] = time.perf_counter() - start
+        state.wait_for_everyone()
+
+        if state.is_main_process:
+            start = time.perf_counter()
+            output = self._merge(store, num_shards, context)
+            wall["pairs"] = time.perf_counter() - start
+            output.report.wall_seconds = wall
+            if not temporary:
+                _save_dataset(output.preference, root / "preference")
+                _save_dataset(output.audit, root / "audit")
+                output.report.save(root / "report.json")
+                store.remove_temporary_files()
+        state.wait_for_everyone()
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+            return FeedbackOutput(output.preference, output.audit, output.report, None)
+        if not state.is_main_process:
+            output = FeedbackOutput(
+                load_from_disk(str(root / "preference")),
+                load_from_disk(str(root / "audit")),
+                RunReport.load(root / "report.json"),
+                root,
+            )
+        return output
+
+    def _settings(self, dataset: Dataset) -> dict[str, Any]:
+        settings = {key: value for key, value in self.args.to_dict().items() if key not in _NOT_RESULTS}
+        settings.update(self.provenance)
+        settings["dataset"] = {
+            "fingerprint": getattr(dataset, "_fingerprint", None),
+            "num_rows": len(dataset),
+            "columns": dataset.column_names,
+        }
+        return settings
+
+    def _run_stage(
+        self, store: ShardStore, stage: str, shards: list[int], context: _RunContext, run_shard: Callable
+    ) -> None:
+        todo = [shard for shard in shards if not store.done(stage, shard)]
+        if len(todo) < len(shards):
+            logger.info("%s: %d of %d shard(s) already done", stage, len(shards) - len(todo), len(shards))
+        size = self.args.shard_size
+        total = sum(_shard_length(context, shard, size) for shard in todo)
+        disable = self.args.disable_tqdm or not self.state.is_main_process
+        with tqdm(total=total, desc=f"RLAIF-V {stage}", unit="prompt", disable=disable) as progress:
+            for shard in todo:
+                logger.debug("%s: shard %d started", stage, shard)
+                start = time.perf_counter()
+                payload = run_shard(store, shard, context, progress)
+                payload["seconds"] = time.perf_counter() - start
+                payload["process_index"] = self.state.process_index
+                store.write(stage, shard, payload)
+
+    # -- stages --------------------------------------------------------------------------------------------------------
+
+    def _sample_shard(self, store: ShardStore, shard: int, context: _RunContext, progress: tqdm) -> dict[str, Any]:
+        start = shard * self.args.shard_size
+        records, skipped = [], []
+        for offset, row in enumerate(raw_rows(context.dataset, start, start + self.args.shard_size)):
+            index = start + offset
+            prompt_id = context.ids[index]
+            try:
+                if prompt_id is None:
+                    raise BadRow("missing prompt_id")
+                if index in context.duplicates:
+                    raise BadRow(f"duplicate prompt_id (first used by row {context.duplicates[index]})")
+                images = row_images(row.get(context.column), context.column)
+                prompt = conversational_prompt(row.get("prompt"), len(images))
+                seed = derive_seed(self.args.seed, prompt_id, "candidates")
+                answers = self.sampler.sample(prompt, images, seed)
+                records.append(
+                    {
+                        "row": index,
+                        "prompt_id": prompt_id,
+                        "seed": seed,
+                        "prompt": prompt,
+                        "instruction": instruction_text(prompt),
+                        "answers": answers,
+                    }
+                )
+            except BadRow as reason:
+                skipped.append(_skip(index, prompt_id, "input", str(reason)))
+            except Exception as error:
+                skipped.append(_failure(index, prompt_id, "candidates", error))
+            progress.update(1)
+        return {"records": records, "skipped": skipped}
+
+    def _divide_shard(self, store: ShardStore, shard: int, context: _RunContext, progress: tqdm) -> dict[str, Any]:
+        candidates = store.read("candidates", shard)
+        records, skipped = [], []
+        fallbacks_before = getattr(self.question_writer, "num_fallbacks", 0)
+        instruction = self.args.yes_no_instruction
+        for record in candidates["records"]:
+            try:
+                answers = record["answers"]
+                seed = derive_seed(self.args.seed, record["prompt_id"], "claims")
+                claims = self.claim_splitter.split([record["instruction"]] * len(answers), answers, seed)
+                flat = [claim for answer_claims in claims for claim in answer_claims]
+                seed = derive_seed(self.args.seed, record["prompt_id"], "questions")
+                written = iter(self.question_writer.write(flat, seed) if flat else [])
+                questions = [[with_instruction(next(written), instruction) for _ in c] for c in claims]
+                records.append({"row": record["row"], "claims": claims, "questions": questions})
+            except Exception as error:
+                skipped.append(_failure(record["row"], record["prompt_id"], "claims", error))
+            progress.update(1)
+        progress.update(_shard_length(context, shard, self.args.shard_size) - len(candidates["records"]))
+        fallbacks = getattr(self.question_writer, "num_fallbacks", 0) - fallbacks_before
+        return {"records": records, "skipped": skipped, "question_writer_fallbacks": fallbacks}
+
+    def _label_shard(self, store: ShardStore, shard: int, context: _RunContext, progress: tqdm) -> dict[str, Any]:
+        candidates = {record["row"]: record for record in store.read("candidates", shard)["records"]}
+        claims = store.read("claims", shard)["records"]
+        start = shard * self.args.shard_size
+        rows = _shard_rows(context, shard, self.args.shard_size)
+        records, skipped = [], []
+        full_before = self.labeler.num_full_forwards
+        for record in claims:
+            try:
+                images = row_images(rows[record["row"] - start].get(context.column), context.column)
+                flat = [question for questions in record["questions"] for question in questions]
+                labels = iter(self.labeler.label_group(LabelGroup(images, flat)))
+                pairs = [[next(labels) for _ in questions] for questions in record["questions"]]
+                records.append(
+                    {
+                        "row": record["row"],
+                        "p_yes": [[label.p_yes for label in answer] for answer in pairs],
+                        "p_no": [[label.p_no for label in answer] for answer in pairs],
+                    }
+                )
+            except Exception as error:
+                skipped.append(_failure(record["row"], candidates[record["row"]]["prompt_id"], "labels", error))
+            progress.update(1)
+        progress.update(len(rows) - len(claims))
+        return {"records": records, "skipped": skipped, "full_forwards": self.labeler.num_full_forwards - full_before}
+
+    # -- merge ---------------------------------------------------------------------------------------------------------
+
+    def _merge(self, store: ShardStore, num_shards: int, context: _RunContext) -> FeedbackOutput:
+        args = self.args
+        report = RunReport(num_rows=len(context.dataset), num_processes=self.state.num_processes)
+        results: list[PromptResult] = []
+        for shard in range(num_shards):
+            payloads = {stage: store.read(stage, shard) for stage in STAGES}
+            for stage, payload in payloads.items():
+                report.skipped += payload["skipped"]
+                report.seconds[stage] = report.seconds.get(stage, 0.0) + payload["seconds"]
+            report.num_question_writer_fallbacks += payloads["claims"]["question_writer_fallbacks"]
+            report.num_labeler_full_forwards += payloads["labels"]["full_forwards"]
+            report.num_prompts += len(payloads["candidates"]["records"])
+            claims = {record["row"]: record for record in payloads["claims"]["records"]}
+            labels = {record["row"]: record for record in payloads["labels"]["records"]}
+            for record in payloads["candidates"]["records"]:
+                row = record["row"]
+                if row in claims and row in labels:
+                    results.append(
+                        PromptResult(
+                            row=row,
+                            prompt_id=record["prompt_id"],
+                            seed=record["seed"],
+                            prompt=record["prompt"],
+                            instruction=record["instruction"],
+                            answers=record["answers"],
+                            claims=claims[row]["claims"],
+                            questions=claims[row]["questions"],
+                            p_yes=labels[row]["p_yes"],
+                            p_no=labels[row]["p_no"],
+                        )
+                    )
+        report.skipped.sort(key=lambda entry: entry["row"])
+        for result in results:
+            report.num_candidates += len(result.answers)
+            report.num_empty_answers += sum(not answer.strip() for answer in result.answers)
+            report.num_answers_without_claims += sum(
+                bool(answer.strip()) and not claims for answer, claims in zip(result.answers, result.claims)
+            )
+            report.num_claims += sum(len(claims) for claims in result.claims)
+            report.num_rejected_claims += sum(not ok for verdicts in result.verdicts for ok in verdicts)
+            report.num_scored_answers += sum(score is not None for score in result.scores)
+
+        start = time.perf_counter()
+        selection = select_pairs(
+            results,
+            args.min_score_gap,
+            args.pairs_per_prompt,
+            args.length_balancing,
+            args.length_balancing_step,
+            args.seed,
+        )
+        report.num_possible_pairs = selection.num_possible
+        report.num_sampled_pairs = selection.num_sampled
+        report.num_pairs = len(selection.pairs)
+        report.length_balance_ratio = selection.ratio
+        report.length_gap_before, report.length_gap_after = selection.gap_before, selection.gap_after
+        report.rows_without_pairs = selection.rows_without_pairs
+
+        images = {}
+        for row in sorted({pair.result.row for pair in selection.pairs}):
+            images[row] = row_images(raw_rows(context.dataset, row, row + 1)[0].get(context.column), context.column)
+        preference = preference_dataset(
+            selection.pairs, images, prompt_feature(context.dataset), args.iteration, self.provenance
+        )
+        audit = audit_dataset(results, selection.pairs, args.iteration, self.provenance)
+        report.seconds["pairs"] = time.perf_counter() - start
+        logger.info(
+            "RLAIF-V feedback: %d prompts, %d candidates, %d claims (%d rejected), %d pairs; %d rows skipped, "
+            "%d without pairs",
+            report.num_prompts,
+            report.num_candidates,
+            report.num_claims,
+            report.num_rejected_claims,
+            report.num_pairs,
+            len(report.skipped),
+            len(report.rows_without_pairs),
+        )
+        return FeedbackOutput(preference, audit, report, None if self.args.output_dir is None else store.root)
+
+
+@dataclass
+class _RunContext:
+    dataset: Dataset
+    column: str
+    ids: list[str | None]
+    duplicates: dict[int, int]
+
+
+def _duplicates(ids: list[str | None]) -> dict[int, int]:
+    """Rows whose prompt id an earlier row already has, mapped to that earlier row."""
+    first: dict[str, int] = {}
+    duplicates = {}
+    for index, prompt_id in enumerate(ids):
+        if prompt_id is None:
+            continue
+        if prompt_id in first:
+            duplicates[index] = first[prompt_id]
+        else:
+            first[prompt_id] = index
+    return duplicates
+
+
+def _shard_rows(context: _RunContext, shard: int, size: int) -> list[dict[str, Any]]:
+    return raw_rows(context.dataset, shard * size, (shard + 1) * size)
+
+
+def _shard_length(context: _RunContext, shard: int, size: int) -> int:
+    return min(size, len(context.dataset) - shard * size)
+
+
+def _skip(row: int, prompt_id: str | None, stage: str, reason: str) -> dict[str, Any]:
+    logger.debug("Skipping row %d (%s): %s", row, stage, reason)
+    return {"row": row, "prompt_id": prompt_id, "stage": stage, "reason": reason}
+
+
+def _failure(row: int, prompt_id: str | None, stage: str, error: Exception) -> dict[str, Any]:
+    debug = logger.isEnabledFor(logging.DEBUG)
+    logger.warning("Row %d failed in stage %s: %s: %s", row, stage, type(error).__name__, error, exc_info=debug)
+    return _skip(row, prompt_id, stage, f"{stage} failed: {type(error).__name__}: {error}")
+
+
+def _save_dataset(dataset: Dataset, path: Path) -> None:
+    """Save with `save_to_disk` through a temporary directory, so that `path` is never half written."""
+    staging = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset.save_to_disk(str(staging), num_shards=1 if len(dataset) == 0 else None)  # an empty dataset loads back too
+    shutil.rmtree(path, ignore_errors=True)
+    staging.rename(path)

@@ -1,0 +1,111 @@
+"""Scores, per-prompt rankings, preference pairs and length balancing.
+
+An answer's score is minus its number of rejected claims; an answer with no claim has no score and never enters a
+pair. Within a prompt, every two answers whose scores differ by at least the gap form a pair (the higher one is
+chosen), identical texts excepted; `k` of them are sampled with a generator seeded by the prompt. Length balancing
+(as in the reference implementation) then searches a grid of ratios r and drops, over the whole dataset, the pairs
+whose chosen answer is shorter than the rejected one by more than r of the rejected length, keeping the r whose kept
+pairs have the closest mean chosen and rejected lengths.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def answer_score(verdicts: Sequence[bool]) -> float | None:
+    """Minus the number of rejected claims; None for an answer with no claim."""
+    if not verdicts:
+        return None
+    return -float(sum(not verdict for verdict in verdicts))
+
+
+def ranks(scores: Sequence[float | None]) -> list[int | None]:
+    """Competition ranks (1 = best, ties share a rank) of the scored answers; None for unscored ones."""
+    return [
+        None if score is None else 1 + sum(other is not None and other > score for other in scores) for score in scores
+    ]
+
+
+def ranking(scores: Sequence[float | None]) -> list[int]:
+    """Indices of the scored answers from best to worst (ties in index order)."""
+    scored = [i for i, score in enumerate(scores) if score is not None]
+    return sorted(scored, key=lambda i: (-scores[i], i))
+
+
+def candidate_pairs(texts: Sequence[str], scores: Sequence[float | None], min_gap: float) -> list[tuple[int, int]]:
+    """Every (chosen, rejected) index pair whose scores differ by at least `min_gap`, one per distinct text pair."""
+    pairs, seen = [], set()
+    for chosen in ranking(scores):
+        for rejected in ranking(scores):
+            if scores[chosen] - scores[rejected] < min_gap:
+                continue
+            key = (texts[chosen].strip(), texts[rejected].strip())
+            if key[0] == key[1] or key in seen:
+                continue
+            seen.add(key)
+            pairs.append((chosen, rejected))
+    return pairs
+
+
+def sample_pairs(pairs: Sequence[tuple[int, int]], k: int | None, seed: int) -> list[tuple[int, int]]:
+    """`k` pairs drawn without replacement by a generator seeded with `seed` (all of them when `k` is None)."""
+    if k is None or len(pairs) <= k:
+        return list(pairs)
+    return random.Random(seed).sample(list(pairs), k)
+
+
+def num_words(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class LengthBalance:
+    """The outcome of length balancing.
+
+    Attributes:
+        ratio: The chosen cut ratio, or None when there was nothing to balance.
+        keep: For each pair, whether it is kept.
+        gap_before: |mean chosen - mean rejected| / mean rejected length over all pairs.
+        gap_after: The same over the kept pairs.
+    """
+
+    ratio: float | None
+    keep: list[bool]
+    gap_before: float | None
+    gap_after: float | None
+
+
+def _relative_gap(lengths: Sequence[tuple[int, int]]) -> float | None:
+    if not lengths:
+        return None
+    chosen = sum(c for c, _ in lengths) / len(lengths)
+    rejected = sum(r for _, r in lengths) / len(lengths)
+    return abs(chosen - rejected) / rejected if rejected else None
+
+
+def length_balance(lengths: Sequence[tuple[int, int]], step: float = 0.02) -> LengthBalance:
+    """Pick the cut ratio r in {0, step, 2 step, ...} < 1 that makes chosen and rejected lengths closest.
+
+    A pair (chosen length c, rejected length r_len) is dropped at ratio r when `(r_len - c) / r_len > r`. Among the
+    ratios with the smallest relative gap of mean lengths, the one keeping the most pairs wins, then the smallest.
+    """
+    before = _relative_gap(lengths)
+    if not lengths:
+        return LengthBalance(None, [], None, None)
+    best: tuple[float, int, float, list[bool]] | None = None
+    grid = [round(i * step, 10) for i in range(int(round(1 / step))) if i * step < 1]
+    for ratio in grid:
+        keep = [rejected == 0 or (rejected - chosen) / rejected <= ratio for chosen, rejected in lengths]
+        gap = _relative_gap([pair for pair, kept in zip(lengths, keep) if kept])
+        if gap is None:
+            continue
+        candidate = (gap, -sum(keep), ratio, keep)
+        if best is None or candidate[:3] < best[:3]:
+            best = candidate
+    if best is None:
+        return LengthBalance(None, [True] * len(lengths), before, before)
+    gap, _, ratio, keep = best
+    return LengthBalance(ratio, keep, before, gap)

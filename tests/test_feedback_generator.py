@@ -1,0 +1,217 @@
+"""RLAIFVFeedbackGenerator end to end on tiny real models: format, audit, report, resume, DPO on the output."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Image, List, load_from_disk
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlamaConfig, LlamaForCausalLM
+from trl import DPOConfig, DPOTrainer
+
+from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
+from rlaifv_trl.feedback import derive_seed, split_claims
+from rlaifv_trl.synthetic import build_tokenizer, prompt_dataset, shapes_objects
+
+
+SMALL = {"num_candidates": 4, "max_new_tokens": 12, "shard_size": 2, "disable_tqdm": True}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_vlm_dir, tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    prompts = prompt_dataset(6)
+    args = FeedbackConfig(output_dir=str(tmp_path_factory.mktemp("feedback")), **SMALL)
+    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts)
+    yield prompts, args, output
+    torch.set_num_threads(threads)
+
+
+def test_preference_rows_are_trl_conversational_vision_preference_rows(run):
+    prompts, args, output = run
+    preference = output.preference
+    assert len(preference) > 0
+    assert preference.column_names[:4] == ["prompt", "images", "chosen", "rejected"]
+    assert preference.features["images"] == List(Image())
+    assert preference.features["prompt"] == prompts.features["prompt"]
+    by_id = {row["prompt_id"]: row for row in prompts}
+    for row in preference:
+        source = by_id[row["prompt_id"]]
+        assert row["prompt"] == source["prompt"]
+        assert [np.asarray(i).tolist() for i in row["images"]] == [np.asarray(i).tolist() for i in source["images"]]
+        for side in ("chosen", "rejected"):
+            assert row[side] == [
+                {"role": "assistant", "content": [{"type": "text", "text": row[side][0]["content"][0]["text"]}]}
+            ]
+        assert row["chosen_score"] - row["rejected_score"] >= args.min_score_gap
+        assert row["chosen"][0]["content"][0]["text"] != row["rejected"][0]["content"][0]["text"]
+        assert row["seed"] == derive_seed(args.seed, row["prompt_id"], "candidates")
+        assert len(row["rejected_rejected_claims"]) == -row["rejected_score"]
+        assert len(row["chosen_rejected_claims"]) == -row["chosen_score"]
+        assert row["iteration"] == 0 and row["policy_model"] == row["labeler_model"]  # self-feedback
+        assert row["claim_splitter"] == row["question_writer"] == "rule-based"
+    assert max(len(rows) for rows in preference.to_pandas().groupby("prompt_id").groups.values()) <= 2
+
+
+def test_audit_keeps_every_candidate_with_claims_questions_labels_and_ranking(run):
+    prompts, args, output = run
+    audit = output.audit
+    assert len(audit) == output.report.num_prompts * args.num_candidates
+    for row in audit:
+        assert (
+            len(row["claims"])
+            == len(row["questions"])
+            == len(row["p_yes"])
+            == len(row["p_no"])
+            == len(row["verdicts"])
+        )
+        assert row["claims"] == split_claims(row["answer"])
+        assert all(q.endswith("Please answer yes or no.") for q in row["questions"])
+        assert row["verdicts"] == [y > n for y, n in zip(row["p_yes"], row["p_no"])]
+        assert all(0 <= p <= 1 for p in row["p_yes"] + row["p_no"])
+        if row["claims"]:
+            assert row["score"] == -row["num_rejected_claims"] and row["status"] == "scored" and row["rank"] >= 1
+        else:
+            assert row["score"] is None and row["rank"] is None
+    frame = audit.to_pandas()
+    for _, group in frame.groupby("prompt_id"):
+        scored = group.dropna(subset=["score"])
+        for _, candidate in scored.iterrows():
+            assert candidate["rank"] == 1 + (scored["score"] > candidate["score"]).sum()
+    for row in output.preference:
+        chosen = frame[
+            (frame.prompt_id == row["prompt_id"]) & (frame.candidate_index == row["chosen_candidate_index"])
+        ]
+        assert chosen.iloc[0]["answer"] == row["chosen"][0]["content"][0]["text"]
+        assert chosen.iloc[0]["times_chosen"] >= 1
+    assert frame["times_chosen"].sum() == frame["times_rejected"].sum() == len(output.preference)
+
+
+def test_report_accounts_for_every_row(run):
+    prompts, _, output = run
+    report = output.report
+    with_pairs = set(output.preference["row_index"])
+    skipped = {entry["row"] for entry in report.skipped}
+    without = {entry["row"] for entry in report.rows_without_pairs}
+    assert with_pairs | skipped | without == set(range(len(prompts)))
+    assert not with_pairs & without
+    assert report.num_pairs == len(output.preference)
+    assert report.num_claims == sum(len(c) for c in output.audit["claims"])
+    assert report.num_rejected_claims == sum(output.audit["num_rejected_claims"])
+    assert set(report.seconds) == {"candidates", "claims", "labels", "pairs"}
+    assert report.to_dict()["skip_reasons"] == report.skip_reasons
+
+
+def test_outputs_are_saved_and_a_rerun_resumes_without_recomputing(run, tiny_vlm_dir):
+    prompts, args, output = run
+    root = output.output_dir
+    assert load_from_disk(str(root / "preference")).to_list() == output.preference.to_list()
+    assert load_from_disk(str(root / "audit")).to_list() == output.audit.to_list()
+    assert (root / "report.json").is_file() and (root / "run.json").is_file()
+    shards = sorted(root.glob("*/shard-*.json"))
+    assert len(shards) == 3 * 3  # three stages, six prompts in shards of two
+    stamps = {path: path.stat().st_mtime_ns for path in shards}
+    (root / "labels" / "shard-00001.json").unlink()
+    again = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts)
+    assert again.preference.to_list() == output.preference.to_list()
+    assert again.audit.to_list() == output.audit.to_list()
+    redone = [path for path in shards if path.stat().st_mtime_ns != stamps[path]]
+    assert redone == [root / "labels" / "shard-00001.json"]
+
+
+def test_a_different_run_in_the_same_directory_is_refused_unless_overwritten(run, tiny_vlm_dir):
+    prompts, args, _ = run
+    changed = FeedbackConfig(**{**args.to_dict(), "temperature": 1.0})
+    generator = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=changed)
+    with pytest.raises(ValueError, match="temperature"):
+        generator.generate(prompts.select(range(2)))
+
+
+def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):
+    _, _, output = run
+    path = tiny_vlm_dir("llava")
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    ref_model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    before = [p.detach().clone() for p in model.parameters()]
+    args = DPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_steps=2,
+        per_device_train_batch_size=2, logging_steps=1, save_strategy="no", learning_rate=1e-3,
+    )  # fmt: skip
+    trainer = DPOTrainer(
+        model=model, ref_model=ref_model, args=args, train_dataset=output.preference, processing_class=processor
+    )
+    result = trainer.train()
+    assert result.global_step == 2 and np.isfinite(result.training_loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_sharding_and_order_do_not_change_the_pairs(tiny_vlm_dir, one_thread):
+    prompts = prompt_dataset(4, start_seed=100)
+    policy = str(tiny_vlm_dir("llava"))
+
+    def pairs(dataset, shard_size):
+        args = FeedbackConfig(**{**SMALL, "shard_size": shard_size, "length_balancing": False})
+        preference = RLAIFVFeedbackGenerator(policy, args=args).generate(dataset).preference
+        return sorted(
+            (r["prompt_id"], r["chosen"][0]["content"][0]["text"], r["rejected"][0]["content"][0]["text"])
+            for r in preference
+        )
+
+    reference = pairs(prompts, 1)
+    assert reference
+    assert pairs(prompts.shuffle(seed=0), 3) == reference
+
+
+def test_qwen2_vl_policy_with_a_separate_llava_labeler(tiny_vlm_dir, one_thread):
+    prompts = prompt_dataset(3, start_seed=200)
+    policy, labeler = str(tiny_vlm_dir("qwen2_vl")), str(tiny_vlm_dir("llava", seed=1))
+    args = FeedbackConfig(**{**SMALL, "num_candidates": 3, "labeler_model_name_or_path": labeler})
+    output = RLAIFVFeedbackGenerator(policy, args=args).generate(prompts)
+    assert len(output.audit) == 9 and output.output_dir is None
+    assert set(output.audit["labeler_model"]) == {labeler} and set(output.audit["policy_model"]) == {policy}
+    assert output.report.num_labeler_full_forwards == 0
+
+
+def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thread):
+    tokenizer = build_tokenizer("llava")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    args = FeedbackConfig(**{**SMALL, "num_candidates": 2, "splitter_model_name_or_path": str(tmp_path)})
+    args.splitter_max_new_tokens = 16
+    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompt_dataset(2))
+    assert set(output.audit["claim_splitter"]) == set(output.audit["question_writer"]) == {f"llm:{tmp_path}"}
+    assert len(output.audit) == 4
+    questions = [q for qs in output.audit["questions"] for q in qs]
+    assert all(q.endswith("? Please answer yes or no.") for q in questions)
+
+
+class ShapesWorldSplitter:
+    """A user splitter for ShapesWorld: one claim per object mentioned, nothing else."""
+
+    name = "shapes-world"
+
+    def split(self, prompts, answers, seed):
+        return [[f"There is a {name}." for name in shapes_objects(answer)] for answer in answers]
+
+
+def test_empty_answers_and_answers_without_claims_are_counted(tiny_vlm_dir, one_thread):
+    policy = str(tiny_vlm_dir("llava"))
+    eos = AutoProcessor.from_pretrained(policy).tokenizer.eos_token_id
+    prompts = prompt_dataset(2, start_seed=300)
+    empty = FeedbackConfig(**{**SMALL, "generation_kwargs": {"sequence_bias": [[[eos], 100.0]]}})
+    output = RLAIFVFeedbackGenerator(policy, args=empty).generate(prompts)
+    assert output.report.num_empty_answers == 8 and len(output.preference) == 0
+    assert set(output.audit["status"]) == {"empty answer"}
+    assert [entry["reason"] for entry in output.report.rows_without_pairs] == ["no answer with claims"] * 2
+
+    output = RLAIFVFeedbackGenerator(
+        policy, args=FeedbackConfig(**SMALL), claim_splitter=ShapesWorldSplitter()
+    ).generate(prompts)
+    no_claims = sum(status == "no claims" for status in output.audit["status"])
+    assert no_claims == output.report.num_answers_without_claims > 0
+    assert set(output.audit["claim_splitter"]) == {"shapes-world"}

@@ -1,0 +1,100 @@
+"""Scores, rankings, pair building, seeded sampling and the reference's length balancing."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rlaifv_trl.feedback import answer_score, candidate_pairs, length_balance, ranks, sample_pairs
+from rlaifv_trl.feedback.outputs import PromptResult, select_pairs
+from rlaifv_trl.feedback.pairs import ranking
+
+
+def test_score_is_minus_the_rejected_claims_and_none_without_claims():
+    assert answer_score([]) is None
+    assert answer_score([True, True]) == 0.0
+    assert answer_score([True, False, False]) == -2.0
+
+
+def test_ranks_and_ranking_keep_ties_and_skip_unscored():
+    scores = [0.0, -1.0, None, 0.0, -3.0]
+    assert ranks(scores) == [1, 3, None, 1, 4]
+    assert ranking(scores) == [0, 3, 1, 4]
+
+
+def test_pairs_need_the_gap_distinct_texts_and_no_repeats():
+    texts = ["a", "b", "c", "a", "d", ""]
+    scores = [0.0, -1.0, -1.0, -2.0, None, None]
+    pairs = candidate_pairs(texts, scores, min_gap=1)
+    assert (0, 3) not in pairs  # same text "a" on both sides
+    assert set(pairs) == {(0, 1), (0, 2), (1, 3), (2, 3)}
+    assert all(scores[c] - scores[r] >= 1 for c, r in pairs)
+    assert candidate_pairs(texts, scores, min_gap=2) == []  # only (0, 3) is 2 apart, and its texts are equal
+    # Two candidates with the same text give the same pair once.
+    assert candidate_pairs(["x", "x", "y"], [0.0, 0.0, -1.0], 1) == [(0, 2)]
+
+
+def test_sampling_is_seeded_and_keeps_everything_when_few():
+    pairs = [(0, i) for i in range(1, 9)]
+    assert sample_pairs(pairs, 2, seed=7) == sample_pairs(pairs, 2, seed=7)
+    assert len(set(tuple(sample_pairs(pairs, 2, seed=s)) for s in range(10))) > 1
+    assert sample_pairs(pairs[:2], 2, seed=1) == pairs[:2]
+    assert sample_pairs(pairs, None, seed=1) == pairs
+
+
+def test_length_balancing_picks_the_ratio_with_the_closest_mean_lengths():
+    # Keeping all four pairs: chosen 15.75 vs rejected 17.5 words (gap 0.1); the (5, 20) pair needs r >= 0.75.
+    result = length_balance([(10, 10), (5, 20), (18, 20), (30, 20)], step=0.02)
+    assert result.keep == [True, True, True, True]
+    assert result.ratio == 0.76
+    assert abs(result.gap_after - 0.1) < 1e-9
+    # Dropping the much shorter chosen answer closes the gap: the smallest ratio that does it wins.
+    result = length_balance([(5, 20), (20, 20), (22, 20), (21, 20)])
+    assert result.keep == [False, True, True, True]
+    assert result.ratio == 0.0
+    assert result.gap_after < result.gap_before
+    assert length_balance([]).ratio is None
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 60)), min_size=1, max_size=30))
+def test_length_balancing_keeps_exactly_the_pairs_within_the_ratio(lengths):
+    result = length_balance(lengths)
+    assert len(result.keep) == len(lengths)
+    if result.ratio is not None:
+        for (chosen, rejected), kept in zip(lengths, result.keep):
+            assert kept == ((rejected - chosen) / rejected <= result.ratio)
+
+
+def _result(row, answers, verdicts):
+    return PromptResult(
+        row=row,
+        prompt_id=f"p{row}",
+        seed=row,
+        prompt=[],
+        instruction="Describe.",
+        answers=answers,
+        claims=[[f"c{i}" for i in range(len(v))] for v in verdicts],
+        questions=[[f"q{i}?" for i in range(len(v))] for v in verdicts],
+        p_yes=[[0.9 if ok else 0.1 for ok in v] for v in verdicts],
+        p_no=[[0.1 if ok else 0.9 for ok in v] for v in verdicts],
+    )
+
+
+def test_select_pairs_gives_reasons_for_prompts_without_pairs():
+    results = [
+        _result(0, ["one two", "one two three", "four"], [[True], [False], [True, False, False]]),
+        _result(1, ["", "no claims here"], [[], []]),
+        _result(2, ["same", "same"], [[True], [False]]),
+        _result(3, ["a b", "c d"], [[True], [True]]),
+    ]
+    selection = select_pairs(results, 1.0, 2, balance=False, balance_step=0.02, seed=0)
+    sampled = {(p.result.row, p.chosen, p.rejected) for p in selection.pairs}
+    assert len(selection.pairs) == 2 and sampled <= {(0, 0, 1), (0, 0, 2), (0, 1, 2)}
+    assert selection.num_possible == 3 and selection.num_sampled == 2
+    reasons = {entry["row"]: entry["reason"] for entry in selection.rows_without_pairs}
+    assert reasons == {
+        1: "no answer with claims",
+        2: "no two distinct answers with a score gap >= 1.0",
+        3: "no two distinct answers with a score gap >= 1.0",
+    }
+    again = select_pairs(results, 1.0, 2, balance=False, balance_step=0.02, seed=0)
+    assert [(p.chosen, p.rejected) for p in again.pairs] == [(p.chosen, p.rejected) for p in selection.pairs]

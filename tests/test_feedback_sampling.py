@@ -1,0 +1,79 @@
+"""Deconfounded sampling: n candidates from one batched generate call, seeded per prompt."""
+
+import pytest
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from rlaifv_trl.feedback import CandidateSampler, FeedbackConfig, derive_seed
+from rlaifv_trl.synthetic import prompt_dataset
+
+
+@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+def vlm(request, tiny_vlm_dir):
+    path = tiny_vlm_dir(request.param)
+    return AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path)
+
+
+def test_same_seed_same_candidates_other_seed_other_candidates(vlm, one_thread):
+    model, processor = vlm
+    row = prompt_dataset(1)[0]
+    sampler = CandidateSampler(model, processor, num_candidates=4, max_new_tokens=10)
+    first = sampler.sample(row["prompt"], row["images"], seed=11)
+    assert len(first) == 4 and all(isinstance(text, str) for text in first)
+    assert sampler.sample(row["prompt"], row["images"], seed=11) == first
+    assert sampler.sample(row["prompt"], row["images"], seed=12) != first
+    assert len(set(first)) > 1  # the n answers of one prompt differ (sampling, not n copies)
+
+
+def test_one_generate_call_with_the_prompt_expanded_to_n_rows(vlm, one_thread):
+    model, processor = vlm
+    row = prompt_dataset(1)[0]
+    batches, vision_calls = [], []
+    language_model = model.model.language_model
+    vision = getattr(model.model, "vision_tower", None) or model.model.visual
+    hooks = [
+        language_model.register_forward_pre_hook(
+            lambda module, args, kwargs: batches.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True
+        ),
+        vision.register_forward_hook(lambda *args: vision_calls.append(1)),
+    ]
+    try:
+        CandidateSampler(model, processor, num_candidates=5, max_new_tokens=6).sample(row["prompt"], row["images"], 0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert batches and set(batches) == {5}  # every decoding step runs the 5 candidates together
+    assert len(vision_calls) == 1  # the image is encoded once, then expanded
+
+
+def test_prompt_seeds_depend_only_on_base_seed_prompt_id_and_purpose():
+    seeds = {derive_seed(42, f"p{i}", "candidates") for i in range(1000)}
+    assert len(seeds) == 1000 and all(0 <= seed < 2**31 for seed in seeds)
+    assert derive_seed(42, "p1", "candidates") == derive_seed(42, "p1", "candidates")
+    assert derive_seed(42, "p1", "candidates") != derive_seed(43, "p1", "candidates")
+    assert derive_seed(42, "p1", "candidates") != derive_seed(42, "p1", "claims")
+
+
+def test_config_has_the_paper_defaults_and_checks_values():
+    config = FeedbackConfig()
+    assert (config.num_candidates, config.temperature, config.max_new_tokens) == (10, 0.7, 512)
+    assert (config.min_score_gap, config.pairs_per_prompt, config.length_balancing) == (1.0, 2, True)
+    assert (config.splitter_temperature, config.splitter_top_p, config.splitter_max_new_tokens) == (0.2, 0.9, 256)
+    assert config.splitter_max_input_words == 300 and config.top_p is None
+    assert config.yes_no_instruction == "Please answer yes or no."
+    assert not config.trust_remote_code
+    for field_name in config.__dataclass_fields__:
+        assert config.__dataclass_fields__[field_name].metadata.get("help"), field_name
+        assert f"{field_name} (`" in FeedbackConfig.__doc__, field_name
+    for bad, message in [
+        ({"num_candidates": 0}, "num_candidates"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"min_score_gap": 0}, "min_score_gap"),
+        ({"pairs_per_prompt": 0}, "pairs_per_prompt"),
+        ({"shard_size": 0}, "shard_size"),
+        ({"length_balancing_step": 1.0}, "length_balancing_step"),
+        ({"yes_no_instruction": " "}, "yes_no_instruction"),
+        ({"generation_kwargs": {"temperature": 1.0}}, "generation_kwargs"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            FeedbackConfig(**bad)
