@@ -96,3 +96,59 @@ def _forget_injected_failures():
 def hub_repo_id(hub: LoopbackHub) -> str:
     """A fresh repository id under the test user's namespace (not created yet)."""
     return f"{hub.user}/test-{uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------
+# 6. Trainer fixtures: tiny saved VLMs, one torch thread, and quick CPU DPO settings.
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread for a module: on two shared cores, extra threads mostly wait for each other."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Saved tiny models: "llava" and "qwen2_vl" (seed 0, used as references) and "llava_policy" and
+    "qwen2_vl_policy" (seed 1, so that policy and reference differ)."""
+    from rlaifv_trl.synthetic import build_tiny_vlm
+
+    root = tmp_path_factory.mktemp("tiny_vlms")
+    dirs = {}
+    for arch in ("llava", "qwen2_vl"):
+        dirs[arch] = build_tiny_vlm(root / arch, arch, "tiny", seed=0)
+        dirs[f"{arch}_policy"] = build_tiny_vlm(root / f"{arch}_policy", arch, "tiny", seed=1)
+    return dirs
+
+
+@pytest.fixture
+def dpo_args(tmp_path):
+    """Build a DPO config for quick CPU runs: `dpo_args(**overrides)`, or `dpo_args(DPOConfig, **overrides)`."""
+
+    def make(config_class=None, **overrides):
+        from rlaifv_trl import RLAIFVDPOConfig
+
+        settings = {
+            "output_dir": str(tmp_path / "dpo"),
+            "use_cpu": True,
+            "bf16": False,
+            "report_to": "none",
+            "per_device_train_batch_size": 2,
+            "per_device_eval_batch_size": 2,
+            "max_steps": 2,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "gradient_checkpointing": False,
+            "disable_tqdm": True,
+            "seed": 0,
+        }
+        settings.update(overrides)
+        return (config_class or RLAIFVDPOConfig)(**settings)
+
+    return make

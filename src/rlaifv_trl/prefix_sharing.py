@@ -10,13 +10,15 @@ prefix + continuation (up to float rounding).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
+
+from .log_probs import token_log_probs
 
 
 @dataclass
@@ -77,6 +79,49 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
     )
 
 
+def _continuation_batches(
+    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int
+) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
+    """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits.
+
+    The continuations of a batch are packed into one row with no padding: a 4-D attention mask lets each token see
+    the prefix and the tokens before it in its own continuation, and each continuation's positions start where the
+    prefix ends. Continuations of different lengths cost their own lengths, not the longest one's.
+    """
+    if any(len(ids) == 0 for ids in continuations):
+        raise ValueError("Every continuation needs at least one token")
+    device = prefix.last_logits.device
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        lengths = torch.tensor([len(ids) for ids in chunk], device=device)
+        total = int(lengths.sum())
+        input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
+        # Where the continuation of each token starts, in the packed row
+        offsets = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        index = torch.arange(total, device=device)
+        positions = (prefix.next_position + index - offsets).unsqueeze(0)
+        if prefix.multimodal_rope:
+            positions = positions.unsqueeze(0).expand(3, -1, -1)
+        same_continuation = offsets[:, None] == offsets[None, :]
+        visible = torch.cat(
+            [
+                torch.ones((total, prefix.length), dtype=torch.bool, device=device),
+                same_continuation & (index[:, None] >= index[None, :]),
+            ],
+            dim=1,
+        )
+        mask = torch.zeros(visible.shape, dtype=model.dtype, device=device)
+        mask.masked_fill_(~visible, torch.finfo(model.dtype).min)
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=mask[None, None],
+            position_ids=positions,
+            past_key_values=copy.deepcopy(prefix.cache),
+            use_cache=True,
+        ).logits[0]
+        yield chunk, list(logits.split(lengths.tolist()))
+
+
 @torch.no_grad()
 def continuation_logits(
     model: PreTrainedModel,
@@ -91,33 +136,42 @@ def continuation_logits(
         model: The model that encoded `prefix`.
         prefix: The encoded prefix.
         continuations: Token ids of each continuation (non-empty).
-        batch_size: Continuations per forward pass; each pass uses its own copy of the prefix cache.
+        batch_size: Continuations per forward pass (packed into one sequence); each pass uses its own copy of the
+            prefix cache.
         last_only: Return only the logits at the last position of each continuation.
 
     Returns:
         One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
     """
+    results: list[torch.Tensor] = []
+    for _, logits in _continuation_batches(model, prefix, continuations, batch_size):
+        results += [row[-1] for row in logits] if last_only else logits
+    return results
+
+
+@torch.no_grad()
+def continuation_log_probs(
+    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
+) -> list[torch.Tensor]:
+    """Log-probability of every token of each continuation given the prefix and the tokens before it.
+
+    The first token is scored by the prefix's last logits, so a continuation of T tokens needs a forward over its
+    first T - 1 tokens only. The logits of a batch are dropped once its log-probabilities are taken.
+
+    Returns:
+        One float32 tensor of shape `(len(continuation),)` per continuation (non-empty).
+    """
     if any(len(ids) == 0 for ids in continuations):
         raise ValueError("Every continuation needs at least one token")
-    device = prefix.last_logits.device
-    results: list[torch.Tensor] = []
-    for start in range(0, len(continuations), batch_size):
-        chunk = continuations[start : start + batch_size]
-        rows, width = len(chunk), max(len(ids) for ids in chunk)
-        input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
-        mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
-        mask[:, : prefix.length] = 1
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, device=device)
-            mask[row, prefix.length : prefix.length + len(ids)] = 1
-        positions = torch.arange(prefix.next_position, prefix.next_position + width, device=device).expand(rows, -1)
-        if prefix.multimodal_rope:
-            positions = positions.unsqueeze(0).expand(3, -1, -1)
-        cache = copy.deepcopy(prefix.cache)
-        cache.batch_repeat_interleave(rows)
-        logits = model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).logits
-        for row, ids in enumerate(chunk):
-            results.append(logits[row, len(ids) - 1] if last_only else logits[row, : len(ids)])
+    first = prefix.last_logits.float().log_softmax(-1)
+    results = [first[ids[0]].reshape(1) for ids in continuations]
+    longer = [i for i, ids in enumerate(continuations) if len(ids) > 1]
+    heads = [continuations[i][:-1] for i in longer]
+    done = 0
+    for chunk, logits in _continuation_batches(model, prefix, heads, batch_size):
+        for row, head_logits in enumerate(logits):
+            index = longer[done + row]
+            targets = torch.as_tensor(continuations[index][1:], device=head_logits.device)
+            results[index] = torch.cat([results[index], token_log_probs(head_logits, targets)])
+        done += len(chunk)
     return results
