@@ -13,9 +13,7 @@ ratios. Target: >= 3x for N = 8.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import random
 import statistics
 import tempfile
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import benchmark_parser, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_trl import LengthNormalizedRewardScorer
@@ -38,9 +37,7 @@ def candidates(world: ShapesWorld, seed: int, n: int) -> list[str]:
 
 
 def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="llava", choices=["llava", "qwen2_vl"])
-    parser.add_argument("--preset", default="small", choices=["tiny", "small"])
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--image-size",
         type=int,
@@ -50,13 +47,7 @@ def main() -> dict:
     )
     parser.add_argument("--n", type=int, default=8, help="Candidates per prompt.")
     parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 avoids waiting on busy shared cores)."
-    )
-    parser.add_argument("--json", type=Path, help="Write the figures to this file.")
-    options = parser.parse_args()
-    torch.set_num_threads(options.threads)
+    options = parse_options(parser)
 
     with tempfile.TemporaryDirectory() as scratch:
         preset = PRESETS[options.preset]
@@ -96,7 +87,7 @@ def main() -> dict:
     prompt_text = scorer.processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     prefix = scorer.processor(text=[prompt_text], images=[tasks[0][0]], return_tensors="pt")["input_ids"].shape[1]
     answer_tokens = [len(scorer.processor.tokenizer(a)["input_ids"]) for a in tasks[0][1]]
-    report = {
+    figures = {
         "setup": {
             "arch": options.arch,
             "preset": options.preset,
@@ -113,11 +104,8 @@ def main() -> dict:
         "speedup": {"median": statistics.median(speedups), "per_round": speedups, "target": ">= 3"},
         "max_score_difference": max_difference,
     }
-    report["speedup"]["met"] = report["speedup"]["median"] >= 3
-    print(json.dumps(report, indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(report, indent=2))
-    return report
+    figures["speedup"]["met"] = figures["speedup"]["median"] >= 3
+    return report(figures, options.json)
 
 
 if __name__ == "__main__":

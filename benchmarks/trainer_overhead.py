@@ -16,8 +16,6 @@ Ratios are taken between medians of the same round, then their median is reporte
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -26,8 +24,9 @@ from pathlib import Path
 import torch
 import transformers
 import trl
+from common import benchmark_parser, parse_options, report
 from datasets import Dataset
-from transformers import AutoProcessor, TrainerCallback
+from transformers import AutoProcessor, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
@@ -67,20 +66,12 @@ def longer_answers(dataset: Dataset, repeats: int) -> Dataset:
 
 
 def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="llava", choices=["llava", "qwen2_vl"])
-    parser.add_argument("--preset", default="small", choices=["tiny", "small"])
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--answer-repeats", type=int, default=4, help="Repeat each answer text this many times.")
     parser.add_argument("--steps", type=int, default=12, help="Optimizer steps per turn.")
     parser.add_argument("--warmup", type=int, default=2, help="Steps left out at the start of each turn.")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 avoids waiting on busy shared cores)."
-    )
-    parser.add_argument("--json", type=Path, help="Write the figures to this file.")
-    options = parser.parse_args()
-    torch.set_num_threads(options.threads)
+    options = parse_options(parser)
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = build_tiny_vlm(Path(scratch) / "model", options.arch, options.preset, seed=0)
@@ -125,6 +116,8 @@ def main() -> dict:
             callbacks=[timers["rlaifv_precomputed"]],
         )
         precompute_seconds = time.perf_counter() - start
+        for trainer in trainers.values():
+            trainer.remove_callback(PrinterCallback)  # keep the output to the figures
 
         medians: dict[str, list[float]] = {name: [] for name in trainers}
         for _ in range(options.rounds):
@@ -135,7 +128,7 @@ def main() -> dict:
     overhead = [r / d for r, d in zip(medians["rlaifv"], medians["dpo"])]
     speedup = [r / p for r, p in zip(medians["rlaifv"], medians["rlaifv_precomputed"])]
     batch = trainers["dpo"].data_collator(list(data.select(range(options.batch_size))))
-    report = {
+    figures = {
         "setup": {
             "arch": options.arch,
             "preset": options.preset,
@@ -154,12 +147,9 @@ def main() -> dict:
         "precomputed_speedup": {"median": statistics.median(speedup), "per_round": speedup, "target": ">= 1.30"},
         "precompute_seconds": precompute_seconds,
     }
-    report["rlaifv_over_dpo"]["met"] = report["rlaifv_over_dpo"]["median"] <= 1.03
-    report["precomputed_speedup"]["met"] = report["precomputed_speedup"]["median"] >= 1.30
-    print(json.dumps(report, indent=2))
-    if options.json:
-        options.json.write_text(json.dumps(report, indent=2))
-    return report
+    figures["rlaifv_over_dpo"]["met"] = figures["rlaifv_over_dpo"]["median"] <= 1.03
+    figures["precomputed_speedup"]["met"] = figures["precomputed_speedup"]["median"] >= 1.30
+    return report(figures, options.json)
 
 
 if __name__ == "__main__":

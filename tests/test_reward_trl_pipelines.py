@@ -47,6 +47,17 @@ class ParameterChange(TrainerCallback):
         self.changed = any(not torch.equal(p, self.before[n]) for n, p in model.named_parameters() if p.requires_grad)
 
 
+def check_training(change: ParameterChange, scorer: RecordingScorer, image_column: str, completions_per_call: int):
+    """The model was updated, and the scorer rewarded every completion of both steps; returns the first call."""
+    assert change.changed
+    assert len(scorer.calls) == 2
+    for call in scorer.calls:
+        assert image_column in call["columns"]
+        assert len(call["rewards"]) == len(call["completions"]) == completions_per_call
+        assert all(isinstance(reward, float) for reward in call["rewards"])
+    return scorer.calls[0]
+
+
 @pytest.fixture(scope="module")
 def scorer(tiny_vlm_dirs):
     return RecordingScorer(
@@ -78,11 +89,7 @@ def test_grpo_trainer_trains_with_the_scorer_as_reward(scorer, tiny_vlm_dirs, tm
         callbacks=[change],
     )
     trainer.train()
-    assert change.changed
-    assert len(scorer.calls) == 2
-    call = scorer.calls[0]
-    assert "images" in call["columns"] and len(call["rewards"]) == len(call["completions"]) == 4
-    assert all(isinstance(reward, float) for reward in call["rewards"])
+    call = check_training(change, scorer, image_column="images", completions_per_call=4)
     logged = [log for log in trainer.state.log_history if "rewards/length_normalized_reward/mean" in log]
     assert len(logged) == 2
     assert logged[0]["rewards/length_normalized_reward/mean"] == pytest.approx(sum(call["rewards"]) / 4, abs=1e-5)
@@ -108,8 +115,4 @@ def test_online_dpo_trainer_trains_with_the_scorer_as_reward(scorer, tiny_vlm_di
         callbacks=[change],
     )
     trainer.train()
-    assert change.changed
-    assert len(scorer.calls) == 2
-    call = scorer.calls[0]
-    assert "image" in call["columns"] and len(call["rewards"]) == 4  # two completions per prompt
-    assert all(isinstance(reward, float) for reward in call["rewards"])
+    check_training(change, scorer, image_column="image", completions_per_call=4)  # two completions per prompt

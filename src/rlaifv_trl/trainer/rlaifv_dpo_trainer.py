@@ -69,7 +69,8 @@ class _FusedForwardRecorder:
 class RLAIFVDPOTrainer(DPOTrainer):
     """
     Trainer for the DPO stage of RLAIF-V ([paper](https://huggingface.co/papers/2405.17220)): a [`~trl.DPOTrainer`] that
-    takes the same arguments and adds, for vision-language models:
+    takes the same arguments (the ones not listed in the signature, e.g. `processing_class` or `peft_config`, are passed
+    on as keywords) and adds, for vision-language models:
 
     - `precompute_ref_log_probs=True` for vision datasets: the reference log-probabilities of every chosen and
       rejected answer are computed once before training (batched, shared across processes, with a progress bar) and
@@ -118,12 +119,7 @@ class RLAIFVDPOTrainer(DPOTrainer):
         data_collator=None,
         train_dataset: Dataset | IterableDataset | None = None,
         eval_dataset=None,
-        processing_class=None,
-        compute_metrics=None,
-        callbacks=None,
-        optimizers=(None, None),
-        quantization_config=None,
-        peft_config=None,
+        **kwargs: Any,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -138,20 +134,7 @@ class RLAIFVDPOTrainer(DPOTrainer):
             # to call `_precompute_ref_logps`, which this class implements for vision datasets.
             args.precompute_ref_log_probs = False
         try:
-            super().__init__(
-                model=model,
-                ref_model=ref_model,
-                args=args,
-                data_collator=data_collator,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=processing_class,
-                compute_metrics=compute_metrics,
-                callbacks=callbacks,
-                optimizers=optimizers,
-                quantization_config=quantization_config,
-                peft_config=peft_config,
-            )
+            super().__init__(model, ref_model, args, data_collator, train_dataset, eval_dataset, **kwargs)
         finally:
             args.precompute_ref_log_probs = args.precompute_ref_log_probs or self._vision_precompute
         if self._vision_precompute:
