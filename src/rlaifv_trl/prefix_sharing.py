@@ -79,47 +79,62 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
     )
 
 
-def _continuation_batches(
-    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int
-) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
-    """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits.
+def _padded_batch(prefix: EncodedPrefix, chunk: Sequence[Sequence[int]]) -> tuple[dict[str, torch.Tensor], int]:
+    """The continuations as the rows of a right-padded batch: model inputs and number of rows."""
+    device = prefix.last_logits.device
+    rows, width = len(chunk), max(len(ids) for ids in chunk)
+    input_ids = torch.zeros((rows, width), dtype=torch.long, device=device)
+    mask = torch.zeros((rows, prefix.length + width), dtype=torch.long, device=device)
+    mask[:, : prefix.length] = 1
+    for row, ids in enumerate(chunk):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, device=device)
+        mask[row, prefix.length : prefix.length + len(ids)] = 1
+    positions = torch.arange(prefix.next_position, prefix.next_position + width, device=device).expand(rows, -1)
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}, rows
 
-    The continuations of a batch are packed into one row with no padding: a 4-D attention mask lets each token see
-    the prefix and the tokens before it in its own continuation, and each continuation's positions start where the
-    prefix ends. Continuations of different lengths cost their own lengths, not the longest one's.
+
+def _packed_batch(
+    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The continuations packed into one row with no padding: model inputs and number of rows (1).
+
+    A 4-D attention mask lets each token see the prefix and the tokens before it in its own continuation; each
+    continuation's positions start where the prefix ends.
     """
+    device = prefix.last_logits.device
+    lengths = torch.tensor([len(ids) for ids in chunk], device=device)
+    total = int(lengths.sum())
+    input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
+    starts = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)  # where each token's continuation starts
+    index = torch.arange(total, device=device)
+    own_earlier_tokens = (starts[:, None] == starts[None, :]) & (index[:, None] >= index[None, :])
+    prefix_tokens = torch.ones((total, prefix.length), dtype=torch.bool, device=device)
+    visible = torch.cat([prefix_tokens, own_earlier_tokens], dim=1)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+    positions = (prefix.next_position + index - starts).unsqueeze(0)
+    return {"input_ids": input_ids, "attention_mask": mask[None, None], "position_ids": positions}, 1
+
+
+def _continuation_batches(
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int,
+    pack: bool,
+) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
+    """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits."""
     if any(len(ids) == 0 for ids in continuations):
         raise ValueError("Every continuation needs at least one token")
-    device = prefix.last_logits.device
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
-        lengths = torch.tensor([len(ids) for ids in chunk], device=device)
-        total = int(lengths.sum())
-        input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
-        # Where the continuation of each token starts, in the packed row
-        offsets = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
-        index = torch.arange(total, device=device)
-        positions = (prefix.next_position + index - offsets).unsqueeze(0)
+        inputs, rows = _packed_batch(prefix, chunk, model.dtype) if pack else _padded_batch(prefix, chunk)
         if prefix.multimodal_rope:
-            positions = positions.unsqueeze(0).expand(3, -1, -1)
-        same_continuation = offsets[:, None] == offsets[None, :]
-        visible = torch.cat(
-            [
-                torch.ones((total, prefix.length), dtype=torch.bool, device=device),
-                same_continuation & (index[:, None] >= index[None, :]),
-            ],
-            dim=1,
-        )
-        mask = torch.zeros(visible.shape, dtype=model.dtype, device=device)
-        mask.masked_fill_(~visible, torch.finfo(model.dtype).min)
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=mask[None, None],
-            position_ids=positions,
-            past_key_values=copy.deepcopy(prefix.cache),
-            use_cache=True,
-        ).logits[0]
-        yield chunk, list(logits.split(lengths.tolist()))
+            inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
+        cache = copy.deepcopy(prefix.cache)
+        cache.batch_repeat_interleave(rows)
+        logits = model(**inputs, past_key_values=cache, use_cache=True).logits
+        lengths = [len(ids) for ids in chunk]
+        yield chunk, list(logits[0].split(lengths)) if pack else [logits[row, :n] for row, n in enumerate(lengths)]
 
 
 @torch.no_grad()
@@ -129,6 +144,7 @@ def continuation_logits(
     continuations: Sequence[Sequence[int]],
     batch_size: int = 64,
     last_only: bool = False,
+    pack: bool = False,
 ) -> list[torch.Tensor]:
     """Logits at every position of each continuation, given the shared prefix.
 
@@ -136,27 +152,34 @@ def continuation_logits(
         model: The model that encoded `prefix`.
         prefix: The encoded prefix.
         continuations: Token ids of each continuation (non-empty).
-        batch_size: Continuations per forward pass (packed into one sequence); each pass uses its own copy of the
-            prefix cache.
+        batch_size: Continuations per forward pass; each pass uses its own copy of the prefix cache.
         last_only: Return only the logits at the last position of each continuation.
+        pack: Pack the continuations of a forward pass into one sequence (a 4-D attention mask keeps them apart)
+            instead of padding them to the longest: cheaper when their lengths differ a lot or the prefix is long,
+            dearer for many short continuations of equal length (attention then spans the whole pack).
 
     Returns:
         One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
     """
     results: list[torch.Tensor] = []
-    for _, logits in _continuation_batches(model, prefix, continuations, batch_size):
+    for _, logits in _continuation_batches(model, prefix, continuations, batch_size, pack):
         results += [row[-1] for row in logits] if last_only else logits
     return results
 
 
 @torch.no_grad()
 def continuation_log_probs(
-    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    pack: bool = False,
 ) -> list[torch.Tensor]:
     """Log-probability of every token of each continuation given the prefix and the tokens before it.
 
     The first token is scored by the prefix's last logits, so a continuation of T tokens needs a forward over its
-    first T - 1 tokens only. The logits of a batch are dropped once its log-probabilities are taken.
+    first T - 1 tokens only. The logits of a batch are dropped once its log-probabilities are taken. `batch_size` and
+    `pack` are as in `continuation_logits`.
 
     Returns:
         One float32 tensor of shape `(len(continuation),)` per continuation (non-empty).
@@ -168,7 +191,7 @@ def continuation_log_probs(
     longer = [i for i, ids in enumerate(continuations) if len(ids) > 1]
     heads = [continuations[i][:-1] for i in longer]
     done = 0
-    for chunk, logits in _continuation_batches(model, prefix, heads, batch_size):
+    for chunk, logits in _continuation_batches(model, prefix, heads, batch_size, pack):
         for row, head_logits in enumerate(logits):
             index = longer[done + row]
             targets = torch.as_tensor(continuations[index][1:], device=head_logits.device)

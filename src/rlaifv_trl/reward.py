@@ -313,7 +313,8 @@ class LengthNormalizedRewardScorer:
         for group in groups:
             inputs = group.inputs.to(model.device)
             if share_prefix:
-                logps = continuation_log_probs(model, encode_prefix(model, inputs), group.answers, self.batch_size)
+                prefix = encode_prefix(model, inputs)
+                logps = continuation_log_probs(model, prefix, group.answers, self.batch_size, pack=True)
             else:
                 logps = [_full_forward_log_probs(model, inputs, answer) for answer in group.answers]
             for index, answer_logps in zip(group.rows, logps):

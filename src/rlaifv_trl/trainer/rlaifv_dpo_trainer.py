@@ -154,7 +154,7 @@ class RLAIFVDPOTrainer(DPOTrainer):
                 return_tensors=collator.return_tensors,
             )
         self._recorder = None
-        if args.log_length_normalized_rewards:
+        if getattr(args, "log_length_normalized_rewards", True):  # also given a plain DPOConfig
             modules = [self.accelerator.unwrap_model(self.model)]
             if self.ref_model is not None:
                 modules.append(self.accelerator.unwrap_model(self.ref_model))
