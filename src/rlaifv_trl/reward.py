@@ -100,7 +100,7 @@ class LengthNormalizedRewardScorer:
 
     r(y) = beta / T * sum_t [log pi(y_t) - log pi_ref(y_t)] over the T answer tokens, or the plain sum
     beta * sum_t [...] with `length_normalize=False`. Answers to the same prompt and image share one forward pass of
-    that prefix (its KV cache is copied for each batch of answers).
+    that prefix; each batch of its answers runs packed into one sequence on a copy of the prefix's KV cache.
 
     Edge cases, with a defined result rather than an error, so that a TRL run never stops on them:
 
