@@ -123,6 +123,10 @@ def test_empty_and_overlong_answers_have_defined_scores(models):
     assert short.best_of_n(PROMPT, image, ["a", "b"]).index is None
     plain_prompt = prompt_text  # already rendered: a plain-text answer gets the EOS token
     assert isinstance(scorer.score([plain_prompt], [image], [""])[0], float)
+    rendered = scorer.score(
+        [plain_prompt] * 2, [image] * 2, ["There is a red circle.", assistant_turn("There is a red circle.")]
+    )
+    assert rendered[0] == rendered[1]
 
 
 def test_plugs_into_trl_as_a_reward_function(models):

@@ -84,6 +84,14 @@ def _as_image_list(images: Images) -> list[Image.Image]:
     return [images] if isinstance(images, Image.Image) else list(images)
 
 
+def _message_text(message: dict[str, Any]) -> str:
+    """The text of a message whose content is a string or a list of parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+
+
 def _embedded_images(prompt: list[dict[str, Any]]) -> list[Image.Image]:
     """Images already placed in the messages (`{"type": "image", "image": <PIL>}`), as `trl.GRPOTrainer` passes them."""
     return [
@@ -268,7 +276,7 @@ class LengthNormalizedRewardScorer:
         tokenizer = self.processor.tokenizer
         if isinstance(prompt, str):  # already rendered by the chat template
             prompt_text = prompt
-            answer = completion if isinstance(completion, str) else completion[-1]["content"]
+            answer = completion if isinstance(completion, str) else _message_text(completion[-1])
             answer_text = answer if answer.endswith(tokenizer.eos_token) else answer + tokenizer.eos_token
         else:
             embedded = _embedded_images(prompt)
