@@ -11,6 +11,7 @@ Sections:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -117,12 +118,69 @@ def tiny_vlm_dir(tmp_path_factory):
     return get
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def one_thread():
     """Run the test on one CPU thread: tiny models are many times faster so on a shared 2-core machine."""
-    import torch
+    with _torch_threads(1):
+        yield
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+# ---------------------------------------------------------------------------
+# 6. Trainer fixtures: tiny saved VLMs, one torch thread, and quick CPU DPO settings.
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread for a module: on two shared cores, extra threads mostly wait for each other."""
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dirs(tiny_vlm_dir) -> dict[str, Path]:
+    """Saved tiny models: "llava" and "qwen2_vl" (seed 0, used as references) and "llava_policy" and
+    "qwen2_vl_policy" (seed 1, so that policy and reference differ)."""
+    dirs = {}
+    for arch in ("llava", "qwen2_vl"):
+        dirs[arch] = tiny_vlm_dir(arch, seed=0)
+        dirs[f"{arch}_policy"] = tiny_vlm_dir(arch, seed=1)
+    return dirs
+
+
+@pytest.fixture
+def dpo_args(tmp_path):
+    """Build a DPO config for quick CPU runs: `dpo_args(**overrides)`, or `dpo_args(DPOConfig, **overrides)`."""
+
+    def make(config_class=None, **overrides):
+        from rlaifv_trl import RLAIFVDPOConfig
+
+        settings = {
+            "output_dir": str(tmp_path / "dpo"),
+            "use_cpu": True,
+            "bf16": False,
+            "report_to": "none",
+            "per_device_train_batch_size": 2,
+            "per_device_eval_batch_size": 2,
+            "max_steps": 2,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "gradient_checkpointing": False,
+            "disable_tqdm": True,
+            "seed": 0,
+        }
+        settings.update(overrides)
+        return (config_class or RLAIFVDPOConfig)(**settings)
+
+    return make

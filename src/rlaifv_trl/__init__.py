@@ -1,9 +1,18 @@
+"""rlaifv-trl: RLAIF-V for TRL."""
+
 from .feedback import FeedbackConfig, FeedbackOutput, RLAIFVFeedbackGenerator, YesNoLabeler
+from .reward import BestOfN, LengthNormalizedRewardScorer
+from .trainer import RLAIFVDPOConfig, RLAIFVDPOTrainer, precompute_ref_log_probs
 
 
 __all__ = [
+    "BestOfN",
     "FeedbackConfig",
     "FeedbackOutput",
+    "LengthNormalizedRewardScorer",
+    "RLAIFVDPOConfig",
+    "RLAIFVDPOTrainer",
     "RLAIFVFeedbackGenerator",
     "YesNoLabeler",
+    "precompute_ref_log_probs",
 ]

@@ -10,13 +10,15 @@ prefix + continuation (up to float rounding).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
+
+from .log_probs import token_log_probs
 
 
 @dataclass
@@ -77,10 +79,10 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
     )
 
 
-def _continuation_batch(
-    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], left_padded: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Cache]:
-    """Model inputs for a batch of continuations of `prefix`: ids, attention mask, positions and a copy of the cache.
+def _padded_batch(
+    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], left_padded: bool = False
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The continuations as the rows of a padded batch: model inputs and number of rows.
 
     Right padding keeps every continuation at the start of its row; left padding puts the padding between the prefix
     and the continuation (masked, positions unchanged), so that the last column holds every row's last token.
@@ -92,22 +94,66 @@ def _continuation_batch(
     mask[:, : prefix.length] = 1
     positions = torch.full((rows, width), prefix.next_position, dtype=torch.long, device=device)
     for row, ids in enumerate(chunk):
-        start = width - len(ids) if left_padded else 0
-        input_ids[row, start : start + len(ids)] = torch.as_tensor(ids, device=device)
-        mask[row, prefix.length + start : prefix.length + start + len(ids)] = 1
-        positions[row, start : start + len(ids)] = torch.arange(
+        begin = width - len(ids) if left_padded else 0
+        input_ids[row, begin : begin + len(ids)] = torch.as_tensor(ids, device=device)
+        mask[row, prefix.length + begin : prefix.length + begin + len(ids)] = 1
+        positions[row, begin : begin + len(ids)] = torch.arange(
             prefix.next_position, prefix.next_position + len(ids), device=device
         )
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}, rows
+
+
+def _packed_batch(
+    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The continuations packed into one row with no padding: model inputs and number of rows (1).
+
+    A 4-D attention mask lets each token see the prefix and the tokens before it in its own continuation; each
+    continuation's positions start where the prefix ends.
+    """
+    device = prefix.last_logits.device
+    lengths = torch.tensor([len(ids) for ids in chunk], device=device)
+    total = int(lengths.sum())
+    input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
+    starts = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)  # where each token's continuation starts
+    index = torch.arange(total, device=device)
+    own_earlier_tokens = (starts[:, None] == starts[None, :]) & (index[:, None] >= index[None, :])
+    prefix_tokens = torch.ones((total, prefix.length), dtype=torch.bool, device=device)
+    visible = torch.cat([prefix_tokens, own_earlier_tokens], dim=1)
+    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
+    positions = (prefix.next_position + index - starts).unsqueeze(0)
+    return {"input_ids": input_ids, "attention_mask": mask[None, None], "position_ids": positions}, 1
+
+
+def _on_prefix(prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int) -> dict[str, Any]:
+    """`inputs` with a copy of the prefix cache for `rows` rows, and 3-D positions for multimodal rotary models."""
     if prefix.multimodal_rope:
-        positions = positions.unsqueeze(0).expand(3, -1, -1)
+        inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
     cache = copy.deepcopy(prefix.cache)
     cache.batch_repeat_interleave(rows)
-    return input_ids, mask, positions, cache
+    return {**inputs, "past_key_values": cache}
 
 
 def _check_continuations(continuations: Sequence[Sequence[int]]) -> None:
     if any(len(ids) == 0 for ids in continuations):
         raise ValueError("Every continuation needs at least one token")
+
+
+def _continuation_batches(
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int,
+    pack: bool,
+) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
+    """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits."""
+    _check_continuations(continuations)
+    for start in range(0, len(continuations), batch_size):
+        chunk = continuations[start : start + batch_size]
+        inputs, rows = _packed_batch(prefix, chunk, model.dtype) if pack else _padded_batch(prefix, chunk)
+        logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True).logits
+        lengths = [len(ids) for ids in chunk]
+        yield chunk, list(logits[0].split(lengths)) if pack else [logits[row, :n] for row, n in enumerate(lengths)]
 
 
 @torch.no_grad()
@@ -117,6 +163,7 @@ def continuation_logits(
     continuations: Sequence[Sequence[int]],
     batch_size: int = 64,
     last_only: bool = False,
+    pack: bool = False,
 ) -> list[torch.Tensor]:
     """Logits at every position of each continuation, given the shared prefix.
 
@@ -126,20 +173,48 @@ def continuation_logits(
         continuations: Token ids of each continuation (non-empty).
         batch_size: Continuations per forward pass; each pass uses its own copy of the prefix cache.
         last_only: Return only the logits at the last position of each continuation.
+        pack: Pack the continuations of a forward pass into one sequence (a 4-D attention mask keeps them apart)
+            instead of padding them to the longest: cheaper when their lengths differ a lot or the prefix is long,
+            dearer for many short continuations of equal length (attention then spans the whole pack).
 
     Returns:
         One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
     """
-    _check_continuations(continuations)
     results: list[torch.Tensor] = []
-    for start in range(0, len(continuations), batch_size):
-        chunk = continuations[start : start + batch_size]
-        input_ids, mask, positions, cache = _continuation_batch(prefix, chunk, left_padded=False)
-        logits = model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).logits
-        for row, ids in enumerate(chunk):
-            results.append(logits[row, len(ids) - 1] if last_only else logits[row, : len(ids)])
+    for _, logits in _continuation_batches(model, prefix, continuations, batch_size, pack):
+        results += [row[-1] for row in logits] if last_only else logits
+    return results
+
+
+@torch.no_grad()
+def continuation_log_probs(
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    pack: bool = False,
+) -> list[torch.Tensor]:
+    """Log-probability of every token of each continuation given the prefix and the tokens before it.
+
+    The first token is scored by the prefix's last logits, so a continuation of T tokens needs a forward over its
+    first T - 1 tokens only. The logits of a batch are dropped once its log-probabilities are taken. `batch_size` and
+    `pack` are as in `continuation_logits`.
+
+    Returns:
+        One float32 tensor of shape `(len(continuation),)` per continuation (non-empty).
+    """
+    _check_continuations(continuations)
+    first = prefix.last_logits.float().log_softmax(-1)
+    results = [first[ids[0]].reshape(1) for ids in continuations]
+    longer = [i for i, ids in enumerate(continuations) if len(ids) > 1]
+    heads = [continuations[i][:-1] for i in longer]
+    done = 0
+    for chunk, logits in _continuation_batches(model, prefix, heads, batch_size, pack):
+        for row, head_logits in enumerate(logits):
+            index = longer[done + row]
+            targets = torch.as_tensor(continuations[index][1:], device=head_logits.device)
+            results[index] = torch.cat([results[index], token_log_probs(head_logits, targets)])
+        done += len(chunk)
     return results
 
 
@@ -155,16 +230,7 @@ def next_token_logits(
     _check_continuations(continuations)
     outputs = []
     for start in range(0, len(continuations), batch_size):
-        input_ids, mask, positions, cache = _continuation_batch(
-            prefix, continuations[start : start + batch_size], left_padded=True
-        )
-        logits = model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits
+        inputs, rows = _padded_batch(prefix, continuations[start : start + batch_size], left_padded=True)
+        logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True, logits_to_keep=1).logits
         outputs.append(logits[:, -1])
     return torch.cat(outputs)

@@ -3,6 +3,7 @@
 from .data import description_dataset, evaluation_prompts, prompt_dataset, yes_no_dataset
 from .models import PRESETS, TinyVLMPreset, available_architectures, build_tiny_vlm, make_tiny_vlm
 from .policy import evaluate_hallucination, train_base_policy
+from .preferences import oracle_preference_dataset
 from .shapes import COLORS, DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, SHAPES, Scene, SceneObject, ShapesWorld, shapes_objects
 from .tokenizer import YES_NO_WORDS, build_tokenizer
 
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate_hallucination",
     "evaluation_prompts",
     "make_tiny_vlm",
+    "oracle_preference_dataset",
     "prompt_dataset",
     "shapes_objects",
     "train_base_policy",

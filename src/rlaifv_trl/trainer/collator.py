@@ -1,0 +1,67 @@
+"""TRL's vision preference collator, carrying the reference log-probabilities and refusing answers cut away."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+# Set by `precompute_ref_log_probs` on each example so that errors can name the dataset row.
+ROW_INDEX_KEY = "row_index"
+
+
+def row_label(example: dict[str, Any]) -> str:
+    """How an error message names a dataset row: its index when known, else its `prompt_id`, else its prompt."""
+    if example.get(ROW_INDEX_KEY) is not None:
+        return f"row {example[ROW_INDEX_KEY]}"
+    if example.get("prompt_id") is not None:
+        return f"the row with prompt_id={example['prompt_id']!r}"
+    prompt = example.get("prompt")
+    if isinstance(prompt, list):  # conversational: the text parts of the messages
+        prompt = " ".join(
+            part.get("text") or ""
+            for message in prompt
+            for part in (
+                message["content"] if isinstance(message["content"], list) else [{"text": message["content"]}]
+            )
+        )
+    return f"the row with prompt {str(prompt)[:80]!r}"
+
+
+def check_answers_fit(completion_mask: torch.Tensor, labels: list[str], max_length: int | None) -> None:
+    """Raise if truncation to `max_length` removed every token of a chosen or rejected answer.
+
+    TRL's vision collator cuts sequences at `max_length` after the prompt, image tokens included; a row whose prompt
+    fills `max_length` keeps no answer token and would silently contribute nothing to the loss.
+    """
+    counts = completion_mask.sum(dim=1).tolist()
+    half = len(counts) // 2
+    for kind, offset in (("chosen", 0), ("rejected", half)):
+        for row, label in enumerate(labels):
+            if counts[offset + row] == 0:
+                raise ValueError(
+                    f"max_length={max_length} leaves no token of the {kind} answer of {label}: its prompt (image "
+                    "tokens included) fills the whole sequence. Raise `max_length`, shorten the prompt or remove the row."
+                )
+
+
+@dataclass
+class DataCollatorForVisionPreferenceWithRef(DataCollatorForVisionPreference):
+    """[`~trl.trainer.dpo_trainer.DataCollatorForVisionPreference`] that keeps `ref_chosen_logps` / `ref_rejected_logps`.
+
+    The batch gets the two columns as float32 tensors of shape `(batch,)` when the examples have them (TRL's vision
+    collator drops them), and a `ValueError` naming the row is raised when `max_length` cuts a whole answer away.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        labels = [row_label(example) for example in examples]
+        ref = {key: [example[key] for example in examples] for key in REF_COLUMNS if key in examples[0]}
+        output = super().torch_call(examples)
+        check_answers_fit(output["completion_mask"], labels, self.max_length)
+        for key, values in ref.items():
+            output[key] = torch.tensor(values, dtype=torch.float32)
+        return output

@@ -1,0 +1,144 @@
+"""Reference log-probs of vision preference data: computed once, stored as columns, used without a reference model."""
+
+import pytest
+import torch
+from datasets import load_dataset, load_from_disk
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from trl import DPOConfig, DPOTrainer
+
+from rlaifv_trl import RLAIFVDPOTrainer, precompute_ref_log_probs
+from rlaifv_trl.synthetic import make_tiny_vlm, oracle_preference_dataset
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def load(path):
+    return AutoModelForImageTextToText.from_pretrained(path)
+
+
+def column_values(dataset):
+    return torch.tensor([dataset[column] for column in COLUMNS]).T
+
+
+class ForwardCounter:
+    """Counts the forward passes of a module (a forward hook on the real model)."""
+
+    def __init__(self, module):
+        self.count = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.count += 1
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_columns_hold_the_log_probs_dpo_trainer_computes_for_the_reference(arch, tiny_vlm_dirs, dpo_args):
+    reference = tiny_vlm_dirs[arch]
+    processor = AutoProcessor.from_pretrained(reference)
+    data = oracle_preference_dataset(5)
+    with_columns = precompute_ref_log_probs(load(reference), processor, data, batch_size=2)  # 2 + 2 + 1 rows
+    assert with_columns.features["ref_chosen_logps"].dtype == "float32"
+    assert with_columns.column_names == data.column_names + list(COLUMNS)
+
+    trl_trainer = DPOTrainer(
+        model=load(tiny_vlm_dirs[f"{arch}_policy"]),
+        ref_model=load(reference),
+        args=dpo_args(DPOConfig),
+        train_dataset=data,
+        processing_class=processor,
+    )
+    batch = trl_trainer._prepare_inputs(trl_trainer.data_collator(list(data)))
+    expected = torch.stack(trl_trainer.compute_ref_log_probs(trl_trainer.ref_model, batch), dim=1)
+    torch.testing.assert_close(column_values(with_columns), expected, atol=1e-4, rtol=0)
+
+    again = precompute_ref_log_probs(load(tiny_vlm_dirs[f"{arch}_policy"]), processor, with_columns)
+    assert again.column_names == with_columns.column_names  # replaced, not duplicated
+    assert not torch.allclose(column_values(again), column_values(with_columns))
+
+
+def test_columns_travel_to_disk_and_to_the_hub(tiny_vlm_dirs, tmp_path, hub_repo_id):
+    path = tiny_vlm_dirs["llava"]
+    data = precompute_ref_log_probs(load(path), AutoProcessor.from_pretrained(path), oracle_preference_dataset(3))
+    data.save_to_disk(tmp_path / "pairs")
+    assert torch.equal(column_values(load_from_disk(tmp_path / "pairs")), column_values(data))
+    data.push_to_hub(hub_repo_id, config_name="iteration-1")
+    pulled = load_dataset(hub_repo_id, "iteration-1", split="train")
+    assert pulled.features["ref_rejected_logps"].dtype == "float32"
+    assert torch.equal(column_values(pulled), column_values(data))
+
+
+def test_with_the_columns_no_reference_model_is_loaded_and_no_reference_forward_runs(tiny_vlm_dirs, dpo_args):
+    processor = AutoProcessor.from_pretrained(tiny_vlm_dirs["llava"])
+    data = precompute_ref_log_probs(load(tiny_vlm_dirs["llava"]), processor, oracle_preference_dataset(4))
+    model, _ = make_tiny_vlm("llava", "tiny", seed=1)  # in memory, never saved: nothing to load a reference from
+    assert model.config._name_or_path == ""
+    counter = ForwardCounter(model)
+    trainer = RLAIFVDPOTrainer(
+        model=model,
+        args=dpo_args(precompute_ref_log_probs=True, max_steps=1),
+        train_dataset=data,
+        processing_class=processor,
+    )
+    assert trainer.ref_model is None
+    assert counter.count == 0  # nothing computed at initialization
+    assert torch.equal(column_values(trainer.train_dataset), column_values(data))
+    trainer.train()
+    assert counter.count == 1  # one step: the policy's forward only
+    assert trainer.args.precompute_ref_log_probs is True  # the user's config is left as given
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_loss_and_gradients_match_a_run_with_the_reference_model(arch, tiny_vlm_dirs, dpo_args):
+    policy, reference = tiny_vlm_dirs[f"{arch}_policy"], tiny_vlm_dirs[arch]
+    processor = AutoProcessor.from_pretrained(policy)
+    data = oracle_preference_dataset(3)
+    results = []
+    for precompute in (True, False):
+        trainer = RLAIFVDPOTrainer(
+            model=load(policy),
+            ref_model=load(reference),
+            args=dpo_args(precompute_ref_log_probs=precompute),
+            train_dataset=data,
+            processing_class=processor,
+        )
+        assert ("ref_chosen_logps" in trainer.train_dataset.column_names) == precompute
+        rows = [dict(row) for row in trainer.train_dataset]
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(trainer.data_collator(rows)))
+        loss.backward()
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+        )
+    (loss_pre, grads_pre), (loss_ref, grads_ref) = results
+    assert loss_pre.item() != pytest.approx(0.6931, abs=1e-3)  # policy and reference differ: a real signal
+    torch.testing.assert_close(loss_pre, loss_ref, atol=1e-5, rtol=0)
+    assert grads_pre.keys() == grads_ref.keys()
+    for name in grads_pre:
+        torch.testing.assert_close(grads_pre[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_an_answer_cut_away_is_named_by_its_row_index(tiny_vlm_dirs):
+    path = tiny_vlm_dirs["llava"]
+    processor = AutoProcessor.from_pretrained(path)
+    with pytest.raises(ValueError, match=r"max_length=20 leaves no token of the chosen answer of row 0"):
+        precompute_ref_log_probs(load(path), processor, oracle_preference_dataset(2), max_length=20)
+
+
+def test_streaming_data_and_ld_alpha_are_refused_with_precompute(tiny_vlm_dirs, dpo_args):
+    path = tiny_vlm_dirs["llava"]
+    processor = AutoProcessor.from_pretrained(path)
+    data = oracle_preference_dataset(2)
+    with pytest.raises(ValueError, match="IterableDataset"):
+        RLAIFVDPOTrainer(
+            model=load(path),
+            args=dpo_args(precompute_ref_log_probs=True),
+            train_dataset=data.to_iterable_dataset(),
+            processing_class=processor,
+        )
+    args = dpo_args(precompute_ref_log_probs=True, ld_alpha=0.5)
+    with pytest.raises(ValueError, match="ld_alpha"):
+        RLAIFVDPOTrainer(model=load(path), args=args, train_dataset=data, processing_class=processor)
+    assert args.precompute_ref_log_probs is True

@@ -1,0 +1,88 @@
+"""The examples and benchmarks of the trainer and the scorer, run as scripts with small arguments."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_script(script: str, *args: str, cwd: Path) -> str:
+    env = {
+        **os.environ,  # keeps the loopback Hub endpoint of the test session
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run.stdout
+
+
+def test_best_of_n_example_trains_a_policy_and_picks_the_highest_reward(tmp_path):
+    run_script(
+        "examples/best_of_n.py",
+        *("--output_dir", "models", "--output_json", "report.json", "--num_prompts", "2", "--num_candidates", "3"),
+        *("--sft_steps", "5", "--dpo_steps", "2", "--max_new_tokens", "8"),
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (tmp_path / "models" / "policy" / "model.safetensors").exists()
+    assert len(report["picks"]) == 2
+    for pick in report["picks"]:
+        assert len(pick["candidates"]) == len(pick["scores"]) == 3
+        best = max(range(3), key=lambda i: pick["scores"][i])
+        assert pick["best_of_n"] == pick["candidates"][best]
+    assert set(report["summary"]) == {"random", "best_of_n", "best_of_n_unnormalized"}
+
+
+def test_grpo_example_trains_with_the_scorer_as_reward(tmp_path):
+    stdout = run_script(
+        "examples/grpo_with_rlaifv_reward.py",
+        *("--output_dir", "grpo", "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--max_steps", "2"),
+        *("--per_device_train_batch_size", "2", "--num_generations", "2", "--max_completion_length", "8"),
+        *("--logging_steps", "1", "--num_prompts", "4", "--save_strategy", "no"),
+        cwd=tmp_path,
+    )
+    assert "step 1: reward" in stdout and "step 2: reward" in stdout
+
+
+def test_trainer_overhead_benchmark_writes_its_figures(tmp_path):
+    run_script(
+        "benchmarks/trainer_overhead.py",
+        *(
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--json",
+            "o.json",
+        ),
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert set(report["step_seconds_median"]) == {"dpo", "rlaifv", "rlaifv_precomputed"}
+    assert report["rlaifv_over_dpo"]["median"] > 0 and report["precomputed_speedup"]["median"] > 0
+    assert isinstance(report["rlaifv_over_dpo"]["met"], bool)
+
+
+def test_best_of_n_benchmark_writes_its_figures(tmp_path):
+    run_script(
+        "benchmarks/best_of_n.py",
+        *("--preset", "tiny", "--n", "3", "--prompts", "2", "--rounds", "1", "--json", "b.json"),
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["setup"]["n"] == 3 and report["speedup"]["median"] > 0
+    assert report["max_score_difference"] < 1e-4
