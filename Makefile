@@ -1,11 +1,16 @@
-# rlaifv-trl developer commands. `make test` works on a fresh clone: it builds a virtual environment in .venv,
-# installs torch first (a CPU-capable build with torchvision, so Qwen2-VL processors can be built), then the project.
+# rlaifv-trl commands. Both work on a fresh clone: they build a virtual environment in .venv, install torch first (a
+# CPU-capable build with torchvision, so Qwen2-VL processors can be built), then the project.
+#   make demo   the iterative recipe on the embedded default (ShapesWorld, small built-in VLMs, CPU, no Hub account)
+#   make test   the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test quality clean
+.PHONY: install demo test quality clean
+
+DEMO_CONFIG ?= recipes/configs/tiny_cpu.yaml
+DEMO_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +21,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Tiny models run fastest on one thread per process.
+demo: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) recipes/iterative_dpo.py --config $(DEMO_CONFIG) $(DEMO_ARGS)
+
 test: install
 	$(PY) -m pytest
 
 quality: install
 	$(PY) -m pip install --quiet ruff
-	$(VENV)/bin/ruff check src tests recipes examples benchmarks
-	$(VENV)/bin/ruff format --check src tests recipes examples benchmarks
+	$(VENV)/bin/ruff check src tests recipes examples benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests recipes examples benchmarks scripts
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -9,7 +9,9 @@ from rlaifv_trl.synthetic import build_tiny_vlm, description_dataset, evaluate_h
 
 def _description_nll(model, processor, dataset) -> float:
     """Mean negative log-likelihood of the reference descriptions' tokens."""
-    texts = [processor.apply_chat_template(p + c, tokenize=False) for p, c in zip(dataset["prompt"], dataset["completion"])]
+    texts = [
+        processor.apply_chat_template(p + c, tokenize=False) for p, c in zip(dataset["prompt"], dataset["completion"])
+    ]
     prompts = [processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in dataset["prompt"]]
     inputs = encode(processor, texts, dataset["images"], model.device)
     prompt_lengths = [len(processor(text=[t], images=i)["input_ids"][0]) for t, i in zip(prompts, dataset["images"])]

@@ -1,6 +1,7 @@
 """Divide: rule-based splitting and polar questions, language-model output parsing, and the LM splitter's plumbing."""
 
 import random
+from pathlib import Path
 
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -222,7 +223,7 @@ def test_lm_splitter_renders_our_instruction_with_the_chat_template(tiny_lm_dir,
     assert "Question: Describe the image." in instruction
     rendered = runner.render(instruction)
     assert rendered.startswith("<|im_start|>user\n") and rendered.endswith("<|im_start|>assistant\n")
-    assert splitter.name == f"llm:{tiny_lm_dir}"
+    assert splitter.name == f"llm:local: {Path(tiny_lm_dir).name}"
 
 
 def test_lm_splitter_and_writer_are_seeded_and_always_give_questions(tiny_lm_dir, one_thread):

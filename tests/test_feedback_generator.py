@@ -8,6 +8,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, LlamaConfig
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
+from rlaifv_trl.cards import public_name
 from rlaifv_trl.feedback import derive_seed, split_claims
 from rlaifv_trl.synthetic import build_tokenizer, prompt_dataset, shapes_objects
 
@@ -168,7 +169,11 @@ def test_qwen2_vl_policy_with_a_separate_llava_labeler(tiny_vlm_dir, one_thread)
     args = FeedbackConfig(**{**SMALL, "num_candidates": 3, "labeler_model_name_or_path": labeler})
     output = RLAIFVFeedbackGenerator(policy, args=args).generate(prompts)
     assert len(output.audit) == 9 and output.output_dir is None
-    assert set(output.audit["labeler_model"]) == {labeler} and set(output.audit["policy_model"]) == {policy}
+    # provenance is published: local paths appear as "local: <folder>"
+    assert set(output.audit["labeler_model"]) == {public_name(labeler)} and set(output.audit["policy_model"]) == {
+        public_name(policy)
+    }
+    assert public_name(labeler) != public_name(policy) and "/" not in public_name(labeler)
     assert output.report.num_labeler_full_forwards == 0
 
 
@@ -184,7 +189,9 @@ def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thr
     args = FeedbackConfig(**{**SMALL, "num_candidates": 2, "splitter_model_name_or_path": str(tmp_path)})
     args.splitter_max_new_tokens = 16
     output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompt_dataset(2))
-    assert set(output.audit["claim_splitter"]) == set(output.audit["question_writer"]) == {f"llm:{tmp_path}"}
+    assert (
+        set(output.audit["claim_splitter"]) == set(output.audit["question_writer"]) == {f"llm:local: {tmp_path.name}"}
+    )
     assert len(output.audit) == 4
     questions = [q for qs in output.audit["questions"] for q in qs]
     assert all(q.endswith("? Please answer yes or no.") for q in questions)

@@ -26,7 +26,6 @@ from PIL import Image as PILImage
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_trl.synthetic import build_tiny_vlm
-
 from support import network_guard
 from support.network_guard import BlockedAttempt
 

@@ -17,7 +17,20 @@ def scenes(count):
 
 def openbmb_dataset(count=4) -> Dataset:
     """A small dataset with exactly openbmb/RLAIF-V-Dataset's columns and types."""
-    rows = {k: [] for k in ("ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx", "image_path")}
+    rows = {
+        k: []
+        for k in (
+            "ds_name",
+            "image",
+            "question",
+            "chosen",
+            "rejected",
+            "origin_dataset",
+            "origin_split",
+            "idx",
+            "image_path",
+        )
+    }
     for i, scene in enumerate(scenes(count)):
         rows["ds_name"].append("RLAIF-V")
         rows["image"].append(scene.render())
@@ -71,7 +84,9 @@ def test_openbmb_schema(hub_repo_id, streaming):
 @pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize("variant", ["conversational", "image_column", "plain_text"])
 def test_trl_schemas(hub_repo_id, streaming, variant):
-    trl_dataset(single_image_column=variant == "image_column", plain_text=variant == "plain_text").push_to_hub(hub_repo_id)
+    trl_dataset(single_image_column=variant == "image_column", plain_text=variant == "plain_text").push_to_hub(
+        hub_repo_id
+    )
     assert_project_format(list(load_preference_dataset(hub_repo_id, streaming=streaming)), 4)
 
 

@@ -86,14 +86,21 @@ def write_run(root, iterations=(0, 1)):
 def assert_same_rows(loaded, expected):
     assert len(loaded) == len(expected)
     for got, want in zip(loaded, expected):
-        assert got["prompt"] == want["prompt"] and got["chosen"] == want["chosen"] and got["rejected"] == want["rejected"]
+        assert (
+            got["prompt"] == want["prompt"] and got["chosen"] == want["chosen"] and got["rejected"] == want["rejected"]
+        )
         assert np.array_equal(np.asarray(got["images"][0]), np.asarray(want["images"][0]))
 
 
 def test_local_folder_loads_like_a_hub_dataset(tmp_path):
     written = write_run(tmp_path)
     for iteration, rows in written.items():
-        assert_same_rows(load_dataset(str(tmp_path / "dataset"), f"iteration-{iteration}", split="train"), rows)
+        assert_same_rows(
+            load_dataset(
+                str(tmp_path / "dataset"), f"iteration-{iteration}", split="train", cache_dir=str(tmp_path / "cache")
+            ),
+            rows,
+        )
 
 
 def test_push_dataset_configs_and_card(hub, hub_repo_id, tmp_path):
@@ -177,7 +184,17 @@ def test_cli_pushes_a_run_folder(hub, hub_repo_id, tmp_path):
     write_run(tmp_path, iterations=(0,))
     model_repo = hub_repo_id + "-model"
     build_tiny_vlm(model_dir(tmp_path, 1), "llava", "tiny")
-    command = [sys.executable, "-m", "rlaifv_trl.cli", "push", str(tmp_path), "--dataset-repo", hub_repo_id, "--model-repo", model_repo]
+    command = [
+        sys.executable,
+        "-m",
+        "rlaifv_trl.cli",
+        "push",
+        str(tmp_path),
+        "--dataset-repo",
+        hub_repo_id,
+        "--model-repo",
+        model_repo,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert hub.token not in done.stdout + done.stderr
@@ -192,7 +209,7 @@ def test_public_names_never_leak_local_paths(tmp_path):
     assert public_name("./outputs/base") == "local: base"
 
 
-def test_card_templates_ship_inside_the_wheel(tmp_path):
+def test_card_templates_and_builtin_weights_ship_inside_the_wheel(tmp_path):
     assert template_path("dataset_card.md").is_file() and template_path("model_card.md").is_file()
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
@@ -203,3 +220,5 @@ def test_card_templates_ship_inside_the_wheel(tmp_path):
     (wheel,) = tmp_path.glob("rlaifv_trl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "rlaifv_trl/hub_cards/dataset_card.md" in names and "rlaifv_trl/hub_cards/model_card.md" in names
+    assert "rlaifv_trl/synthetic/weights/shapesworld_llava.safetensors" in names  # the embedded default's models
+    assert "rlaifv_trl/synthetic/weights/shapesworld_llava_labeler.safetensors" in names

@@ -1,5 +1,6 @@
 """rlaifv-trl: RLAIF-V for TRL."""
 
+from .data import load_preference_dataset
 from .feedback import FeedbackConfig, FeedbackOutput, RLAIFVFeedbackGenerator, YesNoLabeler
 from .reward import BestOfN, LengthNormalizedRewardScorer
 from .trainer import RLAIFVDPOConfig, RLAIFVDPOTrainer, precompute_ref_log_probs
@@ -14,5 +15,6 @@ __all__ = [
     "RLAIFVDPOTrainer",
     "RLAIFVFeedbackGenerator",
     "YesNoLabeler",
+    "load_preference_dataset",
     "precompute_ref_log_probs",
 ]

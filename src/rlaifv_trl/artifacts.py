@@ -12,7 +12,9 @@
 ```
 
 The folder is the source of truth: pushing to the Hub mirrors it (`rlaifv_trl.hub`), and `load_dataset(<root>/dataset,
-"iteration-1")` reads it exactly as `load_dataset(<repo>, "iteration-1")` reads the pushed copy.
+"iteration-1")` reads it exactly as `load_dataset(<repo>, "iteration-1")` reads the pushed copy. Locally, prefer
+`rlaifv_trl.load_preference_dataset(<root>/dataset, name="iteration-1")`: `load_dataset` caches local folders by
+folder and config name only, so two runs' `dataset/` folders would share one cached copy.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ def dataset_configs(root: str | Path, split: str = "train") -> list[dict]:
     configs = []
     for folder in sorted(dataset_dir(root).glob("iteration-*"), key=lambda p: int(p.name.split("-")[1])):
         if any(folder.glob("*.parquet")):
-            configs.append({"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]})
+            configs.append(
+                {"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]}
+            )
     return configs
 
 

@@ -14,7 +14,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     push = commands.add_parser("push", help="Push a run's local artifacts (preference data, models) to the Hub.")
     push.add_argument("run_dir", help="The run's output folder (holding dataset/ and models/).")
-    push.add_argument("--dataset-repo", help="Dataset repository id for the preference data (one config per iteration).")
+    push.add_argument(
+        "--dataset-repo", help="Dataset repository id for the preference data (one config per iteration)."
+    )
     push.add_argument("--model-repo", help="Model repository id (one branch per iteration, main = latest).")
     push.add_argument("--private", action="store_true", help="Create the repositories as private.")
     return parser
@@ -27,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dataset_repo and not args.model_repo:
             _parser().error("push needs --dataset-repo, --model-repo or both")
         try:
-            pushed = push_run(args.run_dir, dataset_repo=args.dataset_repo, model_repo=args.model_repo, private=args.private)
+            pushed = push_run(
+                args.run_dir, dataset_repo=args.dataset_repo, model_repo=args.model_repo, private=args.private
+            )
         except (HubAccessError, HubPushError, FileNotFoundError) as error:
             print(f"rlaifv-trl push: {error}", file=sys.stderr)
             return 1

@@ -11,6 +11,7 @@ and returns rows with `prompt`, `images`, `chosen`, `rejected` as messages, keep
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, IterableDataset, load_dataset
@@ -100,5 +101,19 @@ def load_preference_dataset(
         revision: Git revision of a Hub dataset.
         **load_kwargs: Passed to `datasets.load_dataset`.
     """
-    dataset = load_dataset(name_or_path, name, split=split, streaming=streaming, revision=revision, **load_kwargs)
+    local_files = (
+        sorted(Path(name_or_path, name).glob(f"{split}-*.parquet")) if name and Path(name_or_path).is_dir() else []
+    )
+    if local_files:
+        # A run folder: read its parquet files directly. `load_dataset(folder, config)` caches by folder name and
+        # config only, so two run folders named alike would share (and return) one cached copy.
+        dataset = load_dataset(
+            "parquet",
+            data_files={split: [str(f) for f in local_files]},
+            split=split,
+            streaming=streaming,
+            **load_kwargs,
+        )
+    else:
+        dataset = load_dataset(name_or_path, name, split=split, streaming=streaming, revision=revision, **load_kwargs)
     return to_preference_format(dataset)

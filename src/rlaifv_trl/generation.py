@@ -12,16 +12,26 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 def render_prompts(processor: ProcessorMixin, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
     """Conversational prompts rendered with the processor's chat template, ending with the assistant header."""
-    return [processor.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False) for prompt in prompts]
+    return [
+        processor.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False) for prompt in prompts
+    ]
 
 
 def encode(
-    processor: ProcessorMixin, texts: Sequence[str], images: Sequence[Sequence[Image.Image]] | None, device: torch.device
+    processor: ProcessorMixin,
+    texts: Sequence[str],
+    images: Sequence[Sequence[Image.Image]] | None,
+    device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Tokenize texts (left padded) with their images, as model inputs on `device`."""
     flat = [image for row in images for image in row] if images is not None else None
     inputs = processor(
-        text=list(texts), images=flat or None, padding=True, padding_side="left", return_tensors="pt", add_special_tokens=False
+        text=list(texts),
+        images=flat or None,
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+        add_special_tokens=False,
     )
     return inputs.to(device)
 

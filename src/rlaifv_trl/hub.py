@@ -71,7 +71,15 @@ def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy | None 
         except Exception as error:  # noqa: BLE001 - filtered by is_transient
             if attempt == policy.attempts or not is_transient(error):
                 raise
-            logger.warning("%s failed (%s: %s); retry %d/%d in %.1fs", what, type(error).__name__, error, attempt, policy.attempts - 1, delay)
+            logger.warning(
+                "%s failed (%s: %s); retry %d/%d in %.1fs",
+                what,
+                type(error).__name__,
+                error,
+                attempt,
+                policy.attempts - 1,
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, policy.max_delay)
     raise AssertionError("unreachable")
@@ -139,14 +147,23 @@ def push_dataset(
     folder = dataset_dir(root)
     if not (folder / "README.md").is_file():
         raise FileNotFoundError(f"{folder} has no dataset card (README.md): nothing to push")
-    with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True), f"Creating {repo_id}", retry)
+    with_retries(
+        lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
+        f"Creating {repo_id}",
+        retry,
+    )
     names = [config_name(k) for k in iterations] if iterations is not None else None
     allow = ["README.md"] + ([f"{name}/*" for name in names] if names is not None else ["iteration-*/*"])
     delete = [f"{name}/*" for name in names] if names is not None else ["iteration-*/*"]
     message = f"Add {', '.join(names)}" if names else "Update preference data"
     commit = with_retries(
         lambda: api.upload_folder(
-            repo_id=repo_id, repo_type="dataset", folder_path=folder, allow_patterns=allow, delete_patterns=delete, commit_message=message
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=folder,
+            allow_patterns=allow,
+            delete_patterns=delete,
+            commit_message=message,
         ),
         f"Pushing the preference data to {repo_id}",
         retry,
@@ -178,7 +195,11 @@ def push_model(
     for revision in targets:
         commits[revision] = with_retries(
             lambda revision=revision: api.upload_folder(
-                repo_id=repo_id, folder_path=folder, revision=revision, delete_patterns=["*"], commit_message=f"Iteration {iteration}"
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=revision,
+                delete_patterns=["*"],
+                commit_message=f"Iteration {iteration}",
             ),
             f"Pushing the iteration {iteration} model to {repo_id}@{revision}",
             retry,
@@ -212,7 +233,9 @@ def push_run(
             for index, folder in enumerate(folders):
                 iteration = int(folder.name.split("-")[1])
                 latest = index == len(folders) - 1
-                pushed[f"{model_repo}@{folder.name}"] = push_model(folder, model_repo, iteration, update_main=latest, **common)
+                pushed[f"{model_repo}@{folder.name}"] = push_model(
+                    folder, model_repo, iteration, update_main=latest, **common
+                )
     return pushed
 
 

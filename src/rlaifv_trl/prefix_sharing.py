@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .log_probs import token_log_probs
 
@@ -71,7 +72,7 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
         next_position = length
     outputs = model(**kwargs, use_cache=True, logits_to_keep=1)
     return EncodedPrefix(
-        cache=outputs.past_key_values,
+        cache=getattr(outputs, _CACHE_ARGUMENT),
         length=length,
         next_position=next_position,
         multimodal_rope=multimodal_rope,
@@ -131,7 +132,11 @@ def _on_prefix(prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int
         inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
     cache = copy.deepcopy(prefix.cache)
     cache.batch_repeat_interleave(rows)
-    return {**inputs, "past_key_values": cache}
+    return {**inputs, _CACHE_ARGUMENT: cache}
+
+
+# transformers 5.24 renamed `past_key_values` (argument of `forward` and field of its outputs) to `cache`.
+_CACHE_ARGUMENT = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 def _check_continuations(continuations: Sequence[Sequence[int]]) -> None:

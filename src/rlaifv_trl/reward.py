@@ -172,6 +172,7 @@ class LengthNormalizedRewardScorer:
         max_length: int | None = None,
         batch_size: int = 16,
         revision: str | None = None,
+        ref_revision: str | None = None,
         trust_remote_code: bool = False,
         **model_kwargs: Any,
     ) -> LengthNormalizedRewardScorer:
@@ -182,6 +183,7 @@ class LengthNormalizedRewardScorer:
                 loaded on top of its base model; without `ref_model_name_or_path`, that base is the reference.
             ref_model_name_or_path: The reference model, required unless the policy is a PEFT adapter.
             revision: Revision of the policy repository.
+            ref_revision: Revision of the reference repository (e.g. the previous iteration's branch).
             trust_remote_code: Allow models and processors that ship custom code (off unless asked for).
             model_kwargs: More arguments for `AutoModelForImageTextToText.from_pretrained` (e.g. `dtype`).
         """
@@ -196,7 +198,9 @@ class LengthNormalizedRewardScorer:
             model = AutoModelForImageTextToText.from_pretrained(model_name_or_path, revision=revision, **load)
         ref_model = None
         if ref_model_name_or_path is not None:
-            ref_model = AutoModelForImageTextToText.from_pretrained(ref_model_name_or_path, **load)
+            ref_model = AutoModelForImageTextToText.from_pretrained(
+                ref_model_name_or_path, revision=ref_revision, **load
+            )
         processor_source, processor_revision = model_name_or_path, revision
         if adapter_base is not None and not _has_file(model_name_or_path, "tokenizer_config.json", revision):
             processor_source, processor_revision = adapter_base, None  # an adapter saved without its processor

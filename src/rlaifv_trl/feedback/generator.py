@@ -31,6 +31,7 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
+from ..cards import public_name
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
 from .inputs import (
@@ -83,8 +84,12 @@ def process_state() -> PartialState:
 
 
 def model_id(model: PreTrainedModel) -> str:
-    """A name for a model in the provenance columns: its path or Hub id, else its class."""
-    return getattr(model.config, "_name_or_path", "") or type(model).__name__
+    """A name for a model in the provenance columns: its Hub id, "local: <folder>" for a local path, else its class.
+
+    Provenance columns are published with the data, so they never hold local paths.
+    """
+    name = getattr(model.config, "_name_or_path", "")
+    return public_name(name) if name else type(model).__name__
 
 
 class RLAIFVFeedbackGenerator:
@@ -149,8 +154,8 @@ class RLAIFVFeedbackGenerator:
         self.provenance = {
             "policy_model": model_id(self.model),
             "labeler_model": model_id(self.labeler_model),
-            "claim_splitter": self.claim_splitter.name,
-            "question_writer": self.question_writer.name,
+            "claim_splitter": public_name(self.claim_splitter.name),
+            "question_writer": public_name(self.question_writer.name),
         }
 
     # -- set-up --------------------------------------------------------------------------------------------------------

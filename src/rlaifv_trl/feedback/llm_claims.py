@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..cards import public_name
 from .rules import RuleBasedQuestionWriter, sentences, truncate_words
 
 
@@ -186,7 +187,7 @@ class LLMClaimSplitter:
         self.runner = runner
         self.max_input_words = max_input_words
         self.instruction = instruction
-        self.name = f"llm:{runner.model_id}"
+        self.name = f"llm:{public_name(runner.model_id)}"
 
     def instructions(self, prompts: Sequence[str], answers: Sequence[str]) -> list[str]:
         return [
@@ -214,7 +215,7 @@ class LLMQuestionWriter:
     def __init__(self, runner: CausalLMRunner, instruction: str = QUESTION_INSTRUCTION):
         self.runner = runner
         self.instruction = instruction
-        self.name = f"llm:{runner.model_id}"
+        self.name = f"llm:{public_name(runner.model_id)}"
         self.fallback = RuleBasedQuestionWriter()
         self.num_fallbacks = 0
 

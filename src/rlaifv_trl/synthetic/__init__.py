@@ -2,9 +2,18 @@
 
 from .data import description_dataset, evaluation_prompts, prompt_dataset, yes_no_dataset
 from .models import PRESETS, TinyVLMPreset, available_architectures, build_tiny_vlm, make_tiny_vlm
-from .policy import evaluate_hallucination, train_base_policy
+from .policy import evaluate_hallucination, labeling_accuracy, train_base_policy
 from .preferences import oracle_preference_dataset
-from .shapes import COLORS, DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, SHAPES, Scene, SceneObject, ShapesWorld, shapes_objects
+from .shapes import (
+    COLORS,
+    DESCRIPTION_PROMPTS,
+    EVAL_SEED_OFFSET,
+    SHAPES,
+    Scene,
+    SceneObject,
+    ShapesWorld,
+    shapes_objects,
+)
 from .tokenizer import YES_NO_WORDS, build_tokenizer
 
 
@@ -25,6 +34,7 @@ __all__ = [
     "description_dataset",
     "evaluate_hallucination",
     "evaluation_prompts",
+    "labeling_accuracy",
     "make_tiny_vlm",
     "oracle_preference_dataset",
     "prompt_dataset",

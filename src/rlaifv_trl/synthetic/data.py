@@ -48,7 +48,9 @@ def description_dataset(
         raise ValueError(f"hallucination_rate must be in [0, 1], got {hallucination_rate}")
     world = world or ShapesWorld()
     rng = random.Random(seed)
-    rows: dict[str, list] = {k: [] for k in ("images", "prompt", "completion", "objects", "hallucinated", "scene_seed")}
+    rows: dict[str, list] = {
+        k: [] for k in ("images", "prompt", "completion", "objects", "hallucinated", "scene_seed")
+    }
     for scene in _scenes(world, start_seed, num_scenes):
         if rng.random() < hallucination_rate:
             answer, added = world.hallucinated_description(scene, rng)

@@ -56,8 +56,8 @@ PRESETS: dict[str, TinyVLMPreset] = {
         vision_hidden=32, vision_layers=2, vision_heads=2, vision_intermediate=64, image_size=32,
     ),
     "small": TinyVLMPreset(
-        text_hidden=128, text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=256,
-        vision_hidden=64, vision_layers=2, vision_heads=4, vision_intermediate=128, image_size=48,
+        text_hidden=96, text_layers=4, text_heads=4, text_kv_heads=2, text_intermediate=192,
+        vision_hidden=128, vision_layers=2, vision_heads=4, vision_intermediate=256, image_size=48,
     ),
 }  # fmt: skip
 

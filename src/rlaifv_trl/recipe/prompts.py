@@ -1,0 +1,59 @@
+"""Where each iteration's prompts come from: ShapesWorld (the embedded default) or a dataset of (image, question)
+rows on the Hub or on disk. Every iteration gets its own, disjoint prompts."""
+
+from __future__ import annotations
+
+from datasets import Dataset, load_dataset
+
+from ..data import user_turn
+from ..synthetic import prompt_dataset
+
+
+SHAPESWORLD = "shapesworld"
+IMAGE_COLUMNS = ("images", "image")
+TEXT_COLUMNS = ("prompt", "question", "instruction", "query")
+
+
+def iteration_prompts(
+    source: str,
+    iteration: int,
+    count: int,
+    split: str = "train",
+    config_name: str | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """The `count` prompts of `iteration`: rows `[iteration * count, (iteration + 1) * count)` of the source.
+
+    For ShapesWorld these are scenes with those seeds (held-out evaluation scenes never appear). Other sources are
+    shuffled once with `seed`, so iterations draw disjoint slices; a source with fewer rows wraps around.
+    """
+    if source == SHAPESWORLD:
+        return prompt_dataset(count, start_seed=iteration * count, seed=seed + iteration)
+    dataset = load_dataset(source, config_name, split=split)
+    if "prompt_id" not in dataset.column_names:
+        dataset = dataset.add_column("prompt_id", [f"row-{i}" for i in range(len(dataset))])
+    dataset = dataset.shuffle(seed=seed)
+    indices = [(iteration * count + i) % len(dataset) for i in range(count)]
+    return to_prompt_rows(dataset.select(indices))
+
+
+def to_prompt_rows(dataset: Dataset) -> Dataset:
+    """(image, question) rows with any of the usual column names as `prompt_id`, `images`, `prompt` (messages)."""
+    columns = dataset.column_names
+    image = next((c for c in IMAGE_COLUMNS if c in columns), None)
+    text = next((c for c in TEXT_COLUMNS if c in columns), None)
+    if image is None or text is None:
+        raise ValueError(
+            f"The prompt dataset needs an image column (one of {IMAGE_COLUMNS}) and a text column (one of "
+            f"{TEXT_COLUMNS}); it has {columns}"
+        )
+    if "prompt_id" not in columns:
+        dataset = dataset.add_column("prompt_id", [f"row-{i}" for i in range(len(dataset))])
+
+    def convert(row):
+        images = row[image] if image == "images" else [row[image]]
+        prompt = row[text]
+        return {"images": images, "prompt": user_turn(prompt, len(images)) if isinstance(prompt, str) else prompt}
+
+    keep = {"prompt_id", "images", "prompt"}
+    return dataset.map(convert, remove_columns=[c for c in columns if c not in keep])

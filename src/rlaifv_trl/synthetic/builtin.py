@@ -1,0 +1,123 @@
+"""The embedded default models: small LLaVAs already trained on ShapesWorld (a policy and a labeler), shipped with
+the package.
+
+Their weights (`weights/*.safetensors`, about 3 MB each) come from `scripts/train_builtin_policy.py`, which
+runs `train_builtin_policy` below. Only the weights are shipped: the architecture, processor and tokenizer are rebuilt
+offline by `make_tiny_vlm`, which is deterministic, so `materialize_builtin` needs neither network nor training.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageTextToText
+
+from .models import build_tiny_vlm, make_tiny_vlm
+from .policy import train_base_policy
+
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass(frozen=True)
+class BuiltinPolicy:
+    """How a built-in policy is made: the tiny architecture and the `train_base_policy` settings."""
+
+    arch: str
+    preset: str
+    weights_file: str
+    vision_steps: int = 800
+    sft_steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    hallucination_rate: float = 0.3
+    num_scenes: int = 16_000
+    num_question_scenes: int | None = None
+    seed: int = 0
+
+
+BUILTIN_POLICIES: dict[str, BuiltinPolicy] = {
+    # The policy: describes scenes (hallucinating under sampling) and answers existence questions.
+    "shapesworld-llava": BuiltinPolicy(arch="llava", preset="small", weights_file="shapesworld_llava.safetensors"),
+    # A labeler: another seed, faithful descriptions and twice the existence questions.
+    "shapesworld-llava-labeler": BuiltinPolicy(
+        arch="llava", preset="small", weights_file="shapesworld_llava_labeler.safetensors", hallucination_rate=0.0,
+        num_question_scenes=16_000, seed=1,
+    ),
+}  # fmt: skip
+BUILTIN_POLICY = BUILTIN_PREFIX + "shapesworld-llava"
+BUILTIN_LABELER = BUILTIN_PREFIX + "shapesworld-llava-labeler"
+
+
+def is_builtin(name: str | None) -> bool:
+    """Whether `name` names a built-in policy (`"builtin:<name>"`)."""
+    return bool(name) and str(name).startswith(BUILTIN_PREFIX)
+
+
+def _spec(name: str) -> BuiltinPolicy:
+    key = name.removeprefix(BUILTIN_PREFIX)
+    if key not in BUILTIN_POLICIES:
+        raise ValueError(
+            f"Unknown built-in policy {name!r}; expected one of {[BUILTIN_PREFIX + k for k in BUILTIN_POLICIES]}"
+        )
+    return BUILTIN_POLICIES[key]
+
+
+def builtin_weights_path(name: str = BUILTIN_POLICY) -> Path:
+    """The shipped safetensors file of a built-in policy."""
+    return Path(str(resources.files(__package__) / "weights" / _spec(name).weights_file))
+
+
+def materialize_builtin(name: str, output_dir: str | Path) -> Path:
+    """Save a built-in policy as a regular checkpoint directory (loadable through the Auto classes)."""
+    spec = _spec(name)
+    weights = builtin_weights_path(name)
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"The weights of {name!r} are missing ({weights}); produce them with `python scripts/train_builtin_policy.py`"
+        )
+    model, processor = make_tiny_vlm(spec.arch, spec.preset, seed=spec.seed)
+    missing, unexpected = model.load_state_dict(load_file(weights), strict=False)
+    missing = [key for key in missing if key not in _tied_keys(model)]
+    if missing or unexpected:
+        raise ValueError(f"{weights} does not match {name!r}: missing {missing}, unexpected {unexpected}")
+    output_dir = Path(output_dir)
+    model.eval().save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def train_builtin_policy(name: str = BUILTIN_POLICY, weights_path: str | Path | None = None) -> Path:
+    """Train a built-in policy from scratch (about 9 minutes on 2 CPU cores) and write its safetensors file."""
+    spec = _spec(name)
+    weights_path = Path(weights_path) if weights_path else builtin_weights_path(name)
+    with tempfile.TemporaryDirectory() as scratch:
+        initial = build_tiny_vlm(Path(scratch) / "initial", spec.arch, spec.preset, seed=spec.seed)
+        trained = train_base_policy(
+            initial,
+            Path(scratch) / "trained",
+            num_steps=spec.sft_steps,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            hallucination_rate=spec.hallucination_rate,
+            num_scenes=spec.num_scenes,
+            num_question_scenes=spec.num_question_scenes,
+            vision_steps=spec.vision_steps,
+            freeze_vision=True,
+            seed=spec.seed,
+        )
+        model = AutoModelForImageTextToText.from_pretrained(trained)
+        state = {key: value.contiguous() for key, value in model.state_dict().items() if key not in _tied_keys(model)}
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(weights_path), metadata={"format": "pt", "builtin": name})
+    weights_path.chmod(0o644)
+    return weights_path
+
+
+def _tied_keys(model) -> set[str]:
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return set(tied)
