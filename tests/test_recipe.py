@@ -248,3 +248,89 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path, tiny_vlm_dir):
     RunState.open(tmp_path, {"recipe": {"num_iterations": 2}})
     with pytest.raises(ValueError, match="num_iterations"):
         RunState.open(tmp_path, {"recipe": {"num_iterations": 3}})
+
+
+# ---------------------------------------------------------------------------- configs, Hub trouble, published data
+
+
+@pytest.mark.parametrize("config", ["tiny_cpu", "llava15_7b", "qwen2_5_vl_7b_lora"])
+def test_the_shipped_configs_parse(config):
+    from trl import ModelConfig, TrlParser
+
+    from rlaifv_trl import RLAIFVDPOConfig
+    from rlaifv_trl.recipe import IterativeDPOArguments
+
+    parser = TrlParser((IterativeDPOArguments, RLAIFVDPOConfig, ModelConfig))
+    argv = ["--config", str(ROOT / f"recipes/configs/{config}.yaml"), "--bf16", "false", "--use_cpu", "true"]
+    args, training_args, model_args = parser.parse_args_and_config(argv)
+    assert training_args.beta == 0.1 and args.feedback_config().min_score_gap == 1.0
+    if config == "llava15_7b":  # the paper's settings
+        assert model_args.model_name_or_path == "llava-hf/llava-1.5-7b-hf" and args.labeler_model_name_or_path
+        assert (args.num_iterations, args.prompts_per_iteration, args.feedback["num_candidates"]) == (4, 4000, 10)
+        assert training_args.learning_rate == 5e-7 and training_args.num_train_epochs == 4
+        assert args.feedback["splitter_model_name_or_path"] and args.feedback_config().length_balancing
+    if config == "qwen2_5_vl_7b_lora":
+        assert model_args.use_peft and training_args.learning_rate == 1e-5
+
+
+def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(tmp_path, tiny_vlm_dir, hub, one_thread):
+    from rlaifv_trl.cli import main as cli
+
+    model_repo = f"{hub.user}/flaky-{tmp_path.name[-8:]}"
+    hub.server.hub.inject_failures(model_repo.split("/")[1], status=503, count=1000, method="POST")
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--model_repo", model_repo)
+    load_recipe_main()([*argv, "--hub_failure", "continue", "--hub_retry_initial_delay", "0.01"])
+    result = json.loads((run / STATE_FILE).read_text())["done"]["1"]["push_model"]
+    assert result["failed"] and f"rlaifv-trl push {run}" in result["push_later"]
+    assert (run / "models" / "iteration-1" / "model.safetensors").is_file()  # nothing lost
+    hub.server.hub.clear_failures()
+    assert cli(["push", str(run), "--model-repo", model_repo]) == 0
+    assert AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1") is not None
+
+
+def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub, monkeypatch):
+    from rlaifv_trl.hub import HubAccessError
+
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--dataset_repo", f"{hub.user}/never-made")
+    with pytest.raises(HubAccessError, match="rejected the token"):
+        load_recipe_main()([*argv, "--hub_retry_initial_delay", "0.01"])
+    assert not (tmp_path / "run" / "feedback").exists()
+
+
+def test_published_pairs_seed_iteration_0_and_mix_into_every_iteration(tmp_path, tiny_vlm_dir, hub, one_thread):
+    from test_published_datasets import openbmb_dataset
+
+    published_repo = f"{hub.user}/openbmb-like-{tmp_path.name[-8:]}"
+    openbmb_dataset(6).push_to_hub(published_repo)
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--seed_preference_dataset", published_repo)
+    load_recipe_main()([*argv, "--mix_preference_dataset", published_repo, "--mix_pairs_per_iteration", "2"])
+    state = json.loads((run / STATE_FILE).read_text())["done"]
+    seeded = load_preference_dataset(str(run / "dataset"), name="iteration-0")
+    assert state["0"]["feedback"]["labeler"] == "published" and len(seeded) == 6 + 2
+    published_rejected = {row[0]["content"][0]["text"] for row in seeded["rejected"]}
+    assert all(text.endswith("There is a red square.") for text in published_rejected)
+    mixed = load_preference_dataset(str(run / "dataset"), name="iteration-1")
+    generated = state["1"]["feedback"]["num_pairs"] - 2
+    assert len(mixed) == generated + 2 and generated > 0
+    tails = [row[0]["content"][0]["text"].endswith("There is a red square.") for row in mixed["rejected"]]
+    assert sum(tails[generated:]) == 2  # the mixed-in published pairs, after the generated ones
+
+
+def test_best_checkpoint_selection_keeps_the_least_hallucinating_checkpoint(tmp_path, tiny_vlm_dir, one_thread):
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--checkpoint_selection", "best")
+    load_recipe_main()(argv)
+    trainer_state = json.loads(
+        next((run / "training" / "iteration-1").glob("checkpoint-*/trainer_state.json")).read_text()
+    )
+    evaluations = [entry for entry in trainer_state["log_history"] if "eval_chair_response" in entry]
+    assert len(evaluations) >= 2
+    best = min(evaluations, key=lambda entry: entry["eval_chair_response"])
+    assert trainer_state["best_metric"] == best["eval_chair_response"]
+    best_checkpoint = run / "training" / "iteration-1" / Path(trainer_state["best_model_checkpoint"]).name
+    kept = AutoModelForImageTextToText.from_pretrained(run / "models" / "iteration-1").state_dict()
+    chosen = AutoModelForImageTextToText.from_pretrained(best_checkpoint).state_dict()
+    assert all(torch.equal(kept[name], value) for name, value in chosen.items())

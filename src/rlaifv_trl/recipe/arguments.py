@@ -60,6 +60,10 @@ class IterativeDPOArguments:
         hub_failure (`str`, *optional*, defaults to `"stop"`):
             What to do when a push fails after its retries: `"stop"` the run, or `"continue"` it (the artifacts stay
             in the run folder and the log says how to push them later).
+        hub_retry_attempts (`int`, *optional*, defaults to `5`):
+            Tries of each Hub request in all, with exponential backoff between them.
+        hub_retry_initial_delay (`float`, *optional*, defaults to `2.0`):
+            Seconds before the first retry; doubled after each failure (at most 60).
         license (`str` or `None`, *optional*, defaults to `None`):
             License written in the dataset and model cards.
         checkpoint_selection (`str`, *optional*, defaults to `"last"`):
@@ -101,6 +105,8 @@ class IterativeDPOArguments:
     model_repo: str | None = field(default=None, metadata={"help": "Hub model repo (one branch per iteration)."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repositories as private."})
     hub_failure: str = field(default="stop", metadata={"help": "After a failed push: stop or continue."})
+    hub_retry_attempts: int = field(default=5, metadata={"help": "Tries of each Hub request, with backoff."})
+    hub_retry_initial_delay: float = field(default=2.0, metadata={"help": "Seconds before the first Hub retry."})
     license: str | None = field(default=None, metadata={"help": "License written in the cards."})
     checkpoint_selection: str = field(
         default="last", metadata={"help": "Checkpoint for the next iteration: last or best."}

@@ -35,7 +35,7 @@ from ..cards import DatasetCardInfo, IterationStats, public_name, render_dataset
 from ..data import load_preference_dataset
 from ..feedback import RLAIFVFeedbackGenerator
 from ..feedback.pairs import num_words
-from ..hub import HubPushError, check_hub_access, push_dataset, push_later_hint, push_model, pushing
+from ..hub import HubPushError, RetryPolicy, check_hub_access, push_dataset, push_later_hint, push_model, pushing
 from ..synthetic import evaluate_hallucination
 from ..synthetic.builtin import BUILTIN_POLICY, is_builtin, materialize_builtin
 from ..trainer import RLAIFVDPOConfig, RLAIFVDPOTrainer, precompute_ref_log_probs
@@ -92,7 +92,7 @@ def run_settings(
     recipe = {
         k: v
         for k, v in dataclasses.asdict(args).items()
-        if k not in ("dataset_repo", "model_repo", "private", "hub_failure", "license")
+        if k not in ("dataset_repo", "model_repo", "private", "license") and not k.startswith("hub_")
     }
     recipe["model"] = dataclasses.asdict(model_args)
     training = {
@@ -122,6 +122,7 @@ class IterativeDPORunner:
             training_args.model_init_kwargs = init
         self.root = Path(training_args.output_dir)
         self.process = PartialState()
+        self.retry = RetryPolicy(attempts=args.hub_retry_attempts, initial_delay=args.hub_retry_initial_delay)
         self.summary = RunSummary(self.root, dataset_repo=args.dataset_repo, model_repo=args.model_repo)
 
     # ------------------------------------------------------------------ the loop
@@ -130,7 +131,7 @@ class IterativeDPORunner:
         args = self.args
         repos = [repo for repo in (args.dataset_repo, args.model_repo) if repo]
         if repos and self.process.is_main_process:
-            check_hub_access(repos)  # before any long work
+            check_hub_access(repos, retry=self.retry)  # before any long work
         self.state = self._open_state()
         self.summary.policies[0] = self._base_policy()
         self._stage(0, "evaluate", lambda: self._evaluate(0))
@@ -138,21 +139,13 @@ class IterativeDPORunner:
             self._stage(k, "feedback", lambda k=k: self._feedback(k))
             self._stage(k, "reference_log_probs", lambda k=k: self._reference_log_probs(k))
             if args.dataset_repo:
-                self._stage(
-                    k,
-                    "push_dataset",
-                    lambda k=k: self._push(
-                        lambda: push_dataset(self.root, args.dataset_repo, iterations=[k], private=args.private)
-                    ),
-                )
+                self._stage(k, "push_dataset", lambda k=k: self._push(self._push_dataset, k))
             self._stage(k + 1, "train", lambda k=k: self._train(k))
             self.summary.policies[k + 1] = str(model_dir(self.root, k + 1))
             self._stage(k + 1, "evaluate", lambda k=k: self._evaluate(k + 1))
             self._stage(k + 1, "model_card", lambda k=k: self._model_card(k + 1))
             if args.model_repo:
-                self._stage(k + 1, "push_model", lambda k=k: self._push(
-                    lambda: push_model(model_dir(self.root, k + 1), args.model_repo, k + 1, private=args.private)
-                ))  # fmt: skip
+                self._stage(k + 1, "push_model", lambda k=k: self._push(self._push_model, k + 1))
         for k in range(args.num_iterations):
             self.summary.feedback[k] = self.state.result(k, "feedback")
         for k in range(args.num_iterations + 1):
@@ -446,12 +439,24 @@ class IterativeDPORunner:
         )
         card.save(str(model_dir(self.root, iteration) / "README.md"))
 
-    def _push(self, action) -> dict[str, Any]:
+    def _push_dataset(self, iteration: int) -> str:
+        args = self.args
+        return push_dataset(
+            self.root, args.dataset_repo, iterations=[iteration], private=args.private, retry=self.retry
+        )
+
+    def _push_model(self, iteration: int) -> str:
+        args = self.args
+        folder = model_dir(self.root, iteration)
+        return push_model(folder, args.model_repo, iteration, private=args.private, retry=self.retry)
+
+    def _push(self, push, iteration: int) -> dict[str, Any]:
+        """Run `push(iteration)` on the main process; after its retries, stop or carry on as `hub_failure` says."""
         if not self.process.is_main_process:
             return {}
         try:
             with pushing(self.root, self.args.dataset_repo, self.args.model_repo):
-                return {"commit": action()}
+                return {"commit": push(iteration)}
         except HubPushError as error:
             if self.args.hub_failure == "stop":
                 raise
@@ -478,11 +483,14 @@ class ChairEvaluationCallback(TrainerCallback):
             max_new_tokens=self.args.eval_max_new_tokens, seed=args.seed,
         )  # fmt: skip
         model.train(was_training)
-        metrics.update(
-            eval_chair_response=result.response_rate,
-            eval_chair_mention=result.mention_rate,
-            eval_chair_recall=result.recall,
-        )
+        chair_metrics = {
+            "eval_chair_response": result.response_rate,
+            "eval_chair_mention": result.mention_rate,
+            "eval_chair_recall": result.recall,
+        }
+        metrics.update(chair_metrics)  # read afterwards to pick the best checkpoint
+        if state.log_history and "eval_loss" in state.log_history[-1]:
+            state.log_history[-1].update(chair_metrics)  # the Trainer logged this evaluation before this callback
 
 
 def _concatenate_aligned(generated: Dataset, published: Dataset) -> Dataset:

@@ -26,6 +26,7 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
+from .checkpoints import load_checkpoint_weights
 from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef
 from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
 from .rlaifv_dpo_config import RLAIFVDPOConfig
@@ -181,6 +182,21 @@ class RLAIFVDPOTrainer(DPOTrainer):
         super().create_accelerator_and_postprocess()
         if getattr(self, "_vision_precompute", False):
             self.args.precompute_ref_log_probs = True  # see __init__
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume with the checkpoint's weights even when its key names need converting (see `checkpoints`)."""
+        if (
+            self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or not load_checkpoint_weights(model or self.model, resume_from_checkpoint)
+        ):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        """Load the best checkpoint even when its key names need converting (see `checkpoints`)."""
+        best = self.state.best_model_checkpoint
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not load_checkpoint_weights(self.model, best):
+            super()._load_best_model()
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
