@@ -1,11 +1,12 @@
-"""Reproduce the weights of the embedded default policy (`builtin:shapesworld-llava`).
+"""Reproduce the weights of the embedded default's built-in models.
 
-    OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py
+    OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py                                      # the policy
+    OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:shapesworld-llava-labeler
 
-Writes `src/rlaifv_trl/synthetic/weights/shapesworld_llava.safetensors` (about 9 minutes on 2 CPU cores): a small
-LLaVA whose vision tower is pretrained to recognise ShapesWorld objects, then fine-tuned with TRL's `SFTTrainer` on
-scene descriptions (30% of them carrying one absent object, so that it hallucinates when sampling) and yes/no
-existence questions (so that it can label its own claims).
+Each writes its file under `src/rlaifv_trl/synthetic/weights/` (about 7.5 minutes on one CPU thread): a small LLaVA
+whose vision tower is pretrained to recognise ShapesWorld objects, then fine-tuned with TRL's `SFTTrainer` on scene
+descriptions and yes/no existence questions. The policy sees 30% of its descriptions with one absent object added,
+so that it hallucinates when sampling; the labeler (another seed) sees faithful descriptions and twice the questions.
 """
 
 import argparse

@@ -135,7 +135,7 @@ def render_dataset_card(
         repo_id=public_name(repo_id),
         iterations=ordered,
         splitter=public_name(info.splitter),
-        sampling=_Namespace(info.sampling, ("num_candidates", "temperature", "top_p", "max_new_tokens")),
+        sampling=_Namespace(info.sampling, ("num_candidates", "temperature", "top_p", "max_new_tokens", "seed")),
         pairs=_Namespace(info.pairs, ("min_score_gap", "pairs_per_prompt", "length_balance")),
         has_reference_logps=info.has_reference_logps,
         license_note=license_note,

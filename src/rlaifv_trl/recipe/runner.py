@@ -312,7 +312,7 @@ class IterativeDPORunner:
             splitter=feedback.splitter_model_name_or_path or "the rule-based splitter of rlaifv-trl",
             sampling={
                 "num_candidates": feedback.num_candidates, "temperature": feedback.temperature,
-                "top_p": feedback.top_p, "max_new_tokens": feedback.max_new_tokens,
+                "top_p": feedback.top_p, "max_new_tokens": feedback.max_new_tokens, "seed": self.training_args.seed,
             },
             pairs={
                 "min_score_gap": feedback.min_score_gap, "pairs_per_prompt": feedback.pairs_per_prompt,

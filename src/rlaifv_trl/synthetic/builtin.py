@@ -92,7 +92,7 @@ def materialize_builtin(name: str, output_dir: str | Path) -> Path:
 
 
 def train_builtin_policy(name: str = BUILTIN_POLICY, weights_path: str | Path | None = None) -> Path:
-    """Train a built-in policy from scratch (about 9 minutes on 2 CPU cores) and write its safetensors file."""
+    """Train a built-in policy from scratch (about 7.5 minutes on one CPU thread) and write its safetensors file."""
     spec = _spec(name)
     weights_path = Path(weights_path) if weights_path else builtin_weights_path(name)
     with tempfile.TemporaryDirectory() as scratch:
