@@ -10,6 +10,8 @@
 
 import logging
 
+import datasets
+import transformers
 from accelerate import PartialState
 from trl import ModelConfig, TrlParser
 
@@ -21,6 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = TrlParser((IterativeDPOArguments, RLAIFVDPOConfig, ModelConfig))
     args, training_args, model_args = parser.parse_args_and_config(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Keep the stage progress bars (sampling, labeling, reference log-probs, training); drop the many short ones of
+    # loading weights and of datasets' bookkeeping.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     summary = IterativeDPORunner(args, training_args, model_args).run()
     if PartialState().is_main_process:
         print("\nHallucination on held-out scenes (lower is better):\n" if summary.evaluation else "")
