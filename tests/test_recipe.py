@@ -165,7 +165,7 @@ def test_plain_trl_dpo_trainer_trains_on_the_pushed_data(pushed_run, tmp_path):
 # ---------------------------------------------------------------------------- killed and resumed
 
 
-def run_recipe_process(argv: list[str]) -> subprocess.Popen:
+def run_recipe_process(argv: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",  # bitwise-reproducible CPU math across processes
@@ -174,7 +174,7 @@ def run_recipe_process(argv: list[str]) -> subprocess.Popen:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes/iterative_dpo.py"), *argv],
+        [sys.executable, *(launcher or []), str(ROOT / "recipes/iterative_dpo.py"), *argv],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 
@@ -334,3 +334,20 @@ def test_best_checkpoint_selection_keeps_the_least_hallucinating_checkpoint(tmp_
     kept = AutoModelForImageTextToText.from_pretrained(run / "models" / "iteration-1").state_dict()
     chosen = AutoModelForImageTextToText.from_pretrained(best_checkpoint).state_dict()
     assert all(torch.equal(kept[name], value) for name, value in chosen.items())
+
+
+def test_two_processes_make_the_same_preference_data_as_one(tmp_path, tiny_vlm_dir):
+    base = tiny_vlm_dir("llava")
+    argv = lambda run: recipe_args(base, tmp_path / run, "--num_iterations", "1")  # noqa: E731
+    finish(run_recipe_process(argv("one")))
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    log = finish(run_recipe_process(argv("two"), launcher=torchrun))
+    assert log.count("Iteration 0: feedback") == 2  # both processes sampled and labeled their share
+    one = load_preference_dataset(str(tmp_path / "one" / "dataset"), name="iteration-0")
+    two = load_preference_dataset(str(tmp_path / "two" / "dataset"), name="iteration-0")
+    references = ["ref_chosen_logps", "ref_rejected_logps"]  # batched differently: equal up to float rounding
+    columns = [c for c in one.column_names if c != "images" and c not in references]
+    assert one.select_columns(columns).to_list() == two.select_columns(columns).to_list()
+    for column in references:
+        torch.testing.assert_close(torch.tensor(one[column]), torch.tensor(two[column]), atol=1e-3, rtol=0)
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "two" / "models" / "iteration-1") is not None

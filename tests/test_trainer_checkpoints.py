@@ -6,7 +6,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_trl import RLAIFVDPOTrainer
 from rlaifv_trl.synthetic import oracle_preference_dataset
-from rlaifv_trl.trainer.checkpoints import needs_key_conversion
+from rlaifv_trl.trainer.checkpoints import load_checkpoint_weights, needs_key_conversion
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,3 +34,17 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(arch, tiny_
     resumed.train(resume_from_checkpoint=str(checkpoint))
     expected, got = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(expected[name], got[name], atol=1e-6) for name in expected)
+
+
+@pytest.mark.parametrize("max_shard_size", [None, "20KB"])
+def test_checkpoint_weights_load_from_one_file_or_from_shards(max_shard_size, tiny_vlm_dirs, tmp_path):
+    trained = AutoModelForImageTextToText.from_pretrained(tiny_vlm_dirs["llava_policy"])
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    trained.save_pretrained(tmp_path / "checkpoint", **kwargs)
+    assert any((tmp_path / "checkpoint").glob("*.index.json")) == bool(max_shard_size)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm_dirs["llava"])  # other weights
+    assert needs_key_conversion(model, tmp_path / "checkpoint")
+    assert load_checkpoint_weights(model, tmp_path / "checkpoint")
+    expected = trained.state_dict()
+    assert all(torch.equal(expected[name], value) for name, value in model.state_dict().items())
+    assert not needs_key_conversion(model, tmp_path / "nowhere") and not load_checkpoint_weights(model, tmp_path)

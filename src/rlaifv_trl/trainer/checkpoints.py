@@ -10,21 +10,29 @@ the key names, and copies the weights in strictly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from safetensors import safe_open
 from transformers import PreTrainedModel
-from transformers.utils import SAFE_WEIGHTS_NAME
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+
+def saved_weight_names(folder: str | Path) -> set[str] | None:
+    """The weight names of the safetensors checkpoint in `folder` (one file or shards), or None if there is none."""
+    folder = Path(folder)
+    if (folder / SAFE_WEIGHTS_INDEX_NAME).is_file():
+        return set(json.loads((folder / SAFE_WEIGHTS_INDEX_NAME).read_text())["weight_map"])
+    if (folder / SAFE_WEIGHTS_NAME).is_file():
+        with safe_open(str(folder / SAFE_WEIGHTS_NAME), framework="pt") as checkpoint:
+            return set(checkpoint.keys())
+    return None
 
 
 def needs_key_conversion(model: PreTrainedModel, folder: str | Path) -> bool:
-    """Whether the single-file safetensors checkpoint in `folder` names its weights differently than `model` does."""
-    weights = Path(folder) / SAFE_WEIGHTS_NAME
-    if not isinstance(model, PreTrainedModel) or not weights.is_file():
-        return False
-    with safe_open(str(weights), framework="pt") as checkpoint:
-        saved = set(checkpoint.keys())
-    return not saved <= set(model.state_dict())
+    """Whether the safetensors checkpoint in `folder` names its weights differently than `model` does."""
+    saved = saved_weight_names(folder) if isinstance(model, PreTrainedModel) else None
+    return saved is not None and not saved <= set(model.state_dict())
 
 
 def load_checkpoint_weights(model: PreTrainedModel, folder: str | Path) -> bool:
