@@ -100,7 +100,7 @@ def test_the_model_cards_have_the_training_settings_and_metrics(pushed_run, hub)
     assert f"{round(chair['response_rate'], 4)}" in card.text
     assert f"| train_loss | {round(state['2']['train']['train_loss'], 4)} |" in card.text
     assert "| lr_scheduler_type | cosine |" in card.text
-    assert "5e-05" in card.text and "0.1" in card.text  # learning rate and beta of tiny_cpu.yaml
+    assert "| learning_rate | 2e-05 |" in card.text and "| beta | 0.1 |" in card.text  # from tiny_cpu.yaml
     assert "/tmp/" not in card.text and hub.token not in card.text
     files = HfApi().list_repo_files(model_repo, revision="iteration-1")
     assert "model.safetensors" in files and not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
