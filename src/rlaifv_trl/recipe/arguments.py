@@ -20,13 +20,14 @@ RECIPE_OWNED_FEEDBACK_FIELDS = (
 class IterativeDPOArguments:
     r"""
     Arguments of the iterative RLAIF-V recipe: which labeler, which prompts, how many iterations, where the
-    artifacts go. The base policy and LoRA settings live in TRL's `ModelConfig` (`model_name_or_path`, `dtype`,
-    `use_peft`, `lora_r`, ...), training settings in [`RLAIFVDPOConfig`] (its `output_dir` is the run folder) and
+    artifacts go. The base policy and LoRA settings live in TRL's `ModelConfig` (`model_name_or_path`, unset for the
+    built-in `"builtin:shapesworld-llava"`, `dtype`, `use_peft`, `lora_r`, ...), training settings in [`RLAIFVDPOConfig`] (its `output_dir` is the run folder) and
     feedback settings in the `feedback` mapping (the fields of [`FeedbackConfig`]).
 
     Parameters:
         labeler_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
-            The labeler VLM. `None` means self-feedback: each iteration's policy labels its own claims.
+            The labeler VLM (Hub id, local folder, or `"builtin:shapesworld-llava-labeler"`). `None` means
+            self-feedback: each iteration's policy labels its own claims.
         prompt_dataset (`str`, *optional*, defaults to `"shapesworld"`):
             Source of the (image, instruction) prompts: `"shapesworld"`, or a Hub id / local folder with an image
             column (`images` or `image`) and a text column (`prompt`, `question`, ...).
@@ -49,7 +50,8 @@ class IterativeDPOArguments:
             Config of the seed and mix preference datasets.
         feedback (`dict` or `str`, *optional*, defaults to `{}`):
             Settings of [`FeedbackConfig`] (a mapping in YAML, a JSON string on the command line). The recipe sets
-            `output_dir`, `seed`, `iteration`, `disable_tqdm`, `model_init_kwargs` and `trust_remote_code` itself.
+            `output_dir`, `seed`, `iteration`, `disable_tqdm`, `model_init_kwargs`, `trust_remote_code` and the labeler
+            (`labeler_model_name_or_path` above) itself.
         dataset_repo (`str` or `None`, *optional*, defaults to `None`):
             Hub dataset repository for the preference data, one config per iteration. `None` keeps the artifacts in
             the run folder only (push them later with `rlaifv-trl push`).
@@ -69,7 +71,7 @@ class IterativeDPOArguments:
         checkpoint_selection (`str`, *optional*, defaults to `"last"`):
             Which checkpoint starts the next iteration: the `"last"` one, or the `"best"` by the evaluation metric
             (`metric_for_best_model` of the training arguments; the ShapesWorld evaluation adds `eval_chair_response`).
-        evaluation (`str` or `None`, *optional*, defaults to `"shapesworld"` ... `None`):
+        evaluation (`str` or `None`, *optional*, defaults to `"shapesworld"`):
             `"shapesworld"`: CHAIR hallucination rates of the base policy and of each iteration on held-out
             ShapesWorld scenes. `None`: no evaluation.
         eval_prompts (`int`, *optional*, defaults to `200`):
