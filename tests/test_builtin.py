@@ -32,7 +32,6 @@ def test_materialized_checkpoints_hold_exactly_the_shipped_weights(builtin_dirs,
     state = model.state_dict()
     assert shipped.keys() == state.keys()
     assert all(torch.equal(state[key], value) for key, value in shipped.items())
-    assert not (builtin_dirs[name] / "training_args.bin").exists()
 
 
 def test_the_builtin_policy_describes_held_out_scenes_and_hallucinates_when_sampling(builtin_dirs, one_thread):

@@ -46,7 +46,6 @@ from .state import RunState
 
 logger = logging.getLogger(__name__)
 
-PREFERENCE_CORE = ("prompt", "images", "chosen", "rejected")
 # Training arguments that do not change results: a rerun may change them.
 _NOT_RESULTS = ("dir", "hub", "report_to", "logging", "push", "tqdm", "save_", "run_name", "eval_", "dataloader")
 
@@ -180,26 +179,21 @@ class IterativeDPORunner:
 
     # ------------------------------------------------------------------ stages
 
-    def _base_policy(self) -> str:
-        name = self.base_name
+    def _materialized(self, name: str | None, target: Path) -> str | None:
+        """`name`, or for a built-in model the folder it is saved into (once, by the main process)."""
         if not is_builtin(name):
             return name
-        target = model_dir(self.root, 0)
         if self.process.is_main_process and not (target / "config.json").is_file():
             materialize_builtin(name, target)
         self.process.wait_for_everyone()
         return str(target)
 
+    def _base_policy(self) -> str:
+        return self._materialized(self.base_name, model_dir(self.root, 0))
+
     def _labeler(self) -> str | None:
-        """The labeler's name or path (a built-in labeler is saved into the run folder first); None: self-feedback."""
-        name = self.args.labeler_model_name_or_path
-        if not is_builtin(name):
-            return name
-        target = self.root / "models" / "labeler"
-        if self.process.is_main_process and not (target / "config.json").is_file():
-            materialize_builtin(name, target)
-        self.process.wait_for_everyone()
-        return str(target)
+        """The labeler's name or path; None: self-feedback."""
+        return self._materialized(self.args.labeler_model_name_or_path, self.root / "models" / "labeler")
 
     def _policy_name(self, iteration: int) -> str:
         """How cards name the policy of `iteration`: the base's own name, or the model repo's branch."""
@@ -245,14 +239,11 @@ class IterativeDPORunner:
                 args.prompt_dataset_config, seed=self.training_args.seed,
             )  # fmt: skip
             output = generator.generate(prompts)
-            labeler = (
-                public_name(args.labeler_model_name_or_path)
-                if args.labeler_model_name_or_path
-                else self._policy_name(k)
-            )
-            names = {"policy_model": self._policy_name(k), "labeler_model": labeler}
+            policy = self._policy_name(k)
+            labeler = public_name(args.labeler_model_name_or_path) if args.labeler_model_name_or_path else policy
+            names = {"policy_model": policy, "labeler_model": labeler}
             pairs = output.preference.map(lambda _: names, desc="Naming the models")
-            stats = self._stats_of(pairs, k, policy=self._policy_name(k), labeler=labeler, report=output.report)
+            stats = self._stats_of(pairs, k, policy=policy, labeler=labeler, report=output.report)
             del model, generator
             gc.collect()
         if args.mix_preference_dataset and args.mix_pairs_per_iteration:
@@ -337,9 +328,7 @@ class IterativeDPORunner:
         overrides: dict[str, Any] = {"output_dir": str(output_dir), "precompute_ref_log_probs": True}
         callbacks: list[TrainerCallback] = []
         eval_dataset = None
-        train_dataset = Dataset.from_parquet(
-            [str(p) for p in sorted((dataset_dir(self.root) / config_name(k)).glob("*.parquet"))]
-        )
+        train_dataset = load_preference_dataset(str(dataset_dir(self.root)), name=config_name(k))
         if args.checkpoint_selection == "best":
             overrides.update(
                 eval_strategy="steps", eval_steps=0.25, save_strategy="steps", save_steps=0.25,
@@ -361,16 +350,10 @@ class IterativeDPORunner:
         checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
         result = trainer.train(resume_from_checkpoint=checkpoint)
         target = model_dir(self.root, k + 1)
-        if (
-            self.peft_config is not None
-        ):  # each iteration's policy is a full model: it samples and is the next reference
-            merged = (
-                self.process.is_main_process and trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            )
-            if merged:
-                merged.save_pretrained(str(target))
-        else:
+        if self.peft_config is None:
             trainer.save_model(str(target))
+        elif self.process.is_main_process:  # a full model: it samples the next iteration and is its reference
+            trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(target))
         if self.process.is_main_process:
             processor.save_pretrained(str(target))
             (target / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle: the model card lists the settings

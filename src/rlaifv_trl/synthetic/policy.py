@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl import SFTConfig, SFTTrainer
 
+from ..feedback.labeler import LabelGroup, YesNoLabeler
 from ..generation import generate_batch
 from ..metrics.chair import ChairResult, chair
 from .data import description_dataset, evaluation_prompts, yes_no_dataset
@@ -198,8 +199,6 @@ def labeling_accuracy(
 ) -> float:
     """How often `model`, used as the RLAIF-V labeler (p_yes > p_no), answers existence questions about held-out
     ShapesWorld scenes correctly; half of the questions ask about present objects, half about absent ones."""
-    from ..feedback.labeler import LabelGroup, YesNoLabeler  # the feedback package imports this module's package
-
     questions = yes_no_dataset(num_scenes, start_seed=EVAL_SEED_OFFSET + 10 * num_scenes, seed=seed)
     labeler = YesNoLabeler(model, processor, batch_size=batch_size)
     groups = [LabelGroup(row["images"], [row["prompt"][0]["content"][-1]["text"]]) for row in questions]
