@@ -1,37 +1,113 @@
-# Iterative RLAIF-V: sample -> label -> pairs -> publish -> DPO -> publish, for K iterations.
-#
-#   python recipes/iterative_dpo.py --config recipes/configs/tiny_cpu.yaml          # the embedded default, on CPU
-#   accelerate launch --config_file recipes/accelerate/zero2.yaml \
-#       recipes/iterative_dpo.py --config recipes/configs/llava15_7b.yaml           # the paper's setting, 8 GPUs
-#
-# Any setting of the YAML file can be overridden on the command line (e.g. `--num_iterations 2`); `feedback` takes a
-# JSON string there. Running the same command again after a crash continues where the run stopped.
-"""Iterative RLAIF-V with TRL."""
+# Copyright the rlaifv-trl contributors. Licensed under the Apache License, Version 2.0.
+"""
+Iterative RLAIF-V: for each iteration, sample -> divide -> conquer -> pairs -> reference log-probs -> publish the
+data -> DPO -> evaluate -> publish the policy.
+
+```bash
+# The embedded default on CPU (ShapesWorld scenes, small built-in VLMs), or: make demo
+python recipes/iterative_dpo.py --config recipes/configs/tiny_cpu.yaml
+
+# The paper's setting on 8 GPUs
+accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/iterative_dpo.py \
+    --config recipes/configs/llava15_7b.yaml --prompt_dataset openbmb/RLAIF-V-Dataset \
+    --dataset_repo me/rlaifv-llava15 --model_repo me/llava15-rlaifv
+```
+
+Every setting is a YAML key and a flag (`--num_candidates 4` overrides one setting and keeps the others). Running
+the same command again after a crash or a kill continues where the run stopped; a run with other settings in the
+same `output_dir` is refused, and so is a second run while the first one is going.
+"""
 
 import logging
 
 import datasets
 import transformers
 from accelerate import PartialState
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig, TrlParser, get_peft_config
 
-from rlaifv_trl import RLAIFVDPOConfig
-from rlaifv_trl.recipe import IterativeDPOArguments, IterativeDPORunner
+from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
+from rlaifv_trl.evaluation import EvaluationSettings, load_evaluators, run_evaluators
+from rlaifv_trl.loading import ModelLoading, load_vlm
+from rlaifv_trl.recipe import (
+    HubPublisher,
+    IterativeDPOArguments,
+    RecipeRun,
+    RunSummary,
+    add_reference_log_probs,
+    check_recipe_arguments,
+    collect_preferences,
+    run_settings,
+    train_policy,
+    write_dataset_card,
+    write_model_card,
+)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = TrlParser((IterativeDPOArguments, RLAIFVDPOConfig, ModelConfig))
-    args, training_args, model_args = parser.parse_args_and_config(argv)
+def main(script_args, feedback_args, training_args, model_args):
+    check_recipe_arguments(script_args, training_args, model_args)
+    # Models: the policy as TRL's scripts load it (revision, dtype, attention, 4/8-bit), LoRA if asked for
+    policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
+    policy_loading.check()
+    peft_config = get_peft_config(model_args)
+    adapter = f"LoRA r={model_args.lora_r} (merged)" if peft_config else "none (full fine-tuning)"
+    revision = model_args.model_revision
+
+    # Evaluation: named evaluators, run on the base policy and after every iteration
+    evaluators = load_evaluators(script_args.evaluation)
+    evaluation = EvaluationSettings(
+        script_args.evaluation_prompts, script_args.evaluation_temperature, script_args.evaluation_max_new_tokens,
+        training_args.seed,
+    )  # fmt: skip
+
+    def evaluate(policy):
+        if not evaluators or not PartialState().is_main_process:
+            return None
+        model, processor = load_vlm(policy, policy_loading)
+        return run_evaluators(evaluators, model, processor, evaluation)
+
+    settings = run_settings(script_args, feedback_args, training_args, model_args)
+    with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:
+        hub = HubPublisher(run, script_args)
+        hub.check_access()  # before any long work
+        run.stage(0, "evaluate", evaluate, run.policy(0))
+        for k in range(script_args.num_iterations):
+            # Feedback on this iteration's prompts from the current policy, with its reference log-probs
+            run.stage(
+                k, "feedback", collect_preferences, run, k, script_args, feedback_args, training_args, policy_loading
+            )
+            run.stage(k, "reference_log_probs", add_reference_log_probs, run, k, training_args, policy_loading)
+            write_dataset_card(run, script_args, feedback_args, training_args)
+            if script_args.dataset_repo:
+                run.stage(k, "push_dataset", hub.push_dataset, k)
+
+            # DPO with the current policy as reference, then evaluate and publish the next policy
+            run.stage(
+                k + 1, "train", train_policy, run, k, training_args, policy_loading, peft_config,
+                script_args.checkpoint_selection, evaluators, evaluation,
+            )  # fmt: skip
+            run.stage(k + 1, "evaluate", evaluate, run.policy(k + 1))
+            run.stage(k + 1, "model_card", write_model_card, run, k + 1, script_args, training_args, adapter, revision)
+            if script_args.model_repo:
+                run.stage(k + 1, "push_model", hub.push_model, k + 1)
+
+        summary = RunSummary.of(run, script_args.num_iterations, script_args.dataset_repo, script_args.model_repo)
+        summary.write()
+    return summary
+
+
+def make_parser():
+    return TrlParser((IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    script_args, feedback_args, training_args, model_args = make_parser().parse_args_and_config()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Keep the stage progress bars (sampling, labeling, reference log-probs, training); drop the many short ones of
     # loading weights and of datasets' bookkeeping.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    summary = IterativeDPORunner(args, training_args, model_args).run()
+    summary = main(script_args, feedback_args, training_args, model_args)
     if PartialState().is_main_process:
-        print("\nHallucination on held-out scenes (lower is better):\n" if summary.evaluation else "")
-        print(summary.table() if summary.evaluation else "", "\n\nArtifacts:\n" + summary.artifacts(), sep="")
-
-
-if __name__ == "__main__":
-    main()
+        table = summary.table()
+        print(f"\nEvaluation (lower hallucination is better):\n\n{table}\n" if table else "")
+        print("Artifacts:\n" + summary.artifacts())

@@ -1,5 +1,8 @@
 """RLAIFVFeedbackGenerator end to end on tiny real models: format, audit, report, resume, DPO on the output."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,8 @@ from rlaifv_trl.feedback import derive_seed, split_claims
 from rlaifv_trl.synthetic import build_tokenizer, prompt_dataset, shapes_objects
 
 
-SMALL = {"num_candidates": 4, "max_new_tokens": 12, "shard_size": 2, "disable_tqdm": True}
+SMALL = {"num_candidates": 4, "max_new_tokens": 12, "shard_size": 2}
+QUIET = {"disable_tqdm": True}
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +25,9 @@ def run(tiny_vlm_dir, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     prompts = prompt_dataset(6)
-    args = FeedbackConfig(output_dir=str(tmp_path_factory.mktemp("feedback")), **SMALL)
-    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts)
+    args = FeedbackConfig(**SMALL)
+    output_dir = tmp_path_factory.mktemp("feedback")
+    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts, output_dir, **QUIET)
     yield prompts, args, output
     torch.set_num_threads(threads)
 
@@ -45,7 +50,7 @@ def test_preference_rows_are_trl_conversational_vision_preference_rows(run):
             ]
         assert row["chosen_score"] - row["rejected_score"] >= args.min_score_gap
         assert row["chosen"][0]["content"][0]["text"] != row["rejected"][0]["content"][0]["text"]
-        assert row["seed"] == derive_seed(args.seed, row["prompt_id"], "candidates")
+        assert row["seed"] == derive_seed(42, row["prompt_id"], "candidates")  # generate's default seed
         assert len(row["rejected_rejected_claims"]) == -row["rejected_score"]
         assert len(row["chosen_rejected_claims"]) == -row["chosen_score"]
         assert row["iteration"] == 0 and row["policy_model"] == row["labeler_model"]  # self-feedback
@@ -107,24 +112,41 @@ def test_outputs_are_saved_and_a_rerun_resumes_without_recomputing(run, tiny_vlm
     root = output.output_dir
     assert load_from_disk(str(root / "preference")).to_list() == output.preference.to_list()
     assert load_from_disk(str(root / "audit")).to_list() == output.audit.to_list()
-    assert (root / "report.json").is_file() and (root / "run.json").is_file()
+    assert (root / "report.json").is_file() and (root / "manifest.json").is_file()
     shards = sorted(root.glob("*/shard-*.json"))
     assert len(shards) == 3 * 3  # three stages, six prompts in shards of two
     stamps = {path: path.stat().st_mtime_ns for path in shards}
     (root / "labels" / "shard-00001.json").unlink()
-    again = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts)
+    again = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts, root, **QUIET)
     assert again.preference.to_list() == output.preference.to_list()
     assert again.audit.to_list() == output.audit.to_list()
     redone = [path for path in shards if path.stat().st_mtime_ns != stamps[path]]
     assert redone == [root / "labels" / "shard-00001.json"]
 
 
-def test_a_different_run_in_the_same_directory_is_refused_unless_overwritten(run, tiny_vlm_dir):
-    prompts, args, _ = run
+def test_a_different_run_in_the_same_directory_is_refused_unless_overwritten(run, tiny_vlm_dir, tmp_path):
+    prompts, args, output = run
     changed = FeedbackConfig(**{**args.to_dict(), "temperature": 1.0})
     generator = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=changed)
     with pytest.raises(ValueError, match="temperature"):
-        generator.generate(prompts.select(range(2)))
+        generator.generate(prompts, output.output_dir, **QUIET)
+    with pytest.raises(ValueError, match="seed"):
+        RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompts, output.output_dir, seed=1)
+    # labeler_batch_size changes float rounding only: a resumed run may change it
+    smaller = FeedbackConfig(**{**args.to_dict(), "labeler_batch_size": 3})
+    again = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=smaller).generate(
+        prompts, output.output_dir, **QUIET
+    )
+    assert again.preference.to_list() == output.preference.to_list()
+    # overwrite_output_dir starts afresh: the earlier shards are gone, the new settings are recorded
+    copy = tmp_path / "copy"
+    shutil.copytree(output.output_dir, copy)
+    stale = copy / "candidates" / "shard-00000.json"
+    stale.write_text(stale.read_text().replace('"seed"', '"seed_of_another_run"'))
+    fresh = generator.generate(prompts, copy, overwrite_output_dir=True, **QUIET)
+    assert "seed_of_another_run" not in stale.read_text()
+    assert json.loads((copy / "manifest.json").read_text())["settings"]["temperature"] == 1.0
+    assert fresh.report.num_prompts == len(prompts)
 
 
 def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):
@@ -152,7 +174,7 @@ def test_sharding_and_order_do_not_change_the_pairs(tiny_vlm_dir, one_thread):
 
     def pairs(dataset, shard_size):
         args = FeedbackConfig(**{**SMALL, "shard_size": shard_size, "length_balancing": False})
-        preference = RLAIFVFeedbackGenerator(policy, args=args).generate(dataset).preference
+        preference = RLAIFVFeedbackGenerator(policy, args=args).generate(dataset, **QUIET).preference
         return sorted(
             (r["prompt_id"], r["chosen"][0]["content"][0]["text"], r["rejected"][0]["content"][0]["text"])
             for r in preference
@@ -167,7 +189,7 @@ def test_qwen2_vl_policy_with_a_separate_llava_labeler(tiny_vlm_dir, one_thread)
     prompts = prompt_dataset(3, start_seed=200)
     policy, labeler = str(tiny_vlm_dir("qwen2_vl")), str(tiny_vlm_dir("llava", seed=1))
     args = FeedbackConfig(**{**SMALL, "num_candidates": 3, "labeler_model_name_or_path": labeler})
-    output = RLAIFVFeedbackGenerator(policy, args=args).generate(prompts)
+    output = RLAIFVFeedbackGenerator(policy, args=args).generate(prompts, **QUIET)
     assert len(output.audit) == 9 and output.output_dir is None
     # provenance is published: local paths appear as "local: <folder>"
     assert set(output.audit["labeler_model"]) == {public_name(labeler)} and set(output.audit["policy_model"]) == {
@@ -188,7 +210,7 @@ def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thr
     tokenizer.save_pretrained(tmp_path)
     args = FeedbackConfig(**{**SMALL, "num_candidates": 2, "splitter_model_name_or_path": str(tmp_path)})
     args.splitter_max_new_tokens = 16
-    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompt_dataset(2))
+    output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompt_dataset(2), **QUIET)
     assert (
         set(output.audit["claim_splitter"]) == set(output.audit["question_writer"]) == {f"llm:local: {tmp_path.name}"}
     )
@@ -211,14 +233,14 @@ def test_empty_answers_and_answers_without_claims_are_counted(tiny_vlm_dir, one_
     eos = AutoProcessor.from_pretrained(policy).tokenizer.eos_token_id
     prompts = prompt_dataset(2, start_seed=300)
     empty = FeedbackConfig(**{**SMALL, "generation_kwargs": {"sequence_bias": [[[eos], 100.0]]}})
-    output = RLAIFVFeedbackGenerator(policy, args=empty).generate(prompts)
+    output = RLAIFVFeedbackGenerator(policy, args=empty).generate(prompts, **QUIET)
     assert output.report.num_empty_answers == 8 and len(output.preference) == 0
     assert set(output.audit["status"]) == {"empty answer"}
     assert [entry["reason"] for entry in output.report.rows_without_pairs] == ["no answer with claims"] * 2
 
     output = RLAIFVFeedbackGenerator(
         policy, args=FeedbackConfig(**SMALL), claim_splitter=ShapesWorldSplitter()
-    ).generate(prompts)
+    ).generate(prompts, **QUIET)
     no_claims = sum(status == "no claims" for status in output.audit["status"])
     assert no_claims == output.report.num_answers_without_claims > 0
     assert set(output.audit["claim_splitter"]) == {"shapes-world"}

@@ -16,7 +16,7 @@ from rlaifv_trl.synthetic.data import user_turn
 
 
 FEATURES = Features({"prompt_id": Value("string"), "images": List(Image()), "prompt": List(MESSAGE_FEATURE)})
-FAST = {"num_candidates": 2, "max_new_tokens": 4, "shard_size": 8, "disable_tqdm": True, "length_balancing": False}
+FAST = {"num_candidates": 2, "max_new_tokens": 4, "shard_size": 8, "length_balancing": False}
 
 
 def _encoded(mode: str, fmt: str = "PNG") -> bytes:
@@ -86,7 +86,7 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_go_through(policy, one_
         {"prompt_id": [r[0] for r in rows], "images": [r[1] for r in rows], "prompt": [r[2] for r in rows]},
         features=FEATURES,
     )
-    output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset)
+    output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset, disable_tqdm=True)
     reasons = {entry["row"]: entry["reason"] for entry in output.report.skipped}
     assert set(output.audit["prompt_id"]) == {"ok"} | {f"mode-{name}" for name in CONVERTIBLE}
     first_bad = 1 + len(CONVERTIBLE)
@@ -130,7 +130,7 @@ def test_a_single_image_column_and_plain_string_prompts_are_accepted(policy, one
             "prompt": ["Describe the image.", "What is it?"],
         }
     )
-    output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset)
+    output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset, disable_tqdm=True)
     assert not output.report.skipped and set(output.audit["prompt_id"]) == {"row-0", "row-1"}
     for row in output.preference:
         assert row["prompt"][0]["content"][0]["type"] == "image" and len(row["images"]) == 1
@@ -171,7 +171,7 @@ def test_randomly_malformed_rows_never_stop_a_run(policy, rows):
             {"prompt_id": [r[0] for r in rows], "images": [r[1] for r in rows], "prompt": [r[2] for r in rows]},
             features=FEATURES,
         )
-        output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset)
+        output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset, disable_tqdm=True)
     finally:
         torch.set_num_threads(threads)
     report = output.report

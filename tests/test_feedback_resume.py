@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
+from rlaifv_trl.atomic_io import temporary_sibling
 from rlaifv_trl.feedback import RunReport
 
 
@@ -73,7 +74,7 @@ def test_killed_while_labeling_then_rerun_gives_the_same_dataset(uninterrupted, 
     ]
     assert not (output_dir / "preference").exists()
     # What a writer killed in the middle of a write leaves behind: a hidden temporary file, never a shard.
-    torn = output_dir / "labels" / ".shard-00002.json.x1y2.tmp"
+    torn = temporary_sibling(output_dir / "labels" / "shard-00002.json")
     torn.write_text('{"records": [')
     stamps = {p: p.stat().st_mtime_ns for p in output_dir.glob("*/shard-*.json")}
 

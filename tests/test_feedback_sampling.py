@@ -1,5 +1,7 @@
 """Deconfounded sampling: n candidates from one batched generate call, seeded per prompt."""
 
+import dataclasses
+
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -60,8 +62,8 @@ def test_config_has_the_paper_defaults_and_checks_values():
     assert (config.splitter_temperature, config.splitter_top_p, config.splitter_max_new_tokens) == (0.2, 0.9, 256)
     assert config.splitter_max_input_words == 300 and config.top_p is None
     assert config.yes_no_instruction == "Please answer yes or no."
-    assert not config.trust_remote_code
-    for field_name in config.__dataclass_fields__:
+    assert not config.labeler_trust_remote_code and not config.splitter_trust_remote_code
+    for field_name in (field.name for field in dataclasses.fields(config)):
         assert config.__dataclass_fields__[field_name].metadata.get("help"), field_name
         assert f"{field_name} (`" in FeedbackConfig.__doc__, field_name
     for bad, message in [
@@ -74,6 +76,7 @@ def test_config_has_the_paper_defaults_and_checks_values():
         ({"length_balancing_step": 1.0}, "length_balancing_step"),
         ({"yes_no_instruction": " "}, "yes_no_instruction"),
         ({"generation_kwargs": {"temperature": 1.0}}, "generation_kwargs"),
+        ({"labeler_load_in_4bit": True, "labeler_load_in_8bit": True}, "4-bit and 8-bit"),
     ]:
         with pytest.raises(ValueError, match=message):
             FeedbackConfig(**bad)

@@ -18,11 +18,11 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import load_preference_dataset
-from rlaifv_trl.recipe.state import STATE_FILE
+from rlaifv_trl.manifest import MANIFEST_FILE
 
 
 ROOT = Path(__file__).parents[1]
-FEEDBACK = '{"num_candidates": 4, "temperature": 1.0, "max_new_tokens": 16, "shard_size": 4}'
+SMALL = ["--num_candidates", "4", "--max_new_tokens", "16", "--shard_size", "4"]
 
 
 def recipe_args(base: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -30,17 +30,32 @@ def recipe_args(base: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
         *("--config", str(ROOT / "recipes/configs/tiny_cpu.yaml")),
         *("--model_name_or_path", str(base), "--output_dir", str(output_dir)),
-        *("--num_iterations", "2", "--prompts_per_iteration", "12", "--eval_prompts", "8"),
-        *("--feedback", FEEDBACK, "--per_device_train_batch_size", "4", "--disable_tqdm", "true"),
+        *("--num_iterations", "2", "--prompts_per_iteration", "12", "--evaluation_prompts", "8"),
+        *SMALL, "--per_device_train_batch_size", "4", "--disable_tqdm", "true",
         *extra,
-    ]
+    ]  # fmt: skip
 
 
-def load_recipe_main():
+def recipe_module():
     spec = importlib.util.spec_from_file_location("iterative_dpo", ROOT / "recipes/iterative_dpo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def run_recipe(argv: list[str]):
+    """`python recipes/iterative_dpo.py ARGV`, in this process; returns the run summary."""
+    module = recipe_module()
+    return module.main(*module.make_parser().parse_args_and_config(argv))
+
+
+def done(run: Path) -> dict[str, dict]:
+    """The finished stages of a run, per iteration: {"1": {"train": result, ...}, ...}."""
+    stages: dict[str, dict] = {}
+    for key, result in json.loads((run / MANIFEST_FILE).read_text())["done"].items():
+        iteration, stage = key.split("/")
+        stages.setdefault(iteration.split("-")[1], {})[stage] = result
+    return stages
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +63,10 @@ def pushed_run(tmp_path_factory, tiny_vlm_dir, hub, one_torch_thread):
     """One full two-iteration run of `recipes/iterative_dpo.py`, pushing to the loopback Hub."""
     root = tmp_path_factory.mktemp("recipe")
     dataset_repo, model_repo = f"{hub.user}/recipe-prefs", f"{hub.user}/recipe-policy"
-    main = load_recipe_main()
-    main(recipe_args(tiny_vlm_dir("llava"), root / "run", "--dataset_repo", dataset_repo, "--model_repo", model_repo))
-    state = json.loads((root / "run" / STATE_FILE).read_text())["done"]
-    return root / "run", dataset_repo, model_repo, state
+    run_recipe(
+        recipe_args(tiny_vlm_dir("llava"), root / "run", "--dataset_repo", dataset_repo, "--model_repo", model_repo)
+    )
+    return root / "run", dataset_repo, model_repo, done(root / "run")
 
 
 def test_every_stage_of_both_iterations_is_recorded(pushed_run):
@@ -97,7 +112,7 @@ def test_the_model_cards_have_the_training_settings_and_metrics(pushed_run, hub)
     card = ModelCard.load(model_repo)  # main = the latest iteration
     chair = state["2"]["evaluate"]
     assert 'revision="iteration-2"' in card.text and dataset_repo in card.text
-    assert f"{round(chair['response_rate'], 4)}" in card.text
+    assert f"| chair_response | {chair['chair_response']:.4g} |" in card.text
     assert f"| train_loss | {round(state['2']['train']['train_loss'], 4)} |" in card.text
     assert "| lr_scheduler_type | cosine |" in card.text
     assert "| learning_rate | 2e-05 |" in card.text and "| beta | 0.1 |" in card.text  # from tiny_cpu.yaml
@@ -116,7 +131,10 @@ def test_the_model_cards_best_of_n_snippet_runs(pushed_run):
     candidates = [scene.description(), scene.description() + " There is a red circle.", "There is a blue square."]
     namespace = {"image": scene.render(), "candidates": candidates}
     exec(snippet.split("```")[0], namespace)
-    assert namespace["scorer"].ref_model is not None
+    scorer = namespace["scorer"]  # configured from implicit_reward.json: reference = the iteration-1 branch
+    reference = AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1").state_dict()
+    assert all(torch.equal(reference[name], value) for name, value in scorer.ref_model.state_dict().items())
+    assert (scorer.beta, scorer.length_normalize, scorer.max_length) == (0.1, True, 256)  # tiny_cpu.yaml
     assert namespace["result"].best in candidates and len(namespace["result"].scores) == 3
 
 
@@ -165,14 +183,15 @@ def test_plain_trl_dpo_trainer_trains_on_the_pushed_data(pushed_run, tmp_path):
 # ---------------------------------------------------------------------------- killed and resumed
 
 
-def run_recipe_process(argv: list[str], launcher: list[str] | None = None) -> subprocess.Popen:
+def run_recipe_process(argv: list[str], launcher: list[str] | None = None, offline: bool = True) -> subprocess.Popen:
+    """`python recipes/iterative_dpo.py ARGV` in its own process (the loopback Hub is reachable unless `offline`)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",  # bitwise-reproducible CPU math across processes
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
+    if offline:
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     return subprocess.Popen(
         [sys.executable, *(launcher or []), str(ROOT / "recipes/iterative_dpo.py"), *argv],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -187,12 +206,7 @@ def finish(process: subprocess.Popen) -> str:
 
 def final_artifacts(run: Path) -> dict:
     """What a run leaves: models, pushed-layout datasets and cards, and the recorded results."""
-    state = json.loads((run / STATE_FILE).read_text())["done"]
-    for stages in state.values():
-        for key in list(stages.get("train", {})):
-            if "runtime" in key or "per_second" in key:
-                del stages["train"][key]
-    artifacts = {"state": state}
+    artifacts = {"state": done(run)}
     for k in (1, 2):
         artifacts[f"model-{k}"] = load_file(run / "models" / f"iteration-{k}" / "model.safetensors")
         artifacts[f"card-{k}"] = (run / "models" / f"iteration-{k}" / "README.md").read_text().replace(run.name, "RUN")
@@ -203,31 +217,15 @@ def final_artifacts(run: Path) -> dict:
     return artifacts
 
 
-def test_a_killed_run_resumes_to_the_same_artifacts(tmp_path, tiny_vlm_dir):
-    base = tiny_vlm_dir("llava")
-    uninterrupted = run_recipe_process(recipe_args(base, tmp_path / "run-uninterrupted"))
-    finish(uninterrupted)
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_vlm_dir, tmp_path_factory):
+    """The artifacts of a two-iteration run in its own process, never interrupted."""
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    finish(run_recipe_process(recipe_args(tiny_vlm_dir("llava"), run)))
+    return final_artifacts(run)
 
-    killed = run_recipe_process(recipe_args(base, tmp_path / "run-killed"))
-    shards = tmp_path / "run-killed" / "feedback" / "iteration-1" / "candidates"
-    deadline = time.monotonic() + 600
-    while not (shards.is_dir() and any(shards.iterdir())) and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert killed.poll() is None, "the run ended before iteration 1's sampling started"
-    os.killpg(killed.pid, signal.SIGKILL)  # mid-iteration 1: sampling has written a shard
-    killed.wait()
-    state = json.loads((tmp_path / "run-killed" / STATE_FILE).read_text())["done"]
-    assert "train" in state["1"] and "feedback" not in state["1"]
-    trained_before = (tmp_path / "run-killed" / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns
 
-    log = finish(run_recipe_process(recipe_args(base, tmp_path / "run-killed")))
-    assert "Iteration 0: feedback already done" in log and "Iteration 1: train already done" in log
-    assert "Iteration 1: feedback" in log
-    assert (
-        tmp_path / "run-killed" / "models" / "iteration-1" / "model.safetensors"
-    ).stat().st_mtime_ns == trained_before
-
-    a, b = final_artifacts(tmp_path / "run-uninterrupted"), final_artifacts(tmp_path / "run-killed")
+def assert_same_artifacts(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
         if key.startswith("model"):
@@ -242,35 +240,60 @@ def test_a_killed_run_resumes_to_the_same_artifacts(tmp_path, tiny_vlm_dir):
             assert a[key] == b[key], key
 
 
-def test_a_rerun_with_other_settings_is_refused(tmp_path, tiny_vlm_dir):
-    from rlaifv_trl.recipe.state import RunState
+def test_a_killed_run_resumes_to_the_same_artifacts(uninterrupted, tmp_path, tiny_vlm_dir):
+    base, run = tiny_vlm_dir("llava"), tmp_path / "run"
+    killed = run_recipe_process(recipe_args(base, run))
+    shards = run / "feedback" / "iteration-1" / "candidates"
+    deadline = time.monotonic() + 600
+    while not (shards.is_dir() and any(shards.iterdir())) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before iteration 1's sampling started"
+    os.killpg(killed.pid, signal.SIGKILL)  # mid-iteration 1: sampling has written a shard
+    killed.wait()
+    state = done(run)
+    assert "train" in state["1"] and "feedback" not in state["1"]
+    trained_before = (run / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns
 
-    RunState.open(tmp_path, {"recipe": {"num_iterations": 2}})
-    with pytest.raises(ValueError, match="num_iterations"):
-        RunState.open(tmp_path, {"recipe": {"num_iterations": 3}})
+    log = finish(run_recipe_process(recipe_args(base, run)))
+    assert "Iteration 0: feedback already done" in log and "Iteration 1: train already done" in log
+    assert "Iteration 1: feedback" in log
+    assert (run / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns == trained_before
+    assert_same_artifacts(uninterrupted, final_artifacts(run))
+
+
+def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
+    uninterrupted, tmp_path, tiny_vlm_dir
+):
+    base, run = tiny_vlm_dir("llava"), tmp_path / "run"
+    script = [str(ROOT / "tests" / "scripts" / "kill_while_saving.py")]
+    killed = run_recipe_process(recipe_args(base, run), launcher=script)
+    killed.communicate(timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    checkpoints = sorted((run / "training" / "iteration-1").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    torn = checkpoints[-1]
+    assert len(checkpoints) >= 2 and (torn / "optimizer.pt").is_file() and not (torn / "trainer_state.json").exists()
+    # what the atomic writers of a killed run leave behind is swept too
+    for leftover in (run / "dataset" / ".iteration-1.dead.rlaifv-tmp", run / ".manifest.json.dead.rlaifv-tmp"):
+        leftover.mkdir() if leftover.name.startswith(".iteration") else leftover.write_text("{")
+
+    log = finish(run_recipe_process(recipe_args(base, run)))
+    assert f"Removing {torn}" in log and (torn / "trainer_state.json").is_file()  # saved again, whole
+    assert f"Resuming the training of iteration 0 from {checkpoints[-2]}" in log
+    assert not list(run.rglob("*.rlaifv-tmp"))
+    assert_same_artifacts(uninterrupted, final_artifacts(run))  # model cards and recorded results included
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, tiny_vlm_dir):
+    argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--num_iterations", "1", "--evaluation", "none")
+    run_recipe(argv)
+    with pytest.raises(ValueError, match=r"changed: feedback\.num_candidates, recipe\.num_iterations"):
+        run_recipe([*argv, "--num_candidates", "3", "--num_iterations", "2"])
+    # Settings that do not change results may change: logging, pushing, batch sizes that change rounding only
+    summary = run_recipe([*argv, "--logging_steps", "1", "--labeler_batch_size", "7", "--hub_retry_attempts", "2"])
+    assert summary.policies[1] == str(tmp_path / "run" / "models" / "iteration-1")
 
 
 # ---------------------------------------------------------------------------- configs, Hub trouble, published data
-
-
-@pytest.mark.parametrize("config", ["tiny_cpu", "llava15_7b", "qwen2_5_vl_7b_lora"])
-def test_the_shipped_configs_parse(config):
-    from trl import ModelConfig, TrlParser
-
-    from rlaifv_trl import RLAIFVDPOConfig
-    from rlaifv_trl.recipe import IterativeDPOArguments
-
-    parser = TrlParser((IterativeDPOArguments, RLAIFVDPOConfig, ModelConfig))
-    argv = ["--config", str(ROOT / f"recipes/configs/{config}.yaml"), "--bf16", "false", "--use_cpu", "true"]
-    args, training_args, model_args = parser.parse_args_and_config(argv)
-    assert training_args.beta == 0.1 and args.feedback_config().min_score_gap == 1.0
-    if config == "llava15_7b":  # the paper's settings
-        assert model_args.model_name_or_path == "llava-hf/llava-1.5-7b-hf" and args.labeler_model_name_or_path
-        assert (args.num_iterations, args.prompts_per_iteration, args.feedback["num_candidates"]) == (4, 4000, 10)
-        assert training_args.learning_rate == 5e-7 and training_args.num_train_epochs == 4
-        assert args.feedback["splitter_model_name_or_path"] and args.feedback_config().length_balancing
-    if config == "qwen2_5_vl_7b_lora":
-        assert model_args.use_peft and training_args.learning_rate == 1e-5
 
 
 def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(tmp_path, tiny_vlm_dir, hub, one_thread):
@@ -280,13 +303,18 @@ def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(tm
     hub.server.hub.inject_failures(model_repo.split("/")[1], status=503, count=1000, method="POST")
     run = tmp_path / "run"
     argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--model_repo", model_repo)
-    load_recipe_main()([*argv, "--hub_failure", "continue", "--hub_retry_initial_delay", "0.01"])
-    result = json.loads((run / STATE_FILE).read_text())["done"]["1"]["push_model"]
-    assert result["failed"] and f"rlaifv-trl push {run}" in result["push_later"]
+    summary = run_recipe([*argv, "--hub_failure", "continue", "--hub_retry_initial_delay", "0.01"])
+    result = done(run)["1"]["push_model"]
+    assert "503" in result["failed"] and f"rlaifv-trl push {run}" in result["push_later"]
     assert (run / "models" / "iteration-1" / "model.safetensors").is_file()  # nothing lost
+    for text in (summary.artifacts(), (run / "summary.md").read_text()):
+        assert f"NOT pushed: {model_repo}@iteration-1" in text and f"rlaifv-trl push {run} --model-repo" in text
+        assert "pushed to the Hub" not in text
     hub.server.hub.clear_failures()
     assert cli(["push", str(run), "--model-repo", model_repo]) == 0
     assert AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1") is not None
+    # only trained policies are pushed: no copy of the base as iteration-0
+    assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {"main", "iteration-1"}
 
 
 def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub, monkeypatch):
@@ -295,7 +323,7 @@ def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
     argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--dataset_repo", f"{hub.user}/never-made")
     with pytest.raises(HubAccessError, match="rejected the token"):
-        load_recipe_main()([*argv, "--hub_retry_initial_delay", "0.01"])
+        run_recipe([*argv, "--hub_retry_initial_delay", "0.01"])
     assert not (tmp_path / "run" / "feedback").exists()
 
 
@@ -306,8 +334,8 @@ def test_published_pairs_seed_iteration_0_and_mix_into_every_iteration(tmp_path,
     openbmb_dataset(6).push_to_hub(published_repo)
     run = tmp_path / "run"
     argv = recipe_args(tiny_vlm_dir("llava"), run, "--seed_preference_dataset", published_repo)
-    load_recipe_main()([*argv, "--mix_preference_dataset", published_repo, "--mix_pairs_per_iteration", "2"])
-    state = json.loads((run / STATE_FILE).read_text())["done"]
+    run_recipe([*argv, "--mix_preference_dataset", published_repo, "--mix_pairs_per_iteration", "2"])
+    state = done(run)
     seeded = load_preference_dataset(str(run / "dataset"), name="iteration-0")
     assert state["0"]["feedback"]["labeler"] == "published" and len(seeded) == 6 + 2
     published_rejected = {row[0]["content"][0]["text"] for row in seeded["rejected"]}
@@ -322,7 +350,7 @@ def test_published_pairs_seed_iteration_0_and_mix_into_every_iteration(tmp_path,
 def test_best_checkpoint_selection_keeps_the_least_hallucinating_checkpoint(tmp_path, tiny_vlm_dir, one_thread):
     run = tmp_path / "run"
     argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--checkpoint_selection", "best")
-    load_recipe_main()(argv)
+    run_recipe([*argv, "--metric_for_best_model", "chair_response", "--greater_is_better", "false"])
     trainer_state = json.loads(
         next((run / "training" / "iteration-1").glob("checkpoint-*/trainer_state.json")).read_text()
     )
@@ -351,3 +379,12 @@ def test_two_processes_make_the_same_preference_data_as_one(tmp_path, tiny_vlm_d
     for column in references:
         torch.testing.assert_close(torch.tensor(one[column]), torch.tensor(two[column]), atol=1e-3, rtol=0)
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "two" / "models" / "iteration-1") is not None
+
+
+def test_every_file_of_a_run_follows_the_umask(pushed_run):
+    run, _, _, _ = pushed_run
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path: path.stat().st_mode & 0o777 for path in [run, *run.rglob("*")]}
+    expected = {path: (0o777 if path.is_dir() else 0o666) & ~umask for path in modes}
+    assert {str(p.relative_to(run)): oct(m) for p, m in modes.items() if m != expected[p]} == {}

@@ -19,14 +19,13 @@ folder and config name only, so two runs' `dataset/` folders would share one cac
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset
 from datasets.table import embed_table_storage
 from datasets.utils.py_utils import convert_file_size_to_int
+
+from .atomic_io import atomic_directory
 
 
 DATASET_DIR = "dataset"
@@ -55,19 +54,12 @@ def write_iteration_dataset(
     run never leaves a partial config behind.
     """
     target = dataset_dir(root) / config_name(iteration)
-    target.parent.mkdir(parents=True, exist_ok=True)
     num_shards = max(1, int(dataset.data.nbytes / convert_file_size_to_int(max_shard_size)) + 1)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as scratch:
         for index in range(num_shards):
             shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True).with_format("arrow")
             shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
             shard.to_parquet(scratch / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(scratch, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return sorted(target.glob("*.parquet"))
 
 
@@ -80,13 +72,3 @@ def dataset_configs(root: str | Path, split: str = "train") -> list[dict]:
                 {"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]}
             )
     return configs
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file and `os.replace`, so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(scratch, path)

@@ -152,11 +152,12 @@ def render_model_card(
     beta: float,
     metrics: dict[str, Any] | None = None,
     license: str | None = None,
-    reference_revision: str | None = None,
+    reference_on_hub: bool = True,
 ) -> ModelCard:
     """The model card of the policy trained in `iteration` (pushed to the `iteration-<k>` branch).
 
-    `reference_model` (at `reference_revision`) is the policy the iteration started from: the scorer's reference.
+    `reference_model` names the policy the iteration started from, the implicit reward's reference; with
+    `reference_on_hub=False` the card says that the scorer needs it passed explicitly.
     """
     revision = config_name(iteration)
     dataset_link = (
@@ -185,8 +186,7 @@ def render_model_card(
         hyperparameters={key: _plain(value) for key, value in hyperparameters.items()},
         metrics={key: _plain(value) for key, value in (metrics or {}).items()},
         reference_model=public_name(reference_model),
-        reference_revision=reference_revision,
-        reference_on_hub=not public_name(reference_model).startswith(("local:", "builtin:")),
+        reference_on_hub=reference_on_hub,
         beta=beta,
     )
 

@@ -20,6 +20,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from .artifacts import MODELS_DIR, config_name, dataset_dir
+from .atomic_io import atomic_write_text
+from .reward_config import ImplicitRewardConfig
 
 
 logger = logging.getLogger(__name__)
@@ -217,7 +219,12 @@ def push_run(
     retry: RetryPolicy | None = None,
     endpoint: str | None = None,
 ) -> dict[str, str]:
-    """Push everything a run folder holds: its dataset (all configs) and each iteration's model, `main` = latest."""
+    """Push everything a run folder holds: its dataset (all configs) and each trained policy, `main` = latest.
+
+    Before pushing, the run's cards and implicit-reward settings get the repositories' names: cards written without a
+    Hub repository name it `local/<run folder>`, and a policy's reference that is the run's previous iteration is
+    recorded as that iteration's branch.
+    """
     if not dataset_repo and not model_repo:
         raise ValueError("Give a dataset repo, a model repo or both")
     api = HfApi(endpoint=endpoint, token=token)
@@ -227,16 +234,46 @@ def push_run(
     common = {"private": private, "token": token, "retry": retry, "endpoint": endpoint}
     with pushing(root, dataset_repo, model_repo):
         if dataset_repo:
+            _name_repository(dataset_dir(root) / "README.md", root, dataset_repo)
             pushed[f"datasets/{dataset_repo}"] = push_dataset(root, dataset_repo, **common)
         if model_repo:
-            folders = sorted(Path(root, MODELS_DIR).glob("iteration-*"), key=lambda p: int(p.name.split("-")[1]))
+            folders = trained_policies(root)
             for index, folder in enumerate(folders):
                 iteration = int(folder.name.split("-")[1])
+                _name_repository(folder / "README.md", root, model_repo)
+                _record_hub_reference(folder, model_repo, iteration)
                 latest = index == len(folders) - 1
                 pushed[f"{model_repo}@{folder.name}"] = push_model(
                     folder, model_repo, iteration, update_main=latest, **common
                 )
     return pushed
+
+
+def trained_policies(root: str | Path) -> list[Path]:
+    """The folders of the policies a run trained (`models/iteration-<k>`, k >= 1), in order."""
+    folders = [
+        folder
+        for folder in Path(root, MODELS_DIR).glob("iteration-*")
+        if folder.name.split("-")[1].isdigit() and int(folder.name.split("-")[1]) >= 1
+    ]
+    return sorted(folders, key=lambda folder: int(folder.name.split("-")[1]))
+
+
+def _name_repository(card: Path, root: str | Path, repo_id: str) -> None:
+    """Replace the placeholder `local/<run folder>` in a card with the repository it is pushed to."""
+    if card.is_file():
+        text = card.read_text(encoding="utf-8")
+        named = text.replace(f"local/{Path(root).name}", repo_id)
+        if named != text:
+            atomic_write_text(card, named)
+
+
+def _record_hub_reference(folder: Path, model_repo: str, iteration: int) -> None:
+    """A policy whose reference is the run's previous iteration refers to that iteration's branch too."""
+    config = ImplicitRewardConfig.load(folder)
+    if config is not None and config.reference_path and iteration > 1:
+        config.reference_model, config.reference_revision = model_repo, config_name(iteration - 1)
+        config.save(folder)
 
 
 @contextmanager

@@ -27,8 +27,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages
 from trl.trainer.utils import get_config_model_id
 
+from .loading import resolve_model_name
 from .log_probs import length_normalized_reward, reference_context, token_log_probs
 from .prefix_sharing import continuation_log_probs, encode_prefix
+from .reward_config import ImplicitRewardConfig
 
 
 Prompt = str | list[dict[str, Any]]
@@ -167,8 +169,8 @@ class LengthNormalizedRewardScorer:
         model_name_or_path: str | os.PathLike,
         ref_model_name_or_path: str | os.PathLike | None = None,
         *,
-        beta: float = 0.1,
-        length_normalize: bool = True,
+        beta: float | None = None,
+        length_normalize: bool | None = None,
         max_length: int | None = None,
         batch_size: int = 16,
         revision: str | None = None,
@@ -178,17 +180,34 @@ class LengthNormalizedRewardScorer:
     ) -> LengthNormalizedRewardScorer:
         """A scorer whose policy (and reference) load from local directories or Hub ids through the Auto classes.
 
+        A policy trained by the recipe carries its reward settings (`implicit_reward.json`: beta, length
+        normalization, the reference model and revision), so `from_pretrained(repo, revision="iteration-2")` needs
+        nothing else; the arguments given here override them.
+
         Args:
             model_name_or_path: The policy. A PEFT adapter (a directory or repository with `adapter_config.json`) is
-                loaded on top of its base model; without `ref_model_name_or_path`, that base is the reference.
-            ref_model_name_or_path: The reference model, required unless the policy is a PEFT adapter.
+                loaded on top of its base model; without a reference, that base is the reference.
+            ref_model_name_or_path: The reference model; defaults to the one the policy records, if any.
+            beta: The DPO beta; defaults to the recorded one, else 0.1 (RLAIF-V's).
+            length_normalize: Divide by the answer length; defaults to the recorded choice, else `True`.
+            max_length: Longest prompt + answer scored; defaults to the recorded training `max_length`, else the
+                model's `max_position_embeddings`.
             revision: Revision of the policy repository.
             ref_revision: Revision of the reference repository (e.g. the previous iteration's branch).
             trust_remote_code: Allow models and processors that ship custom code (off unless asked for).
             model_kwargs: More arguments for `AutoModelForImageTextToText.from_pretrained` (e.g. `dtype`).
         """
-        load = {"trust_remote_code": trust_remote_code, **model_kwargs}
         adapter_base = _adapter_base_model(model_name_or_path, revision)
+        recorded = ImplicitRewardConfig.load(model_name_or_path, revision)
+        if recorded is not None:
+            beta = recorded.beta if beta is None else beta
+            length_normalize = recorded.length_normalize if length_normalize is None else length_normalize
+            max_length = recorded.max_length if max_length is None else max_length
+            if ref_model_name_or_path is None and adapter_base is None:
+                ref_model_name_or_path, ref_revision = recorded.reference(model_name_or_path)
+        beta = 0.1 if beta is None else beta
+        length_normalize = True if length_normalize is None else length_normalize
+        load = {"trust_remote_code": trust_remote_code, **model_kwargs}
         if adapter_base is not None:
             from peft import PeftModel
 
@@ -199,7 +218,7 @@ class LengthNormalizedRewardScorer:
         ref_model = None
         if ref_model_name_or_path is not None:
             ref_model = AutoModelForImageTextToText.from_pretrained(
-                ref_model_name_or_path, revision=ref_revision, **load
+                resolve_model_name(ref_model_name_or_path), revision=ref_revision, **load
             )
         processor_source, processor_revision = model_name_or_path, revision
         if adapter_base is not None and not _has_file(model_name_or_path, "tokenizer_config.json", revision):

@@ -43,13 +43,10 @@ def main() -> None:
         logger.setLevel(logging.DEBUG)
         logger.addHandler(HangAtShard(f"labels: shard {args.hang_at_label_shard} started", args.marker))
     config = FeedbackConfig(
-        output_dir=args.output_dir,
-        num_candidates=args.num_candidates,
-        max_new_tokens=args.max_new_tokens,
-        shard_size=args.shard_size,
-        disable_tqdm=True,
+        num_candidates=args.num_candidates, max_new_tokens=args.max_new_tokens, shard_size=args.shard_size
     )
-    RLAIFVFeedbackGenerator(args.policy, args=config).generate(prompt_dataset(args.num_prompts))
+    generator = RLAIFVFeedbackGenerator(args.policy, args=config)
+    generator.generate(prompt_dataset(args.num_prompts), args.output_dir, disable_tqdm=True)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

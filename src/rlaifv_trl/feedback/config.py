@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from ..loading import ModelLoading
 
 
 DEFAULT_YES_NO_INSTRUCTION = "Please answer yes or no."
+DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
 @dataclass
@@ -14,27 +18,12 @@ class FeedbackConfig:
     r"""
     Configuration of [`RLAIFVFeedbackGenerator`]: candidate sampling, claim splitting, yes/no labeling, pair building.
 
-    Defaults follow the RLAIF-V paper and its reference implementation; behaviour beyond it is opt-in.
+    A flat dataclass in the style of TRL's configs: `TrlParser` parses it beside [`RLAIFVDPOConfig`], so every field
+    is a command-line flag (`--num_candidates 4`) and a YAML key. Defaults follow the RLAIF-V paper and its reference
+    implementation; behaviour beyond it is opt-in. Where the output goes and the run's seed are arguments of
+    [`RLAIFVFeedbackGenerator.generate`], not settings of this config.
 
     Parameters:
-        > Run
-
-        output_dir (`str` or `None`, *optional*, defaults to `None`):
-            Directory for the stage shards, the final datasets (`preference/`, `audit/`) and `report.json`. Running
-            again with the same directory resumes: finished shards are not recomputed. `None` uses a temporary
-            directory that is removed at the end (no resume).
-        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
-            Delete the results of an earlier run in `output_dir` whose settings differ, instead of raising.
-        seed (`int`, *optional*, defaults to `42`):
-            Base seed. Each prompt gets its own seed derived from `seed` and its prompt id, so results do not depend
-            on the order of the prompts, on sharding or on the number of processes.
-        iteration (`int`, *optional*, defaults to `0`):
-            Iteration of the RLAIF-V loop, recorded in the output.
-        shard_size (`int`, *optional*, defaults to `16`):
-            Prompts per shard. A shard is the unit of work that is saved, resumed and distributed over processes.
-        disable_tqdm (`bool`, *optional*, defaults to `False`):
-            Hide the progress bars (shown on the main process only).
-
         > Candidate sampling
 
         num_candidates (`int`, *optional*, defaults to `10`):
@@ -48,7 +37,10 @@ class FeedbackConfig:
         max_new_tokens (`int`, *optional*, defaults to `512`):
             Longest candidate answer, in tokens.
         generation_kwargs (`dict` or `None`, *optional*, defaults to `None`):
-            Further keyword arguments for the policy's `generate` (e.g. `{"repetition_penalty": 1.1}`).
+            Further keyword arguments for the policy's `generate` (e.g. `{"repetition_penalty": 1.1}`; a JSON string
+            on the command line).
+        shard_size (`int`, *optional*, defaults to `16`):
+            Prompts per shard. A shard is the unit of work that is saved, resumed and distributed over processes.
 
         > Divide: claims and questions
 
@@ -56,7 +48,7 @@ class FeedbackConfig:
             Causal language model that splits answers into claims. `None` uses the offline rule-based splitter.
         question_writer_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
             Causal language model that turns claims into polar questions. `None` uses the splitter's model when
-            there is one, else the rule-based question writer.
+            there is one, else the rule-based question writer. It is loaded with the splitter's loading options.
         splitter_temperature (`float`, *optional*, defaults to `0.2`):
             Sampling temperature of the language-model splitter and question writer.
         splitter_top_p (`float`, *optional*, defaults to `0.9`):
@@ -67,6 +59,18 @@ class FeedbackConfig:
             Answers are cut to their first this many words before splitting.
         splitter_batch_size (`int`, *optional*, defaults to `16`):
             Inputs per `generate` call of the language-model splitter and question writer.
+        splitter_model_revision (`str`, *optional*, defaults to `"main"`):
+            Revision (branch, tag or commit) of the splitter and question writer models.
+        splitter_dtype (`str`, *optional*, defaults to `"float32"`):
+            Dtype the splitter and question writer are loaded in: `"auto"`, `"bfloat16"`, `"float16"` or `"float32"`.
+        splitter_attn_implementation (`str` or `None`, *optional*, defaults to `None`):
+            Attention implementation of the splitter and question writer (e.g. `"sdpa"`, `"flash_attention_2"`).
+        splitter_trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Allow the splitter and question writer repositories to run their own code.
+        splitter_load_in_4bit (`bool`, *optional*, defaults to `False`):
+            Load the splitter and question writer quantized to 4 bits (NF4, needs `bitsandbytes`).
+        splitter_load_in_8bit (`bool`, *optional*, defaults to `False`):
+            Load the splitter and question writer quantized to 8 bits (needs `bitsandbytes`).
 
         > Conquer: yes/no labeling
 
@@ -76,7 +80,20 @@ class FeedbackConfig:
         yes_no_instruction (`str`, *optional*, defaults to `"Please answer yes or no."`):
             Appended to every polar question sent to the labeler.
         labeler_batch_size (`int`, *optional*, defaults to `64`):
-            Questions per forward pass of the labeler.
+            Questions per forward pass of the labeler. It changes float rounding only, so a resumed run may change
+            it (e.g. after running out of memory).
+        labeler_model_revision (`str`, *optional*, defaults to `"main"`):
+            Revision (branch, tag or commit) of the labeler model.
+        labeler_dtype (`str`, *optional*, defaults to `"float32"`):
+            Dtype the labeler is loaded in: `"auto"`, `"bfloat16"`, `"float16"` or `"float32"`.
+        labeler_attn_implementation (`str` or `None`, *optional*, defaults to `None`):
+            Attention implementation of the labeler (e.g. `"sdpa"`, `"flash_attention_2"`).
+        labeler_trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Allow the labeler repository to run its own code.
+        labeler_load_in_4bit (`bool`, *optional*, defaults to `False`):
+            Load the labeler quantized to 4 bits (NF4, needs `bitsandbytes`).
+        labeler_load_in_8bit (`bool`, *optional*, defaults to `False`):
+            Load the labeler quantized to 8 bits (needs `bitsandbytes`).
 
         > Pairs
 
@@ -90,36 +107,24 @@ class FeedbackConfig:
             mean chosen and rejected lengths closest (as in the reference implementation).
         length_balancing_step (`float`, *optional*, defaults to `0.02`):
             Step of the grid of cut ratios (0, step, 2 * step, ... < 1) searched by length balancing.
-
-        > Models
-
-        model_init_kwargs (`dict` or `None`, *optional*, defaults to `None`):
-            Keyword arguments for `from_pretrained` when a model is given by name (e.g. `{"dtype": "bfloat16"}`).
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Allow models and processors given by name to run code from their repository.
     """
 
-    output_dir: str | None = field(
-        default=None,
-        metadata={"help": "Directory for shards, final datasets and report; a rerun resumes. None: temporary."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace an earlier run in output_dir whose settings differ."}
-    )
-    seed: int = field(default=42, metadata={"help": "Base seed; each prompt's seed derives from it and its id."})
-    iteration: int = field(default=0, metadata={"help": "Iteration of the RLAIF-V loop, recorded in the output."})
-    shard_size: int = field(default=16, metadata={"help": "Prompts per shard (unit of saving, resuming, sharding)."})
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    # Fields a resumed run may change (see `rlaifv_trl.manifest`): batch sizes that change float rounding only.
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"labeler_batch_size"})
 
+    # Candidate sampling
     num_candidates: int = field(default=10, metadata={"help": "Answers sampled per prompt."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the candidates."})
     top_p: float | None = field(default=None, metadata={"help": "Nucleus sampling of the candidates (None: model's)."})
     top_k: int | None = field(default=None, metadata={"help": "Top-k sampling of the candidates (None: model's)."})
     max_new_tokens: int = field(default=512, metadata={"help": "Longest candidate answer, in tokens."})
-    generation_kwargs: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Further keyword arguments for the policy's generate."}
+    generation_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": "Further keyword arguments for the policy's generate (JSON on the command line)."},
     )
+    shard_size: int = field(default=16, metadata={"help": "Prompts per shard (unit of saving, resuming, sharding)."})
 
+    # Divide: claims and questions
     splitter_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Causal LM that splits answers into claims; None: rule-based splitter."}
     )
@@ -131,7 +136,24 @@ class FeedbackConfig:
     splitter_max_new_tokens: int = field(default=256, metadata={"help": "Longest LM splitter output, in tokens."})
     splitter_max_input_words: int = field(default=300, metadata={"help": "Answers are cut to this many words."})
     splitter_batch_size: int = field(default=16, metadata={"help": "Inputs per generate call of the LM splitter."})
+    splitter_model_revision: str = field(default="main", metadata={"help": "Revision of the splitter model."})
+    splitter_dtype: str = field(
+        default="float32", metadata={"help": "Dtype of the splitter model.", "choices": DTYPES}
+    )
+    splitter_attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention implementation of the splitter model."}
+    )
+    splitter_trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow the splitter repository to run its own code."}
+    )
+    splitter_load_in_4bit: bool = field(
+        default=False, metadata={"help": "Load the splitter in 4 bits (bitsandbytes)."}
+    )
+    splitter_load_in_8bit: bool = field(
+        default=False, metadata={"help": "Load the splitter in 8 bits (bitsandbytes)."}
+    )
 
+    # Conquer: yes/no labeling
     labeler_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Labeler VLM; None: the policy labels its own claims (self-feedback)."}
     )
@@ -139,20 +161,27 @@ class FeedbackConfig:
         default=DEFAULT_YES_NO_INSTRUCTION, metadata={"help": "Appended to every polar question."}
     )
     labeler_batch_size: int = field(default=64, metadata={"help": "Questions per forward pass of the labeler."})
+    labeler_model_revision: str = field(default="main", metadata={"help": "Revision of the labeler model."})
+    labeler_dtype: str = field(default="float32", metadata={"help": "Dtype of the labeler model.", "choices": DTYPES})
+    labeler_attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention implementation of the labeler model."}
+    )
+    labeler_trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow the labeler repository to run its own code."}
+    )
+    labeler_load_in_4bit: bool = field(default=False, metadata={"help": "Load the labeler in 4 bits (bitsandbytes)."})
+    labeler_load_in_8bit: bool = field(default=False, metadata={"help": "Load the labeler in 8 bits (bitsandbytes)."})
 
+    # Pairs
     min_score_gap: float = field(default=1.0, metadata={"help": "Smallest score difference that makes a pair."})
     pairs_per_prompt: int | None = field(default=2, metadata={"help": "Pairs sampled per prompt; None keeps all."})
     length_balancing: bool = field(default=True, metadata={"help": "Balance chosen and rejected answer lengths."})
     length_balancing_step: float = field(default=0.02, metadata={"help": "Grid step of the length-balancing cut."})
 
-    model_init_kwargs: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Keyword arguments for from_pretrained of models given by name."}
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow models given by name to run code from their repository."}
-    )
-
     def __post_init__(self) -> None:
+        if isinstance(self.generation_kwargs, str):
+            self.generation_kwargs = json.loads(self.generation_kwargs) if self.generation_kwargs.strip() else None
+
         def require(condition: bool, message: str) -> None:
             if not condition:
                 raise ValueError(message)
@@ -178,10 +207,21 @@ class FeedbackConfig:
             f"length_balancing_step must be in (0, 1), got {self.length_balancing_step}",
         )
         require(bool(self.yes_no_instruction.strip()), "yes_no_instruction must not be empty")
-        require(self.iteration >= 0, f"iteration must be non-negative, got {self.iteration}")
         reserved = {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "num_return_sequences"}
         clash = sorted(reserved & set(self.generation_kwargs or {}))
         require(not clash, f"generation_kwargs must not set {clash}: use the config fields of the same name")
+        self.labeler_loading.check()
+        self.splitter_loading.check()
+
+    @property
+    def labeler_loading(self) -> ModelLoading:
+        """How the labeler model is loaded (its `labeler_*` loading fields)."""
+        return ModelLoading.from_prefixed(self, "labeler_")
+
+    @property
+    def splitter_loading(self) -> ModelLoading:
+        """How the splitter and question writer models are loaded (their `splitter_*` loading fields)."""
+        return ModelLoading.from_prefixed(self, "splitter_")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ main process merges them; since every random draw is seeded per prompt, the outp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,9 +30,13 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers import PreTrainedModel, ProcessorMixin
 
+from ..atomic_io import atomic_directory, remove_temporary_files
 from ..cards import public_name
+from ..loading import ModelLoading, load_causal_lm, load_vlm
+from ..manifest import Manifest, result_settings
+from ..run_lock import RunLock
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
 from .inputs import (
@@ -54,9 +59,6 @@ from .shards import STAGES, ShardStore
 
 
 logger = logging.getLogger(__name__)
-
-# Settings that do not change results: a run may resume with other values.
-_NOT_RESULTS = ("output_dir", "overwrite_output_dir", "disable_tqdm")
 
 
 @dataclass
@@ -106,6 +108,8 @@ class RLAIFVFeedbackGenerator:
             `RuleBasedClaimSplitter`.
         question_writer: A question writer; defaults to the language model of
             `args.question_writer_model_name_or_path` (or of the splitter), else `RuleBasedQuestionWriter`.
+        policy_loading: How a policy given by name is loaded (revision, dtype, quantization, ...); the labeler and
+            the splitter are loaded with the `labeler_*` and `splitter_*` options of `args`.
 
     Example:
 
@@ -113,8 +117,8 @@ class RLAIFVFeedbackGenerator:
     from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
     from rlaifv_trl.synthetic import prompt_dataset
 
-    generator = RLAIFVFeedbackGenerator("path/to/policy", args=FeedbackConfig(output_dir="feedback/iteration-0"))
-    output = generator.generate(prompt_dataset(100))
+    generator = RLAIFVFeedbackGenerator("path/to/policy", args=FeedbackConfig(num_candidates=8))
+    output = generator.generate(prompt_dataset(100), output_dir="feedback/iteration-0")
     output.preference  # prompt, images, chosen, rejected + provenance: ready for trl.DPOTrainer
     ```
     """
@@ -128,15 +132,18 @@ class RLAIFVFeedbackGenerator:
         labeler_processor: ProcessorMixin | None = None,
         claim_splitter: ClaimSplitter | None = None,
         question_writer: QuestionWriter | None = None,
+        policy_loading: ModelLoading | None = None,
     ):
         self.args = args or FeedbackConfig()
         self.state = process_state()
-        self.model, self.processor = self._load_vlm(model, processor, "policy")
+        self.model, self.processor = self._load_vlm(model, processor, "policy", policy_loading or ModelLoading())
         labeler_model = labeler_model or self.args.labeler_model_name_or_path
         if labeler_model is None or labeler_model is self.model:
             self.labeler_model, self.labeler_processor = self.model, labeler_processor or self.processor
         else:
-            self.labeler_model, self.labeler_processor = self._load_vlm(labeler_model, labeler_processor, "labeler")
+            self.labeler_model, self.labeler_processor = self._load_vlm(
+                labeler_model, labeler_processor, "labeler", self.args.labeler_loading
+            )
         self.claim_splitter, self.question_writer = self._divide(claim_splitter, question_writer)
         self.sampler = CandidateSampler(
             self.model,
@@ -160,16 +167,13 @@ class RLAIFVFeedbackGenerator:
 
     # -- set-up --------------------------------------------------------------------------------------------------------
 
+    @staticmethod
     def _load_vlm(
-        self, model: PreTrainedModel | str, processor: ProcessorMixin | None, role: str
+        model: PreTrainedModel | str | os.PathLike, processor: ProcessorMixin | None, role: str, loading: ModelLoading
     ) -> tuple[PreTrainedModel, ProcessorMixin]:
-        if isinstance(model, str):
-            remote = self.args.trust_remote_code
-            processor = processor or AutoProcessor.from_pretrained(model, trust_remote_code=remote)
-            init_kwargs = self.args.model_init_kwargs or {}
-            model = AutoModelForImageTextToText.from_pretrained(model, trust_remote_code=remote, **init_kwargs)
-            if "device_map" not in init_kwargs:
-                model.to(self.state.device)
+        if isinstance(model, (str, os.PathLike)):
+            model, loaded_processor = load_vlm(model, loading)
+            processor = processor or loaded_processor
         elif processor is None:
             raise ValueError(f"Pass the {role}'s processor along with its model object")
         return model.eval(), processor
@@ -182,17 +186,15 @@ class RLAIFVFeedbackGenerator:
 
         def runner(name: str) -> CausalLMRunner:
             if name not in runners:
+                model, tokenizer = load_causal_lm(name, args.splitter_loading)
                 runners[name] = CausalLMRunner(
-                    name,
+                    model,
+                    tokenizer,
                     temperature=args.splitter_temperature,
                     top_p=args.splitter_top_p,
                     max_new_tokens=args.splitter_max_new_tokens,
                     batch_size=args.splitter_batch_size,
-                    trust_remote_code=args.trust_remote_code,
-                    model_init_kwargs=args.model_init_kwargs,
                 )
-                if "device_map" not in (args.model_init_kwargs or {}):
-                    runners[name].model.to(self.state.device)
             return runners[name]
 
         if splitter is None:
@@ -209,42 +211,71 @@ class RLAIFVFeedbackGenerator:
 
     # -- the run -------------------------------------------------------------------------------------------------------
 
-    def generate(self, dataset: Dataset) -> FeedbackOutput:
-        """Run every stage on `dataset` (columns `prompt`, `images` or `image`, optional `prompt_id`)."""
+    def generate(
+        self,
+        dataset: Dataset,
+        output_dir: str | os.PathLike | None = None,
+        *,
+        seed: int = 42,
+        iteration: int = 0,
+        overwrite_output_dir: bool = False,
+        disable_tqdm: bool = False,
+    ) -> FeedbackOutput:
+        """Run every stage on `dataset` (columns `prompt`, `images` or `image`, optional `prompt_id`).
+
+        Args:
+            dataset: The (image(s), prompt) rows.
+            output_dir: Folder for the stage shards, the final datasets (`preference/`, `audit/`) and `report.json`.
+                Running again with the same folder resumes: finished shards are not recomputed, and a run with other
+                settings is refused (`manifest.json` records them). Only one run may use a folder at a time.
+                `None` uses a temporary folder that is removed at the end (no resume).
+            seed: Base seed. Each prompt gets its own seeds, derived from `seed` and its prompt id, so results do not
+                depend on the order of the prompts, on sharding or on the number of processes.
+            iteration: Iteration of the RLAIF-V loop, recorded in the output.
+            overwrite_output_dir: Delete the results of an earlier run in `output_dir` whose settings differ, instead
+                of raising.
+            disable_tqdm: Hide the progress bars (shown on the main process only).
+        """
         args, state = self.args, self.state
+        if iteration < 0:
+            raise ValueError(f"iteration must be non-negative, got {iteration}")
         column = image_column(dataset)
         ids = prompt_ids(dataset)
         duplicates = _duplicates(ids)
-        temporary = args.output_dir is None
+        temporary = output_dir is None
         if temporary and state.num_processes > 1:
-            raise ValueError("Set FeedbackConfig.output_dir when running on several processes: they share it")
-        root = Path(tempfile.mkdtemp(prefix="rlaifv-feedback-") if temporary else args.output_dir)
+            raise ValueError("Pass an output_dir when running on several processes: they share it")
+        root = Path(tempfile.mkdtemp(prefix="rlaifv-feedback-") if temporary else output_dir)
         store = ShardStore(root)
-        if state.is_main_process:
-            store.check_run(self._settings(dataset), args.overwrite_output_dir)
-        state.wait_for_everyone()
+        with contextlib.ExitStack() as stack:
+            if state.is_main_process and not temporary:
+                stack.enter_context(RunLock(root))
+                remove_temporary_files(root)
+                manifest = Manifest.open(root, self._settings(dataset, seed, iteration), overwrite_output_dir)
+                if manifest.restarted:
+                    store.clear()
+            state.wait_for_everyone()
 
-        num_shards = math.ceil(len(dataset) / args.shard_size)
-        mine = list(range(state.process_index, num_shards, state.num_processes))
-        context = _RunContext(dataset, column, ids, duplicates)
-        wall: dict[str, float] = {}
-        for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
-            start = time.perf_counter()
-            self._run_stage(store, stage, mine, context, run_shard)
-            wall[stage] = time.perf_counter() - start
-        state.wait_for_everyone()
+            num_shards = math.ceil(len(dataset) / args.shard_size)
+            mine = list(range(state.process_index, num_shards, state.num_processes))
+            context = _RunContext(dataset, column, ids, duplicates, seed, iteration, disable_tqdm)
+            wall: dict[str, float] = {}
+            for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
+                start = time.perf_counter()
+                self._run_stage(store, stage, mine, context, run_shard)
+                wall[stage] = time.perf_counter() - start
+            state.wait_for_everyone()
 
-        if state.is_main_process:
-            start = time.perf_counter()
-            output = self._merge(store, num_shards, context)
-            wall["pairs"] = time.perf_counter() - start
-            output.report.wall_seconds = wall
-            if not temporary:
-                _save_dataset(output.preference, root / "preference")
-                _save_dataset(output.audit, root / "audit")
-                output.report.save(root / "report.json")
-                store.remove_temporary_files()
-        state.wait_for_everyone()
+            if state.is_main_process:
+                start = time.perf_counter()
+                output = self._merge(store, num_shards, context, None if temporary else root)
+                wall["pairs"] = time.perf_counter() - start
+                output.report.wall_seconds = wall
+                if not temporary:
+                    _save_dataset(output.preference, root / "preference")
+                    _save_dataset(output.audit, root / "audit")
+                    output.report.save(root / "report.json")
+            state.wait_for_everyone()
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
             return FeedbackOutput(output.preference, output.audit, output.report, None)
@@ -257,15 +288,19 @@ class RLAIFVFeedbackGenerator:
             )
         return output
 
-    def _settings(self, dataset: Dataset) -> dict[str, Any]:
-        settings = {key: value for key, value in self.args.to_dict().items() if key not in _NOT_RESULTS}
-        settings.update(self.provenance)
-        settings["dataset"] = {
-            "fingerprint": getattr(dataset, "_fingerprint", None),
-            "num_rows": len(dataset),
-            "columns": dataset.column_names,
+    def _settings(self, dataset: Dataset, seed: int, iteration: int) -> dict[str, Any]:
+        """What decides this run's results: the config's result fields, the models, the prompts, seed, iteration."""
+        return {
+            **result_settings(self.args),
+            **self.provenance,
+            "seed": seed,
+            "iteration": iteration,
+            "dataset": {
+                "fingerprint": getattr(dataset, "_fingerprint", None),
+                "num_rows": len(dataset),
+                "columns": dataset.column_names,
+            },
         }
-        return settings
 
     def _run_stage(
         self, store: ShardStore, stage: str, shards: list[int], context: _RunContext, run_shard: Callable
@@ -275,7 +310,7 @@ class RLAIFVFeedbackGenerator:
             logger.info("%s: %d of %d shard(s) already done", stage, len(shards) - len(todo), len(shards))
         size = self.args.shard_size
         total = sum(_shard_length(context, shard, size) for shard in todo)
-        disable = self.args.disable_tqdm or not self.state.is_main_process
+        disable = context.disable_tqdm or not self.state.is_main_process
         with tqdm(total=total, desc=f"RLAIF-V {stage}", unit="prompt", disable=disable) as progress:
             for shard in todo:
                 logger.debug("%s: shard %d started", stage, shard)
@@ -300,7 +335,7 @@ class RLAIFVFeedbackGenerator:
                     raise BadRow(f"duplicate prompt_id (first used by row {context.duplicates[index]})")
                 images = row_images(row.get(context.column), context.column)
                 prompt = conversational_prompt(row.get("prompt"), len(images))
-                seed = derive_seed(self.args.seed, prompt_id, "candidates")
+                seed = derive_seed(context.seed, prompt_id, "candidates")
                 answers = self.sampler.sample(prompt, images, seed)
                 records.append(
                     {
@@ -327,10 +362,10 @@ class RLAIFVFeedbackGenerator:
         for record in candidates["records"]:
             try:
                 answers = record["answers"]
-                seed = derive_seed(self.args.seed, record["prompt_id"], "claims")
+                seed = derive_seed(context.seed, record["prompt_id"], "claims")
                 claims = self.claim_splitter.split([record["instruction"]] * len(answers), answers, seed)
                 flat = [claim for answer_claims in claims for claim in answer_claims]
-                seed = derive_seed(self.args.seed, record["prompt_id"], "questions")
+                seed = derive_seed(context.seed, record["prompt_id"], "questions")
                 written = iter(self.question_writer.write(flat, seed) if flat else [])
                 questions = [[with_instruction(next(written), instruction) for _ in c] for c in claims]
                 records.append({"row": record["row"], "claims": claims, "questions": questions})
@@ -369,7 +404,9 @@ class RLAIFVFeedbackGenerator:
 
     # -- merge ---------------------------------------------------------------------------------------------------------
 
-    def _merge(self, store: ShardStore, num_shards: int, context: _RunContext) -> FeedbackOutput:
+    def _merge(
+        self, store: ShardStore, num_shards: int, context: _RunContext, output_dir: Path | None
+    ) -> FeedbackOutput:
         args = self.args
         report = RunReport(num_rows=len(context.dataset), num_processes=self.state.num_processes)
         results: list[PromptResult] = []
@@ -418,7 +455,7 @@ class RLAIFVFeedbackGenerator:
             args.pairs_per_prompt,
             args.length_balancing,
             args.length_balancing_step,
-            args.seed,
+            context.seed,
         )
         report.num_possible_pairs = selection.num_possible
         report.num_sampled_pairs = selection.num_sampled
@@ -431,9 +468,9 @@ class RLAIFVFeedbackGenerator:
         for row in sorted({pair.result.row for pair in selection.pairs}):
             images[row] = row_images(raw_rows(context.dataset, row, row + 1)[0].get(context.column), context.column)
         preference = preference_dataset(
-            selection.pairs, images, prompt_feature(context.dataset), args.iteration, self.provenance
+            selection.pairs, images, prompt_feature(context.dataset), context.iteration, self.provenance
         )
-        audit = audit_dataset(results, selection.pairs, args.iteration, self.provenance)
+        audit = audit_dataset(results, selection.pairs, context.iteration, self.provenance)
         report.seconds["pairs"] = time.perf_counter() - start
         logger.info(
             "RLAIF-V feedback: %d prompts, %d candidates, %d claims (%d rejected), %d pairs; %d rows skipped, "
@@ -446,7 +483,7 @@ class RLAIFVFeedbackGenerator:
             len(report.skipped),
             len(report.rows_without_pairs),
         )
-        return FeedbackOutput(preference, audit, report, None if self.args.output_dir is None else store.root)
+        return FeedbackOutput(preference, audit, report, output_dir)
 
 
 @dataclass
@@ -455,6 +492,9 @@ class _RunContext:
     column: str
     ids: list[str | None]
     duplicates: dict[int, int]
+    seed: int
+    iteration: int
+    disable_tqdm: bool
 
 
 def _duplicates(ids: list[str | None]) -> dict[int, int]:
@@ -491,9 +531,6 @@ def _failure(row: int, prompt_id: str | None, stage: str, error: Exception) -> d
 
 
 def _save_dataset(dataset: Dataset, path: Path) -> None:
-    """Save with `save_to_disk` through a temporary directory, so that `path` is never half written."""
-    staging = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    dataset.save_to_disk(str(staging), num_shards=1 if len(dataset) == 0 else None)  # an empty dataset loads back too
-    shutil.rmtree(path, ignore_errors=True)
-    staging.rename(path)
+    """Save with `save_to_disk` into a temporary folder moved into place, so that `path` is never half written."""
+    with atomic_directory(path) as scratch:
+        dataset.save_to_disk(str(scratch), num_shards=1 if len(dataset) == 0 else None)  # an empty one loads too

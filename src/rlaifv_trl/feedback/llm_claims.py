@@ -8,14 +8,15 @@ bullets or numbering or none, headings, empty lines, repeats and echoed prompt s
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..cards import public_name
+from ..loading import ModelLoading, load_causal_lm
 from .rules import RuleBasedQuestionWriter, sentences, truncate_words
 
 
@@ -109,8 +110,7 @@ class CausalLMRunner:
         top_p: Nucleus sampling.
         max_new_tokens: Longest completion, in tokens.
         batch_size: Instructions per `generate` call.
-        trust_remote_code: Allow a model given by name to run code from its repository.
-        model_init_kwargs: Keyword arguments for `from_pretrained` when the model is given by name.
+        loading: How a model given by name is loaded (revision, dtype, quantization, ...).
     """
 
     def __init__(
@@ -121,15 +121,11 @@ class CausalLMRunner:
         top_p: float = 0.9,
         max_new_tokens: int = 256,
         batch_size: int = 16,
-        trust_remote_code: bool = False,
-        model_init_kwargs: dict[str, Any] | None = None,
+        loading: ModelLoading | None = None,
     ):
-        if isinstance(model, str):
-            name = model
-            model = AutoModelForCausalLM.from_pretrained(
-                name, trust_remote_code=trust_remote_code, **(model_init_kwargs or {})
-            )
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        if isinstance(model, (str, os.PathLike)):
+            model, loaded_tokenizer = load_causal_lm(model, loading)
+            tokenizer = tokenizer or loaded_tokenizer
         if tokenizer is None:
             raise ValueError("Pass the tokenizer of a language model given as an object")
         self.model = model.eval()

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_json
+
 
 @dataclass
 class RunReport:
@@ -72,9 +74,7 @@ class RunReport:
         return {**asdict(self), "skip_reasons": self.skip_reasons}
 
     def save(self, path: str | Path) -> None:
-        from .shards import write_json_atomic
-
-        write_json_atomic(Path(path), self.to_dict())
+        atomic_write_json(Path(path), self.to_dict(), ensure_ascii=False)
 
     @classmethod
     def load(cls, path: str | Path) -> RunReport:

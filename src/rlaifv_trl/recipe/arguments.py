@@ -1,36 +1,28 @@
-"""Arguments of the iterative RLAIF-V recipe (`recipes/iterative_dpo.py`), beside `RLAIFVDPOConfig`."""
+"""Arguments of the iterative RLAIF-V recipe (`recipes/iterative_dpo.py`), beside `FeedbackConfig`, `RLAIFVDPOConfig`
+and TRL's `ModelConfig`."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, fields
-from typing import Any
-
-from ..feedback import FeedbackConfig
-
-
-# FeedbackConfig fields that the recipe sets itself, per iteration or from the training arguments.
-RECIPE_OWNED_FEEDBACK_FIELDS = (
-    "output_dir", "overwrite_output_dir", "seed", "iteration", "disable_tqdm", "model_init_kwargs", "trust_remote_code",
-    "labeler_model_name_or_path",
-)  # fmt: skip
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass
 class IterativeDPOArguments:
     r"""
-    Arguments of the iterative RLAIF-V recipe: which labeler, which prompts, how many iterations, where the
-    artifacts go. The base policy and LoRA settings live in TRL's `ModelConfig` (`model_name_or_path`, unset for the
-    built-in `"builtin:shapesworld-llava"`, `dtype`, `use_peft`, `lora_r`, ...), training settings in [`RLAIFVDPOConfig`] (its `output_dir` is the run folder) and
-    feedback settings in the `feedback` mapping (the fields of [`FeedbackConfig`]).
+    Arguments of the iterative RLAIF-V recipe: which prompts, how many iterations, how policies are evaluated and
+    where the artifacts go. The policy and its LoRA / quantization settings live in TRL's `ModelConfig`
+    (`model_name_or_path`, `model_revision`, `dtype`, `use_peft`, `load_in_4bit`, ...), the feedback settings
+    (candidates, splitter, labeler, pairs) in [`FeedbackConfig`] and the DPO settings in [`RLAIFVDPOConfig`], whose
+    `output_dir` is the run folder and whose `seed` seeds the whole run. All four are flat: every field is a YAML key
+    and a command-line flag.
 
     Parameters:
-        labeler_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
-            The labeler VLM (Hub id, local folder, or `"builtin:shapesworld-llava-labeler"`). `None` means
-            self-feedback: each iteration's policy labels its own claims.
-        prompt_dataset (`str`, *optional*, defaults to `"shapesworld"`):
-            Source of the (image, instruction) prompts: `"shapesworld"`, or a Hub id / local folder with an image
-            column (`images` or `image`) and a text column (`prompt`, `question`, ...).
+        prompt_dataset (`str`):
+            Source of the (image, instruction) prompts: a Hub dataset id or a local folder with an image column
+            (`images` or `image`) and a text column (`prompt`, `question`, `instruction` or `query`), or a function
+            given by import path, `"package.module:function"`, called as `function(iteration=k, count=n, seed=s)`
+            and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws ShapesWorld scenes).
         prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
             Config of the prompt dataset.
         prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
@@ -48,10 +40,21 @@ class IterativeDPOArguments:
             Pairs of `mix_preference_dataset` added to each iteration (disjoint across iterations).
         preference_dataset_config (`str` or `None`, *optional*, defaults to `None`):
             Config of the seed and mix preference datasets.
-        feedback (`dict` or `str`, *optional*, defaults to `{}`):
-            Settings of [`FeedbackConfig`] (a mapping in YAML, a JSON string on the command line). The recipe sets
-            `output_dir`, `seed`, `iteration`, `disable_tqdm`, `model_init_kwargs`, `trust_remote_code` and the labeler
-            (`labeler_model_name_or_path` above) itself.
+        evaluation (`list[str]`, *optional*, defaults to `[]`):
+            Evaluators run on the base policy and after every iteration (and on every checkpoint with
+            `checkpoint_selection="best"`): built-in names (`"shapesworld"`: CHAIR on held-out ShapesWorld scenes)
+            or import paths `"package.module:function"` of your own (see `rlaifv_trl.evaluation`). Empty (or
+            `none`): no evaluation.
+        evaluation_prompts (`int`, *optional*, defaults to `200`):
+            Prompts each evaluator answers.
+        evaluation_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature of the evaluated answers (0: greedy).
+        evaluation_max_new_tokens (`int`, *optional*, defaults to `64`):
+            Longest evaluated answer, in tokens.
+        checkpoint_selection (`str`, *optional*, defaults to `"last"`):
+            Which checkpoint starts the next iteration: the `"last"` one, or the `"best"` by `metric_for_best_model`
+            of the training arguments (one of the evaluators' metrics, e.g. `chair_response` with
+            `greater_is_better: false`), evaluated every quarter epoch as in the paper.
         dataset_repo (`str` or `None`, *optional*, defaults to `None`):
             Hub dataset repository for the preference data, one config per iteration. `None` keeps the artifacts in
             the run folder only (push them later with `rlaifv-trl push`).
@@ -61,32 +64,30 @@ class IterativeDPOArguments:
             Create the Hub repositories as private.
         hub_failure (`str`, *optional*, defaults to `"stop"`):
             What to do when a push fails after its retries: `"stop"` the run, or `"continue"` it (the artifacts stay
-            in the run folder and the log says how to push them later).
+            in the run folder, and the summary says how to push them later).
         hub_retry_attempts (`int`, *optional*, defaults to `5`):
             Tries of each Hub request in all, with exponential backoff between them.
         hub_retry_initial_delay (`float`, *optional*, defaults to `2.0`):
             Seconds before the first retry; doubled after each failure (at most 60).
         license (`str` or `None`, *optional*, defaults to `None`):
             License written in the dataset and model cards.
-        checkpoint_selection (`str`, *optional*, defaults to `"last"`):
-            Which checkpoint starts the next iteration: the `"last"` one, or the `"best"` by the evaluation metric
-            (`metric_for_best_model` of the training arguments; the ShapesWorld evaluation adds `eval_chair_response`).
-        evaluation (`str` or `None`, *optional*, defaults to `"shapesworld"`):
-            `"shapesworld"`: CHAIR hallucination rates of the base policy and of each iteration on held-out
-            ShapesWorld scenes. `None`: no evaluation.
-        eval_prompts (`int`, *optional*, defaults to `200`):
-            Held-out prompts of the evaluation.
-        eval_temperature (`float`, *optional*, defaults to `1.0`):
-            Sampling temperature of the evaluation.
-        eval_max_new_tokens (`int`, *optional*, defaults to `64`):
-            Longest evaluated answer, in tokens.
     """
 
-    labeler_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Labeler VLM; None: self-feedback (each policy labels its own claims)."}
+    # Fields a resumed run may change (see `rlaifv_trl.manifest`): where artifacts are pushed and how.
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
+        {
+            "dataset_repo",
+            "model_repo",
+            "private",
+            "hub_failure",
+            "hub_retry_attempts",
+            "hub_retry_initial_delay",
+            "license",
+        }
     )
-    prompt_dataset: str = field(
-        default="shapesworld", metadata={"help": "Prompt source: shapesworld, Hub id or folder."}
+
+    prompt_dataset: str | None = field(
+        default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}
     )
     prompt_dataset_config: str | None = field(default=None, metadata={"help": "Config of the prompt dataset."})
     prompt_dataset_split: str = field(default="train", metadata={"help": "Split of the prompt dataset."})
@@ -100,8 +101,14 @@ class IterativeDPOArguments:
     )
     mix_pairs_per_iteration: int = field(default=0, metadata={"help": "Pairs of the mix dataset per iteration."})
     preference_dataset_config: str | None = field(default=None, metadata={"help": "Config of the seed/mix datasets."})
-    feedback: dict | str | None = field(
-        default_factory=dict, metadata={"help": "FeedbackConfig settings (YAML mapping or JSON string)."}
+    evaluation: list[str] = field(
+        default_factory=list, metadata={"help": "Evaluators: built-in names (shapesworld) or package.module:function."}
+    )
+    evaluation_prompts: int = field(default=200, metadata={"help": "Prompts each evaluator answers."})
+    evaluation_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    evaluation_max_new_tokens: int = field(default=64, metadata={"help": "Longest evaluated answer, in tokens."})
+    checkpoint_selection: str = field(
+        default="last", metadata={"help": "Checkpoint for the next iteration: last or best (metric_for_best_model)."}
     )
     dataset_repo: str | None = field(default=None, metadata={"help": "Hub dataset repo (one config per iteration)."})
     model_repo: str | None = field(default=None, metadata={"help": "Hub model repo (one branch per iteration)."})
@@ -110,44 +117,47 @@ class IterativeDPOArguments:
     hub_retry_attempts: int = field(default=5, metadata={"help": "Tries of each Hub request, with backoff."})
     hub_retry_initial_delay: float = field(default=2.0, metadata={"help": "Seconds before the first Hub retry."})
     license: str | None = field(default=None, metadata={"help": "License written in the cards."})
-    checkpoint_selection: str = field(
-        default="last", metadata={"help": "Checkpoint for the next iteration: last or best."}
-    )
-    evaluation: str | None = field(
-        default="shapesworld", metadata={"help": "shapesworld (CHAIR on held-out scenes) or None."}
-    )
-    eval_prompts: int = field(default=200, metadata={"help": "Held-out prompts of the evaluation."})
-    eval_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the evaluation."})
-    eval_max_new_tokens: int = field(default=64, metadata={"help": "Longest evaluated answer, in tokens."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.feedback, str):
-            self.feedback = json.loads(self.feedback) if self.feedback.strip() else {}
-        self.feedback = dict(self.feedback or {})
-        known = {f.name for f in fields(FeedbackConfig)}
-        unknown = sorted(set(self.feedback) - known)
-        if unknown:
-            raise ValueError(f"Unknown feedback settings {unknown}; the fields of FeedbackConfig are {sorted(known)}")
-        owned = sorted(set(self.feedback) & set(RECIPE_OWNED_FEEDBACK_FIELDS))
-        if owned:
-            raise ValueError(f"The recipe sets {owned} itself: remove them from `feedback`")
-        if self.evaluation in ("none", "None", ""):
-            self.evaluation = None
+        if not self.prompt_dataset:
+            raise ValueError(
+                "Set prompt_dataset: a Hub dataset id or local folder of (image, question) rows, or a function "
+                "'package.module:function' (e.g. rlaifv_trl.synthetic.recipe:shapesworld_prompts for ShapesWorld)."
+            )
+        self.evaluation = [name for name in (self.evaluation or []) if name.lower() not in ("none", "")]
         checks = {
             "hub_failure": (self.hub_failure, ("stop", "continue")),
             "checkpoint_selection": (self.checkpoint_selection, ("last", "best")),
-            "evaluation": (self.evaluation, ("shapesworld", None)),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.num_iterations < 1 or self.prompts_per_iteration < 1:
-            raise ValueError("num_iterations and prompts_per_iteration must be at least 1")
+        for name in ("num_iterations", "prompts_per_iteration", "evaluation_prompts", "evaluation_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mix_pairs_per_iteration and not self.mix_preference_dataset:
             raise ValueError("mix_pairs_per_iteration needs mix_preference_dataset")
-        if self.checkpoint_selection == "best" and self.evaluation is None:
-            raise ValueError('checkpoint_selection="best" needs an evaluation (evaluation="shapesworld")')
+        if self.checkpoint_selection == "best" and not self.evaluation:
+            raise ValueError('checkpoint_selection="best" needs an evaluator (e.g. evaluation: [shapesworld])')
 
-    def feedback_config(self, **recipe_fields: Any) -> FeedbackConfig:
-        """The `FeedbackConfig` of one iteration: the user's settings plus the fields the recipe owns."""
-        return FeedbackConfig(**self.feedback, **recipe_fields)
+
+def check_recipe_arguments(script_args: IterativeDPOArguments, training_args, model_args) -> None:
+    """Refuse, before any long work, training and model settings that the recipe sets itself or cannot honour."""
+    problems = []
+    if model_args.model_name_or_path is None:
+        problems.append("set model_name_or_path: the policy to align (a Hub id, a folder, or builtin:<name>)")
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
+        problems.append("a 4/8-bit policy can only be trained with a LoRA adapter: set use_peft")
+    if training_args.push_to_hub:
+        problems.append("push_to_hub is not used: set model_repo (one branch per iteration) and dataset_repo")
+    if training_args.resume_from_checkpoint:
+        problems.append("resume_from_checkpoint is not used: run the same command again and the run resumes itself")
+    if script_args.checkpoint_selection == "last" and getattr(training_args.eval_strategy, "value", "no") != "no":
+        problems.append("evaluation during training comes with checkpoint_selection: best (leave eval_strategy unset)")
+    if script_args.checkpoint_selection == "best" and not training_args.metric_for_best_model:
+        problems.append(
+            "checkpoint_selection: best needs metric_for_best_model (one of the evaluators' metrics, e.g. "
+            "chair_response) and greater_is_better"
+        )
+    if problems:
+        raise ValueError("The recipe cannot run with these settings:\n- " + "\n- ".join(problems))

@@ -1,15 +1,14 @@
-"""Where each iteration's prompts come from: ShapesWorld (the embedded default) or a dataset of (image, question)
-rows on the Hub or on disk. Every iteration gets its own, disjoint prompts."""
+"""Where each iteration's prompts come from: a dataset of (image, question) rows on the Hub or on disk, or a function
+named by import path. Every iteration gets its own, disjoint prompts."""
 
 from __future__ import annotations
 
 from datasets import Dataset, load_dataset
 
 from ..data import user_turn
-from ..synthetic import prompt_dataset
+from ..plugins import import_function, is_import_path
 
 
-SHAPESWORLD = "shapesworld"
 IMAGE_COLUMNS = ("images", "image")
 TEXT_COLUMNS = ("prompt", "question", "instruction", "query")
 
@@ -22,13 +21,14 @@ def iteration_prompts(
     config_name: str | None = None,
     seed: int = 0,
 ) -> Dataset:
-    """The `count` prompts of `iteration`: rows `[iteration * count, (iteration + 1) * count)` of the source.
+    """The `count` prompts of `iteration`.
 
-    For ShapesWorld these are scenes with those seeds (held-out evaluation scenes never appear). Other sources are
-    shuffled once with `seed`, so iterations draw disjoint slices; a source with fewer rows wraps around.
+    A function source (`"package.module:function"`) is called as `function(iteration=, count=, seed=)`. A dataset
+    is shuffled once with `seed`, and iteration k takes rows `[k * count, (k + 1) * count)` of it, so iterations
+    draw disjoint slices; a dataset with fewer rows wraps around.
     """
-    if source == SHAPESWORLD:
-        return prompt_dataset(count, start_seed=iteration * count, seed=seed + iteration)
+    if is_import_path(source):
+        return import_function(source)(iteration=iteration, count=count, seed=seed)
     dataset = load_dataset(source, config_name, split=split)
     if "prompt_id" not in dataset.column_names:
         dataset = dataset.add_column("prompt_id", [f"row-{i}" for i in range(len(dataset))])

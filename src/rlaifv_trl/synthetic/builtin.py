@@ -4,23 +4,27 @@ the package.
 Their weights (`weights/*.safetensors`, about 3 MB each) come from `scripts/train_builtin_policy.py`, which
 runs `train_builtin_policy` below. Only the weights are shipped: the architecture, processor and tokenizer are rebuilt
 offline by `make_tiny_vlm`, which is deterministic, so `materialize_builtin` needs neither network nor training.
+`"builtin:<name>"` works wherever a model name does (`rlaifv_trl.loading.resolve_model_name`): the model is saved once
+into `$HF_HOME/rlaifv_trl/builtin/` and loaded from there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from filelock import FileLock
+from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
+from ..atomic_io import atomic_directory
+from ..loading import BUILTIN_PREFIX
 from .models import build_tiny_vlm, make_tiny_vlm
 from .policy import train_base_policy
-
-
-BUILTIN_PREFIX = "builtin:"
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,6 @@ BUILTIN_POLICY = BUILTIN_PREFIX + "shapesworld-llava"
 BUILTIN_LABELER = BUILTIN_PREFIX + "shapesworld-llava-labeler"
 
 
-def is_builtin(name: str | None) -> bool:
-    """Whether `name` names a built-in policy (`"builtin:<name>"`)."""
-    return bool(name) and str(name).startswith(BUILTIN_PREFIX)
-
-
 def _spec(name: str) -> BuiltinPolicy:
     key = name.removeprefix(BUILTIN_PREFIX)
     if key not in BUILTIN_POLICIES:
@@ -86,9 +85,22 @@ def materialize_builtin(name: str, output_dir: str | Path) -> Path:
     if missing or unexpected:
         raise ValueError(f"{weights} does not match {name!r}: missing {missing}, unexpected {unexpected}")
     output_dir = Path(output_dir)
-    model.eval().save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    with atomic_directory(output_dir) as scratch:
+        model.eval().save_pretrained(scratch)
+        processor.save_pretrained(scratch)
     return output_dir
+
+
+def cached_builtin(name: str) -> Path:
+    """The folder a built-in model is saved into once per installed weights file, under `$HF_HOME/rlaifv_trl`."""
+    weights = builtin_weights_path(name)
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "missing"
+    folder = Path(constants.HF_HOME) / "rlaifv_trl" / "builtin" / f"{name.removeprefix(BUILTIN_PREFIX)}-{digest}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.parent / f".{folder.name}.lock")):  # processes of one run share the folder
+        if not (folder / "config.json").is_file():
+            materialize_builtin(name, folder)
+    return folder
 
 
 def train_builtin_policy(name: str = BUILTIN_POLICY, weights_path: str | Path | None = None) -> Path:

@@ -1,9 +1,11 @@
 """Tiny real vision-language models, built offline from configs.
 
-`build_tiny_vlm` creates a randomly initialised LLaVA (CLIP vision tower + Llama) or Qwen2-VL model together with a
-processor and a locally trained tokenizer, saves them with `save_pretrained` (safetensors) and returns the directory,
-which loads back through `AutoModelForImageTextToText.from_pretrained` and `AutoProcessor.from_pretrained` like any
-checkpoint on the Hub. Nothing is downloaded. The same seed always gives identical weights.
+`build_tiny_vlm` creates a randomly initialised vision-language model (LLaVA, LLaVA-NeXT with its any-resolution
+tiling, Qwen2-VL or Qwen2.5-VL) together with a processor and a locally trained tokenizer, saves them with
+`save_pretrained` (safetensors) and returns the directory, which loads back through
+`AutoModelForImageTextToText.from_pretrained` and `AutoProcessor.from_pretrained` like any checkpoint on the Hub.
+`build_tiny_causal_lm` does the same for text-only splitters (Llama 3 and Qwen2.5 chat formats). Nothing is
+downloaded. The same seed always gives identical weights.
 
 Presets: "tiny" (about 0.2M parameters, for tests) and "small" (about 1M parameters, which really learns ShapesWorld).
 """
@@ -19,17 +21,27 @@ from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
     ProcessorMixin,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, family_chat_template
 
 
-ARCHITECTURES = ("llava", "qwen2_vl")
+ARCHITECTURES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
+QWEN_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")  # their processors need torchvision (a video processor)
+CAUSAL_LM_FAMILIES = ("llama", "qwen2")
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ def torchvision_available() -> bool:
 
 def available_architectures() -> list[str]:
     """The tiny architectures that can be built in this environment."""
-    return [arch for arch in ARCHITECTURES if arch != "qwen2_vl" or torchvision_available()]
+    return [arch for arch in ARCHITECTURES if arch not in QWEN_ARCHITECTURES or torchvision_available()]
 
 
 def build_tiny_vlm(
@@ -82,7 +94,7 @@ def build_tiny_vlm(
 
     Args:
         output_dir: Where to save the model, processor and tokenizer.
-        arch: "llava" (always available) or "qwen2_vl" (needs torchvision).
+        arch: "llava" or "llava_next" (always available), "qwen2_vl" or "qwen2_5_vl" (need torchvision).
         preset: "tiny", "small" or a `TinyVLMPreset`.
         seed: Seed of the random initialisation; the same seed gives identical weights.
 
@@ -104,12 +116,11 @@ def make_tiny_vlm(
         raise ValueError(f"Unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     spec = PRESETS[preset] if isinstance(preset, str) else preset
     tokenizer = build_tokenizer(arch, spec.vocab_size)
-    if arch == "llava":
-        model, processor = _llava(spec, tokenizer, seed)
-    else:
-        if not torchvision_available():
-            raise ImportError("Qwen2-VL processors need torchvision: `pip install torchvision`")
-        model, processor = _qwen2_vl(spec, tokenizer, seed)
+    if arch in QWEN_ARCHITECTURES and not torchvision_available():
+        raise ImportError("Qwen2-VL processors need torchvision: `pip install torchvision`")
+    model, processor = {"llava": _llava, "llava_next": _llava_next, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl}[
+        arch
+    ](spec, tokenizer, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
@@ -136,14 +147,7 @@ def _llama_text_config(spec: TinyVLMPreset, tokenizer, config_class=LlamaConfig,
 def _llava(spec: TinyVLMPreset, tokenizer, seed: int):
     num_patches = (spec.image_size // spec.patch_size) ** 2
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_intermediate,
-            num_hidden_layers=spec.vision_layers,
-            num_attention_heads=spec.vision_heads,
-            image_size=spec.image_size,
-            patch_size=spec.patch_size,
-        ),
+        vision_config=_clip_vision_config(spec),
         text_config=_llama_text_config(spec, tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
         image_seq_length=num_patches,
@@ -168,36 +172,104 @@ def _llava(spec: TinyVLMPreset, tokenizer, seed: int):
     return model, processor
 
 
-def _qwen2_vl(spec: TinyVLMPreset, tokenizer, seed: int):
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
+# LLaVA-NeXT tiles an image into crops of the vision tower's size at the best of these resolutions ("anyres"), plus a
+# downscaled view of the whole image: ShapesWorld's 48x48 scenes go to 64x64, four crops and the overview.
+def _grid_pinpoints(size: int) -> list[list[int]]:
+    return [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
+
+
+def _clip_vision_config(spec: TinyVLMPreset) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
+        hidden_size=spec.vision_hidden,
+        intermediate_size=spec.vision_intermediate,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
     )
 
-    head_dim = spec.text_hidden // spec.text_heads
-    # The multimodal rotary sections (time, height, width) split the rotary half-dimension.
-    half = head_dim // 2
+
+def _llava_next(spec: TinyVLMPreset, tokenizer, seed: int):
+    pinpoints = _grid_pinpoints(spec.image_size)
+    config = LlavaNextConfig(
+        vision_config=_clip_vision_config(spec),
+        text_config=_llama_text_config(spec, tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": spec.image_size},
+        crop_size={"height": spec.image_size, "width": spec.image_size},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template,
+    )
+    return model, processor
+
+
+def _mrope_text_config(spec: TinyVLMPreset, tokenizer) -> dict:
+    """The text config of the Qwen2-VL family: a multimodal rotary embedding whose (time, height, width) sections
+    split the rotary half-dimension."""
+    half = spec.text_hidden // spec.text_heads // 2
     temporal = half // 4
     mrope_section = [temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2]
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": spec.text_hidden,
+        "intermediate_size": spec.text_intermediate,
+        "num_hidden_layers": spec.text_layers,
+        "num_attention_heads": spec.text_heads,
+        "num_key_value_heads": spec.text_kv_heads,
+        "max_position_embeddings": 1024,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": False,
+    }
+
+
+def _qwen_vision_token_ids(tokenizer) -> dict[str, int]:
     ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
+def _qwen_processor(processor_class, spec: TinyVLMPreset, tokenizer, max_pixels: int):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    sizes = {
+        "min_pixels": spec.image_size * spec.image_size, "max_pixels": max_pixels, "patch_size": spec.patch_size,
+        "merge_size": 2,
+    }  # fmt: skip
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(temporal_patch_size=2, **sizes),
+        video_processor=Qwen2VLVideoProcessor(temporal_patch_size=2, **sizes),
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _qwen2_vl(spec: TinyVLMPreset, tokenizer, seed: int):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
     config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": spec.text_hidden,
-            "intermediate_size": spec.text_intermediate,
-            "num_hidden_layers": spec.text_layers,
-            "num_attention_heads": spec.text_heads,
-            "num_key_value_heads": spec.text_kv_heads,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "bos_token_id": None,
-            "tie_word_embeddings": False,
-        },
+        text_config=_mrope_text_config(spec, tokenizer),
         vision_config={
             "depth": spec.vision_layers,
             "embed_dim": spec.vision_hidden,
@@ -208,23 +280,83 @@ def _qwen2_vl(spec: TinyVLMPreset, tokenizer, seed: int):
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=False,
+        **_qwen_vision_token_ids(tokenizer),
     )
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
-    pixels = spec.image_size * spec.image_size
-    sizes = {"min_pixels": pixels, "max_pixels": pixels, "patch_size": spec.patch_size, "merge_size": 2}
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(temporal_patch_size=2, **sizes),
-        video_processor=Qwen2VLVideoProcessor(temporal_patch_size=2, **sizes),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
+    return model, _qwen_processor(Qwen2VLProcessor, spec, tokenizer, spec.image_size * spec.image_size)
+
+
+def _qwen2_5_vl(spec: TinyVLMPreset, tokenizer, seed: int):
+    """Qwen2.5-VL: windowed attention in the vision tower (full attention in its last layer) and dynamic
+    resolution (images up to twice the preset's side keep their own size)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    config = Qwen2_5_VLConfig(
+        text_config=_mrope_text_config(spec, tokenizer),
+        vision_config={
+            "depth": spec.vision_layers,
+            "hidden_size": spec.vision_hidden,
+            "intermediate_size": spec.vision_intermediate,
+            "num_heads": spec.vision_heads,
+            "out_hidden_size": spec.text_hidden,
+            "patch_size": spec.patch_size,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 4 * spec.patch_size,
+            "fullatt_block_indexes": [spec.vision_layers - 1],
+        },
+        tie_word_embeddings=False,
+        **_qwen_vision_token_ids(tokenizer),
     )
-    return model, processor
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    return model, _qwen_processor(Qwen2_5_VLProcessor, spec, tokenizer, 4 * spec.image_size * spec.image_size)
+
+
+def build_tiny_causal_lm(output_dir: str | Path, family: str = "llama", seed: int = 0) -> Path:
+    """Build, save and return the directory of a tiny causal language model (a stand-in for a claim splitter).
+
+    Args:
+        output_dir: Where to save the model and tokenizer.
+        family: "llama" (Llama 3 chat format) or "qwen2" (Qwen2.5 chat format), each with the family's real chat
+            template and special tokens.
+        seed: Seed of the random initialisation.
+
+    Returns:
+        `output_dir` as a `Path`, loadable with `AutoModelForCausalLM` and `AutoTokenizer`.
+    """
+    model, tokenizer = make_tiny_causal_lm(family, seed)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def make_tiny_causal_lm(family: str = "llama", seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The in-memory model and tokenizer that `build_tiny_causal_lm` saves."""
+    if family not in CAUSAL_LM_FAMILIES:
+        raise ValueError(f"Unknown causal LM family {family!r}; expected one of {CAUSAL_LM_FAMILIES}")
+    spec = PRESETS["tiny"]
+    tokenizer = build_tokenizer("llava", spec.vocab_size)
+    if family == "llama":
+        special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        tokenizer.add_special_tokens({"additional_special_tokens": special})
+        tokenizer.bos_token, tokenizer.eos_token = "<|begin_of_text|>", "<|eot_id|>"
+        tokenizer.chat_template = family_chat_template("llama3")
+        config = _llama_text_config(spec, tokenizer)
+        config.bos_token_id = tokenizer.bos_token_id
+        model_class = LlamaForCausalLM
+    else:
+        tokenizer.chat_template = family_chat_template("qwen2_5")
+        config = _llama_text_config(spec, tokenizer, config_class=Qwen2Config)
+        model_class = Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    model = model_class(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval(), tokenizer
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from importlib import resources
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -19,7 +20,16 @@ SPECIAL_TOKENS = [PAD_TOKEN, BOS_CHAT, EOS_TOKEN, LLAVA_IMAGE_TOKEN, *QWEN_VISIO
 # Answers the labeler reads at the first answer position: each must be exactly one token.
 YES_NO_WORDS = ("yes", "no", "Yes", "No")
 
-_IMAGE_MARKUP = {"llava": LLAVA_IMAGE_TOKEN, "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+_QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+_IMAGE_MARKUP = {
+    "llava": LLAVA_IMAGE_TOKEN,
+    "llava_next": LLAVA_IMAGE_TOKEN,
+    "qwen2_vl": _QWEN_IMAGE,
+    "qwen2_5_vl": _QWEN_IMAGE,
+}
+# Architectures whose tokenizer gets its family's real chat template (from TRL's `chat_templates`); the others use
+# this module's ChatML, which the shipped built-in models were trained with.
+_FAMILY_TEMPLATES = {"qwen2_5_vl": "qwen2_5_vl"}
 
 # ChatML that accepts string content and TRL's list content ({"type": "image"} / {"type": "text"} items).
 _CHAT_TEMPLATE = (
@@ -93,8 +103,16 @@ def train_tokenizer(vocab_size: int = 1024, corpus: list[str] | None = None) -> 
 
 
 def chat_template(arch: str) -> str:
-    """The ChatML template with the image placeholder of `arch` ("llava" or "qwen2_vl")."""
+    """The chat template of `arch`: its family's real one where `_FAMILY_TEMPLATES` names it, else ChatML with the
+    architecture's image placeholder."""
+    if arch in _FAMILY_TEMPLATES:
+        return family_chat_template(_FAMILY_TEMPLATES[arch])
     return _CHAT_TEMPLATE.replace("__IMAGE__", _IMAGE_MARKUP[arch])
+
+
+def family_chat_template(name: str) -> str:
+    """A real model family's chat template, as shipped in TRL's `chat_templates` folder (e.g. "llama3")."""
+    return (resources.files("trl") / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
 def build_tokenizer(arch: str = "llava", vocab_size: int = 1024) -> PreTrainedTokenizerFast:
@@ -103,7 +121,7 @@ def build_tokenizer(arch: str = "llava", vocab_size: int = 1024) -> PreTrainedTo
     if arch not in _IMAGE_MARKUP:
         raise ValueError(f"Unknown architecture {arch!r}; expected one of {sorted(_IMAGE_MARKUP)}")
     extra = {"image_token": LLAVA_IMAGE_TOKEN}
-    if arch == "qwen2_vl":
+    if arch.startswith("qwen"):
         extra = {
             "image_token": "<|image_pad|>",
             "video_token": "<|video_pad|>",

@@ -1,4 +1,4 @@
-"""Loading the Trainer's own checkpoints back into vision-language models.
+"""The Trainer's own checkpoints: which ones are complete, and loading them back into vision-language models.
 
 `transformers.Trainer` resumes (`resume_from_checkpoint`) and picks the best checkpoint (`load_best_model_at_end`)
 with a raw `model.load_state_dict(..., strict=False)`. Models whose saved key names differ from their module names
@@ -11,11 +11,29 @@ the key names, and copies the weights in strictly.
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 from safetensors import safe_open
 from transformers import PreTrainedModel
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+
+logger = logging.getLogger(__name__)
+
+# What a checkpoint's weights are saved as: full model, PEFT adapter (safetensors or not), or DeepSpeed's own folder.
+_WEIGHTS = (
+    "model*.safetensors",
+    "adapter_model.safetensors",
+    "pytorch_model*.bin",
+    "adapter_model.bin",
+    "global_step*",
+)
 
 
 def saved_weight_names(folder: str | Path) -> set[str] | None:
@@ -47,3 +65,79 @@ def load_checkpoint_weights(model: PreTrainedModel, folder: str | Path) -> bool:
     loaded = type(model).from_pretrained(folder, dtype=parameter.dtype)
     model.load_state_dict(loaded.state_dict(), strict=True)
     return True
+
+
+def is_complete_checkpoint(folder: str | Path) -> bool:
+    """Whether a `Trainer` checkpoint folder was written to the end and every file in it is whole.
+
+    `Trainer` writes the weights, the optimizer, scheduler and RNG states, and `trainer_state.json` last, straight
+    into `checkpoint-<step>`; a run killed meanwhile leaves a folder that cannot be resumed from. Complete means:
+    `trainer_state.json` parses, some weights are there (model, adapter or DeepSpeed), every safetensors file has a
+    readable header and the size that header announces, every torch file (a zip archive) has its central directory,
+    every JSON file parses and every shard a weights index lists exists. The check reads headers and directories only, not the tensors.
+    """
+    folder = Path(folder)
+    try:
+        json.loads((folder / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".safetensors" and not _whole_safetensors(path):
+            return False
+        if path.suffix in (".pt", ".pth", ".bin") and not _whole_zip(path):
+            return False
+        if path.suffix == ".json":
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            if path.name.endswith(".index.json"):  # every shard it lists must be there
+                if not all((path.parent / shard).is_file() for shard in set(content.get("weight_map", {}).values())):
+                    return False
+    return any(any(folder.glob(pattern)) for pattern in _WEIGHTS)
+
+
+def last_complete_checkpoint(output_dir: str | Path, remove_incomplete: bool = False) -> str | None:
+    """The latest complete checkpoint under `output_dir` (see `is_complete_checkpoint`), or `None`.
+
+    With `remove_incomplete`, later checkpoints that are not complete (left by a killed run) are deleted, so that
+    nothing picks them up afterwards.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    checkpoints = sorted(
+        (path for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if path.name.split("-")[-1].isdigit()),
+        key=lambda path: int(path.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        if is_complete_checkpoint(checkpoint):
+            return str(checkpoint)
+        if remove_incomplete:
+            logger.warning("Removing %s: it was not written to the end (the run was stopped while saving)", checkpoint)
+            shutil.rmtree(checkpoint)
+    return None
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """A safetensors file whose header parses and whose size is what the header says."""
+    try:
+        with open(path, "rb") as stream:
+            header_size = struct.unpack("<Q", stream.read(8))[0]
+            header = json.loads(stream.read(header_size))
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+        return path.stat().st_size == 8 + header_size + end
+    except (OSError, ValueError, KeyError, struct.error, TypeError):
+        return False
+
+
+def _whole_zip(path: Path) -> bool:
+    """A torch file (zip archive) whose central directory, at the end of the file, can be read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+import torch
 from trl import DPOConfig
+
+
+logger = logging.getLogger(__name__)
+
+# Fields of `TrainingArguments` / `DPOConfig` that do not change what training produces (where and how it logs,
+# saves and pushes, how data is loaded, batch sizes that only change float rounding): a resumed run may change them.
+# Every other field decides results. (The project's own config fields declare this in their metadata instead.)
+TRAINING_FIELDS_WITHOUT_EFFECT_ON_RESULTS = frozenset(
+    {
+        "output_dir", "run_name", "project", "report_to", "disable_tqdm", "log_level", "log_level_replica",
+        "log_on_each_node", "logging_first_step", "logging_steps", "logging_strategy", "logging_nan_inf_filter",
+        "skip_memory_metrics", "include_num_input_tokens_seen", "trackio_bucket_id", "trackio_space_id",
+        "trackio_static_space_id", "save_steps", "save_strategy", "save_total_limit", "save_on_each_node",
+        "save_only_model", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+        "hub_always_push", "hub_revision", "resume_from_checkpoint", "dataloader_num_workers",
+        "dataloader_persistent_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
+        "dataloader_multiprocessing_context", "dataset_num_proc", "precompute_ref_batch_size",
+        "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout",
+        "local_rank", "enable_jit_checkpoint",
+    }
+)  # fmt: skip
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX, ARM BF16). Without it, bf16 autocast
+    on the CPU is emulated and runs several times slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = {flag for line in cpuinfo if line.startswith(("flags", "Features")) for flag in line.split()}
+    except OSError:  # not Linux: ask torch
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 @dataclass
@@ -30,6 +65,9 @@ class RLAIFVDPOConfig(DPOConfig):
 
     > [!NOTE]
     > These parameters have default values different from [`~trl.DPOConfig`]:
+    > - `bf16`: When training on the CPU (`use_cpu=True`, or no accelerator), defaults to `True` only if the CPU has
+    >   native bfloat16 instructions (AVX512-BF16, AMX, ARM BF16), else to `False`: emulated bf16 runs 5-6x slower
+    >   than float32. Set it explicitly to override.
     > - `learning_rate`: Defaults to `5e-7` instead of `1e-6` (use `1e-5` with a LoRA adapter).
     > - `lr_scheduler_type`: Defaults to `"cosine"` instead of `"linear"`.
     > - `warmup_steps`: Defaults to `0.05` (a ratio of the training steps) instead of `0`.
@@ -37,6 +75,9 @@ class RLAIFVDPOConfig(DPOConfig):
     > - `num_train_epochs`: Defaults to `4` instead of `3`.
     > - `max_length`: Defaults to `2048` instead of `1024`.
     """
+
+    # Fields a resumed run may change (see `rlaifv_trl.manifest`)
+    fields_not_affecting_results: ClassVar[frozenset[str]] = TRAINING_FIELDS_WITHOUT_EFFECT_ON_RESULTS
 
     # Parameters whose default values are overridden from DPOConfig
     learning_rate: float = field(
@@ -79,3 +120,13 @@ class RLAIFVDPOConfig(DPOConfig):
             "the mean answer lengths. It reuses the log-probabilities of the loss: no extra forward pass."
         },
     )
+
+    def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and _trains_on_cpu(self.use_cpu) and not cpu_has_native_bf16():
+            logger.info("Training on a CPU without native bfloat16: bf16 defaults to False (float32 is faster here)")
+            self.bf16 = False
+        super().__post_init__()
+
+
+def _trains_on_cpu(use_cpu: bool) -> bool:
+    return use_cpu or not (torch.cuda.is_available() or torch.accelerator.is_available())

@@ -1,0 +1,199 @@
+"""Loading the policy, the labeler and the splitter the way TRL's scripts load a model.
+
+Every model the project loads by name goes through `ModelLoading`: the revision, dtype, attention implementation,
+`trust_remote_code` and 4/8-bit quantization of TRL's `ModelConfig` (the policy's), or the same options under the
+labeler's and splitter's own `FeedbackConfig` fields. Names starting with `builtin:` are the small models shipped with
+the package (the ShapesWorld test bed); they are saved once into a cache folder and loaded from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+)
+from transformers.utils import is_bitsandbytes_available
+from trl import ModelConfig, get_quantization_config
+
+
+BUILTIN_PREFIX = "builtin:"
+# Weight files `from_pretrained` does not read when a repository has safetensors ones.
+_OTHER_WEIGHT_FORMATS = ["*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.ckpt", "*.gguf", "*.onnx", "*.ot"]
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """How a model is loaded with `from_pretrained`: the loading options of TRL's `ModelConfig`.
+
+    Args:
+        revision: Branch, tag or commit of a Hub repository (ignored for local folders).
+        dtype: `"auto"`, `"bfloat16"`, `"float16"` or `"float32"`.
+        attn_implementation: e.g. `"sdpa"`, `"eager"`, `"flash_attention_2"`; `None` keeps the model's default.
+        trust_remote_code: Allow the repository to run its own code.
+        load_in_4bit: Quantize to 4 bits with bitsandbytes (compute in `dtype`).
+        load_in_8bit: Quantize to 8 bits with bitsandbytes.
+        bnb_4bit_quant_type: `"nf4"` or `"fp4"`.
+        use_bnb_nested_quant: Quantize the 4-bit quantization constants too.
+        bnb_4bit_quant_storage: Storage dtype of 4-bit weights.
+    """
+
+    revision: str | None = "main"
+    dtype: str | None = "float32"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    use_bnb_nested_quant: bool = False
+    bnb_4bit_quant_storage: str | None = None
+
+    @classmethod
+    def from_model_config(cls, model_args: ModelConfig, trust_remote_code: bool = False) -> ModelLoading:
+        """The policy's loading options, as TRL's scripts read them (`trust_remote_code` is a training argument)."""
+        names = {field.name for field in dataclasses.fields(cls)} - {"revision", "trust_remote_code"}
+        options = {name: getattr(model_args, name) for name in names}
+        return cls(revision=model_args.model_revision, trust_remote_code=trust_remote_code, **options)
+
+    @classmethod
+    def from_prefixed(cls, config: Any, prefix: str) -> ModelLoading:
+        """Options read from `<prefix>model_revision`, `<prefix>dtype`, ... fields of a config (those it has)."""
+        options = {"revision": getattr(config, f"{prefix}model_revision", "main")}
+        for field in dataclasses.fields(cls):
+            if hasattr(config, prefix + field.name):
+                options[field.name] = getattr(config, prefix + field.name)
+        return cls(**options)
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
+
+    def check(self) -> None:
+        """Refuse, before any long work, options that cannot work here."""
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("Choose one of 4-bit and 8-bit quantization, not both")
+        if self.quantized and not is_bitsandbytes_available():
+            raise ImportError(
+                "4/8-bit quantization needs bitsandbytes: `pip install bitsandbytes` (or `rlaifv-trl[quantization]`)"
+            )
+
+    def quantization_config(self):
+        """The `BitsAndBytesConfig` of these options (TRL's `get_quantization_config`), or `None`."""
+        return get_quantization_config(
+            ModelConfig(
+                dtype=self.dtype,
+                load_in_4bit=self.load_in_4bit,
+                load_in_8bit=self.load_in_8bit,
+                bnb_4bit_quant_type=self.bnb_4bit_quant_type,
+                use_bnb_nested_quant=self.use_bnb_nested_quant,
+                bnb_4bit_quant_storage=self.bnb_4bit_quant_storage,
+            )
+        )
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `from_pretrained` for the model (quantized models are placed on this process's
+        device by a device map, as TRL's scripts do)."""
+        kwargs: dict[str, Any] = {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+        if self.dtype is not None:
+            kwargs["dtype"] = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        quantization = self.quantization_config()
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+            kwargs["device_map"] = kbit_device_map()
+        return kwargs
+
+    def locate(self, name: str | os.PathLike) -> str:
+        """Where to load `name` from: a built-in model's cache folder; a Hub repository at a revision other than
+        `main` as its snapshot at that revision (downloaded once, so the run keeps that commit even if the branch
+        moves, and code that ignores revisions reads the right files: TRL 1.16 picks the model class from the
+        config of `main`); anything else as it is."""
+        name = resolve_model_name(name)
+        if self.revision in (None, "main") or os.path.isdir(name):
+            return name
+        from huggingface_hub import list_repo_files, snapshot_download
+
+        files = list_repo_files(name, revision=self.revision)
+        skip = _OTHER_WEIGHT_FORMATS if any(file.endswith(".safetensors") for file in files) else None
+        return snapshot_download(name, revision=self.revision, ignore_patterns=skip)
+
+    def processor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `AutoProcessor` / `AutoTokenizer.from_pretrained`."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+
+
+def kbit_device_map() -> dict[str, Any]:
+    """The whole quantized model on this process's device (what TRL's former `get_kbit_device_map` returned)."""
+    device = PartialState().device
+    return {"": device.index if device.type == "cuda" and device.index is not None else str(device)}
+
+
+def is_builtin(name: str | os.PathLike | None) -> bool:
+    """Whether `name` names a model shipped with the package (`"builtin:<name>"`)."""
+    return name is not None and str(name).startswith(BUILTIN_PREFIX)
+
+
+def resolve_model_name(name: str | os.PathLike) -> str:
+    """`name` itself, or for a built-in model the cache folder it is saved into (once)."""
+    if not is_builtin(name):
+        return str(name)
+    from .synthetic.builtin import cached_builtin  # the test bed is only imported when it is asked for
+
+    return str(cached_builtin(str(name)))
+
+
+def copy_custom_code(source: str | os.PathLike, target: str | os.PathLike) -> list[str]:
+    """Copy the code files of a model that ships its own classes (`auto_map` in its config) from its folder to the
+    folder a trained copy was saved in, which `save_pretrained` leaves without them. Returns the files copied."""
+    config = Path(source) / "config.json"
+    if not config.is_file() or not json.loads(config.read_text(encoding="utf-8")).get("auto_map"):
+        return []
+    copied = []
+    for code in sorted(Path(source).glob("*.py")):
+        if not (Path(target) / code.name).exists():
+            shutil.copy2(code, Path(target) / code.name)
+            copied.append(code.name)
+    return copied
+
+
+def _place(model: PreTrainedModel, kwargs: dict[str, Any]) -> PreTrainedModel:
+    if "device_map" not in kwargs:
+        model.to(PartialState().device)
+    return model.eval()
+
+
+def load_vlm(name: str | os.PathLike, loading: ModelLoading | None = None) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """A vision-language model and its processor, on this process's device, in eval mode."""
+    loading = loading or ModelLoading()
+    path = loading.locate(name)
+    kwargs = loading.model_kwargs()
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    processor = AutoProcessor.from_pretrained(path, **loading.processor_kwargs())
+    return _place(model, kwargs), processor
+
+
+def load_causal_lm(
+    name: str | os.PathLike, loading: ModelLoading | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal language model and its tokenizer, on this process's device, in eval mode."""
+    loading = loading or ModelLoading()
+    path = loading.locate(name)
+    kwargs = loading.model_kwargs()
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **loading.processor_kwargs())
+    return _place(model, kwargs), tokenizer

@@ -1,0 +1,130 @@
+"""An iteration's preference data: generated feedback (and published pairs), then the reference log-probs, written
+as the iteration's config of the run's dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from typing import Any
+
+from datasets import Dataset, concatenate_datasets, load_from_disk
+
+from ..artifacts import write_iteration_dataset
+from ..atomic_io import atomic_directory
+from ..cards import IterationStats, public_name
+from ..data import load_preference_dataset
+from ..feedback import FeedbackConfig, RLAIFVFeedbackGenerator
+from ..feedback.pairs import num_words
+from ..feedback.report import RunReport
+from ..loading import ModelLoading, load_vlm
+from ..trainer import RLAIFVDPOConfig, precompute_ref_log_probs
+from .arguments import IterativeDPOArguments
+from .prompts import iteration_prompts
+from .run import RecipeRun
+
+
+def collect_preferences(
+    run: RecipeRun,
+    iteration: int,
+    script_args: IterativeDPOArguments,
+    feedback_args: FeedbackConfig,
+    training_args: RLAIFVDPOConfig,
+    policy_loading: ModelLoading,
+) -> dict[str, Any]:
+    """Sample, divide, conquer and pair on this iteration's prompts (or take published pairs for iteration 0 when a
+    seed dataset is given), mix in published pairs if asked, and save the pairs. Returns the iteration's statistics.
+    """
+    folder = run.feedback_dir(iteration)
+    if iteration == 0 and script_args.seed_preference_dataset:
+        source = script_args.seed_preference_dataset
+        pairs = published_pairs(source, script_args.preference_dataset_config, 0, script_args.prompts_per_iteration)
+        stats = _stats(pairs, iteration, policy=source, labeler="published", report=None)
+    else:
+        model, processor = load_vlm(run.policy(iteration), policy_loading)
+        generator = RLAIFVFeedbackGenerator(model, processor, args=feedback_args)
+        prompts = iteration_prompts(
+            script_args.prompt_dataset, iteration, script_args.prompts_per_iteration,
+            script_args.prompt_dataset_split, script_args.prompt_dataset_config, seed=training_args.seed,
+        )  # fmt: skip
+        output = generator.generate(
+            prompts, folder, seed=training_args.seed, iteration=iteration, disable_tqdm=training_args.disable_tqdm
+        )
+        policy = run.policy_name(iteration)
+        labeler = public_name(feedback_args.labeler_model_name_or_path or policy)
+        names = {"policy_model": policy, "labeler_model": labeler}
+        pairs = output.preference.map(lambda _: names, desc="Naming the models")
+        stats = _stats(pairs, iteration, policy=policy, labeler=labeler, report=output.report)
+        del model, generator
+        gc.collect()
+    if script_args.mix_preference_dataset and script_args.mix_pairs_per_iteration:
+        mixed = published_pairs(
+            script_args.mix_preference_dataset, script_args.preference_dataset_config, iteration,
+            script_args.mix_pairs_per_iteration,
+        )  # fmt: skip
+        pairs = _concatenate_aligned(pairs, mixed)
+        stats["num_pairs"] = len(pairs)
+    if len(pairs) == 0:
+        raise RuntimeError(
+            f"Iteration {iteration} produced no preference pair (see {folder / 'report.json'}): the policy's answers "
+            "to each prompt all got the same score. Sample more candidates or prompts, or lower min_score_gap."
+        )
+    if run.process.is_main_process:
+        with atomic_directory(folder / "pairs") as scratch:
+            pairs.save_to_disk(str(scratch))
+    return stats
+
+
+def add_reference_log_probs(
+    run: RecipeRun, iteration: int, training_args: RLAIFVDPOConfig, policy_loading: ModelLoading
+) -> dict[str, Any]:
+    """Write the iteration's pairs as its config of the run's dataset; with `precompute_ref_log_probs` (the paper's
+    way), with their reference log-probs under the policy that starts the iteration (every process computes its
+    share). Without it, training runs the reference model on every batch instead."""
+    pairs = load_from_disk(str(run.feedback_dir(iteration) / "pairs"))
+    if training_args.precompute_ref_log_probs:
+        model, processor = load_vlm(run.policy(iteration), policy_loading)
+        batch_size = training_args.precompute_ref_batch_size or training_args.per_device_train_batch_size
+        pairs = precompute_ref_log_probs(
+            model, processor, pairs, batch_size=batch_size, max_length=training_args.max_length
+        )
+        del model
+        gc.collect()
+    if run.process.is_main_process:
+        write_iteration_dataset(pairs, run.root, iteration)
+    return {"num_pairs": len(pairs)}
+
+
+def published_pairs(name: str, config: str | None, iteration: int, count: int) -> Dataset:
+    """`count` pairs of a published preference dataset, a different slice for every iteration (wrapping around)."""
+    dataset = load_preference_dataset(name, name=config)
+    start = (iteration * count) % max(len(dataset), 1)
+    return dataset.select([(start + i) % len(dataset) for i in range(min(count, len(dataset)))])
+
+
+def _stats(pairs: Dataset, iteration: int, policy: str, labeler: str, report: RunReport | None) -> dict[str, Any]:
+    chosen = [num_words(row[0]["content"][0]["text"]) for row in pairs["chosen"]] or [0]
+    rejected = [num_words(row[0]["content"][0]["text"]) for row in pairs["rejected"]] or [0]
+    stats = IterationStats(
+        iteration=iteration,
+        policy=policy,
+        labeler=labeler,
+        num_prompts=report.num_prompts if report else len(pairs),
+        num_candidates=report.num_candidates if report else 2 * len(pairs),
+        num_claims=report.num_claims if report else 0,
+        num_rejected_claims=report.num_rejected_claims if report else 0,
+        num_pairs=len(pairs),
+        chosen_mean_words=sum(chosen) / len(chosen),
+        rejected_mean_words=sum(rejected) / len(rejected),
+        num_skipped=len(report.skipped) if report else 0,
+    )
+    return dataclasses.asdict(stats)
+
+
+def _concatenate_aligned(generated: Dataset, published: Dataset) -> Dataset:
+    """Generated and published pairs in one dataset: the published rows get empty provenance columns."""
+    published = published.select_columns([c for c in published.column_names if c in generated.column_names])
+    for column in generated.column_names:
+        if column not in published.column_names:
+            published = published.add_column(column, [None] * len(published))
+    published = published.cast(generated.features)
+    return concatenate_datasets([generated, published.select_columns(generated.column_names)])

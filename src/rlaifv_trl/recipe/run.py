@@ -1,0 +1,137 @@
+"""A recipe run folder: one run at a time, the stages it has finished, nothing half written.
+
+```
+<output_dir>/
+  manifest.json          settings + finished stages (rlaifv_trl.manifest)
+  dataset/  models/      the publishable artifacts, laid out like their Hub repositories (rlaifv_trl.artifacts)
+  feedback/iteration-k/  the feedback generator's shards, pairs and report
+  training/iteration-k/  the Trainer's checkpoints
+  summary.md
+```
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..artifacts import config_name, model_dir
+from ..atomic_io import remove_temporary_files
+from ..cards import public_name
+from ..feedback.generator import process_state
+from ..manifest import Manifest, result_settings
+from ..run_lock import RunLock
+from ..trainer.checkpoints import last_complete_checkpoint
+
+
+logger = logging.getLogger(__name__)
+
+TRAINING_DIR = "training"
+
+
+class RecipeRun:
+    """The run in `output_dir`: `with RecipeRun(output_dir, settings, base_model) as run: ...`.
+
+    Entering takes the folder's lock (a second run exits at once), removes what a killed run left half written
+    (temporary files, checkpoints not saved to the end) and opens the manifest, refusing a run with other settings.
+    `run.stage(k, name, work, *args)` runs `work(*args)` on every process unless the manifest says iteration k's
+    stage `name` is done, and records the main process's result.
+
+    Args:
+        output_dir: The run folder.
+        settings: What decides the run's results (see `rlaifv_trl.manifest`).
+        base_model: The policy of iteration 0 (Hub id, folder or `builtin:` name).
+        model_repo: The Hub repository the policies are pushed to, if any (it names them in cards).
+    """
+
+    def __init__(
+        self, output_dir: str | Path, settings: dict[str, Any], base_model: str, model_repo: str | None = None
+    ):
+        self.root = Path(output_dir)
+        self.settings, self.base_model, self.model_repo = settings, base_model, model_repo
+        self.process = process_state()
+        self._lock = RunLock(self.root)
+
+    def __enter__(self) -> RecipeRun:
+        if self.process.is_main_process:
+            self._lock.acquire()
+            try:
+                for leftover in remove_temporary_files(self.root):
+                    logger.info("Removed %s, left half written by an earlier run", leftover)
+                for folder in sorted((self.root / TRAINING_DIR).glob("iteration-*")):
+                    last_complete_checkpoint(folder, remove_incomplete=True)
+                Manifest.open(self.root, self.settings)
+            except BaseException:
+                self._lock.release()
+                raise
+        self.process.wait_for_everyone()
+        self.manifest = Manifest.read(self.root)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self.process.is_main_process:
+            self._lock.release()
+
+    # -- stages ------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(iteration: int, stage: str) -> str:
+        return f"{config_name(iteration)}/{stage}"
+
+    def finished(self, iteration: int, stage: str) -> bool:
+        return self.manifest.finished(self.key(iteration, stage))
+
+    def result(self, iteration: int, stage: str) -> Any:
+        return self.manifest.result(self.key(iteration, stage))
+
+    def stage(self, iteration: int, stage: str, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `work(*args, **kwargs)` as stage `stage` of `iteration` unless it is done; record the main process's
+        result once every process is done, and return it."""
+        key = self.key(iteration, stage)
+        if self.manifest.finished(key):
+            logger.info("Iteration %d: %s already done", iteration, stage)
+            return self.manifest.result(key)
+        logger.info("Iteration %d: %s", iteration, stage)
+        result = work(*args, **kwargs)
+        self.process.wait_for_everyone()
+        if self.process.is_main_process:
+            self.manifest.record(key, result)
+        self.process.wait_for_everyone()
+        self.manifest = Manifest.read(self.root)
+        return self.manifest.result(key)
+
+    # -- where things are --------------------------------------------------------------------------------------------
+
+    def policy(self, iteration: int) -> str:
+        """The policy that starts `iteration`: the base model, or the one trained in the previous iteration."""
+        return self.base_model if iteration == 0 else str(model_dir(self.root, iteration))
+
+    def policy_name(self, iteration: int) -> str:
+        """How cards and provenance columns name a policy: the base's own name, or the model repo's branch."""
+        if iteration == 0:
+            return public_name(self.base_model)
+        if self.model_repo:
+            return f"{self.model_repo}@{config_name(iteration)}"
+        return public_name(self.policy(iteration))
+
+    def feedback_dir(self, iteration: int) -> Path:
+        return self.root / "feedback" / config_name(iteration)
+
+    def training_dir(self, iteration: int) -> Path:
+        """The checkpoints of the training that produces the policy of `iteration`."""
+        return self.root / TRAINING_DIR / config_name(iteration)
+
+
+def run_settings(script_args, feedback_args, training_args, model_args) -> dict[str, Any]:
+    """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`)."""
+    return {
+        "recipe": result_settings(script_args),
+        "feedback": result_settings(feedback_args),
+        "training": result_settings(training_args),
+        "model": result_settings(model_args),
+    }
