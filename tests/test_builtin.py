@@ -5,14 +5,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_trl.loading import is_builtin, resolve_model_name
 from rlaifv_trl.synthetic import evaluate_hallucination, labeling_accuracy
-from rlaifv_trl.synthetic.builtin import (
-    BUILTIN_LABELER,
-    BUILTIN_POLICY,
-    builtin_weights_path,
-    is_builtin,
-    materialize_builtin,
-)
+from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY, builtin_weights_path, materialize_builtin
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +47,11 @@ def test_builtin_names(tmp_path):
     assert is_builtin(BUILTIN_POLICY) and not is_builtin("llava-hf/llava-1.5-7b-hf") and not is_builtin(None)
     with pytest.raises(ValueError, match="builtin:shapesworld-llava"):
         materialize_builtin("builtin:nope", tmp_path)
+
+
+def test_builtin_names_resolve_to_one_cached_folder(builtin_dirs):
+    folder = resolve_model_name(BUILTIN_POLICY)
+    assert folder == resolve_model_name(BUILTIN_POLICY)  # saved once, then reused
+    cached = load_file(f"{folder}/model.safetensors")
+    materialized = load_file(builtin_dirs[BUILTIN_POLICY] / "model.safetensors")
+    assert cached.keys() == materialized.keys() and all(torch.equal(cached[k], materialized[k]) for k in cached)

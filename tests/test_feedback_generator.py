@@ -168,12 +168,19 @@ def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_sharding_and_order_do_not_change_the_pairs(tiny_vlm_dir, one_thread):
+def test_sharding_batching_and_order_do_not_change_the_pairs(tiny_vlm_dir, one_thread):
     prompts = prompt_dataset(4, start_seed=100)
     policy = str(tiny_vlm_dir("llava"))
 
-    def pairs(dataset, shard_size):
-        args = FeedbackConfig(**{**SMALL, "shard_size": shard_size, "length_balancing": False})
+    def pairs(dataset, shard_size, sampling_batch_size=1):
+        args = FeedbackConfig(
+            **{
+                **SMALL,
+                "shard_size": shard_size,
+                "length_balancing": False,
+                "sampling_batch_size": sampling_batch_size,
+            }
+        )
         preference = RLAIFVFeedbackGenerator(policy, args=args).generate(dataset, **QUIET).preference
         return sorted(
             (r["prompt_id"], r["chosen"][0]["content"][0]["text"], r["rejected"][0]["content"][0]["text"])
@@ -182,7 +189,7 @@ def test_sharding_and_order_do_not_change_the_pairs(tiny_vlm_dir, one_thread):
 
     reference = pairs(prompts, 1)
     assert reference
-    assert pairs(prompts.shuffle(seed=0), 3) == reference
+    assert pairs(prompts.shuffle(seed=0), 3, sampling_batch_size=2) == reference
 
 
 def test_qwen2_vl_policy_with_a_separate_llava_labeler(tiny_vlm_dir, one_thread):

@@ -16,7 +16,7 @@ from rlaifv_trl.synthetic.data import user_turn
 
 
 FEATURES = Features({"prompt_id": Value("string"), "images": List(Image()), "prompt": List(MESSAGE_FEATURE)})
-FAST = {"num_candidates": 2, "max_new_tokens": 4, "shard_size": 8, "length_balancing": False}
+FAST = {"num_candidates": 2, "max_new_tokens": 4, "shard_size": 8, "length_balancing": False, "sampling_batch_size": 4}
 
 
 def _encoded(mode: str, fmt: str = "PNG") -> bytes:
@@ -113,6 +113,19 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_go_through(policy, one_
         set(reasons) | {e["row"] for e in output.report.rows_without_pairs} | set(output.preference["row_index"])
     )
     assert accounted == set(range(len(rows)))
+
+
+def test_a_row_that_fails_in_a_batched_generate_call_is_the_only_one_skipped(tiny_vlm_dir, one_thread):
+    from PIL import Image as PILImage
+
+    sliver = PILImage.new("RGB", (2, 600), "red")  # a valid image the Qwen2-VL processor refuses (aspect ratio > 200)
+    images = [[ShapesWorld().scene(s).render()] for s in range(3)] + [[sliver]] + [[ShapesWorld().scene(9).render()]]
+    dataset = Dataset.from_dict({"images": images, "prompt": [user_turn("Describe the image.")] * 5})
+    generator = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("qwen2_vl")), args=FeedbackConfig(**FAST))
+    output = generator.generate(dataset, disable_tqdm=True)
+    assert [(entry["row"], entry["stage"]) for entry in output.report.skipped] == [(3, "candidates")]
+    assert "aspect ratio" in output.report.skipped[0]["reason"]
+    assert sorted(set(output.audit["row_index"])) == [0, 1, 2, 4]
 
 
 def test_a_dataset_without_a_needed_column_is_a_clear_error(policy):

@@ -1,11 +1,20 @@
-"""Deconfounded sampling: n candidates from one batched generate call, seeded per prompt."""
+"""Deconfounded sampling: n candidates per prompt, several prompts per generate call, each candidate seeded."""
 
 import dataclasses
 
 import pytest
-from transformers import AutoModelForImageTextToText, AutoProcessor
+import torch
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from rlaifv_trl.feedback import CandidateSampler, FeedbackConfig, derive_seed
+from rlaifv_trl.feedback.sampling import SeededSampling
 from rlaifv_trl.synthetic import prompt_dataset
 
 
@@ -45,6 +54,34 @@ def test_one_generate_call_with_the_prompt_expanded_to_n_rows(vlm, one_thread):
             hook.remove()
     assert batches and set(batches) == {5}  # every decoding step runs the 5 candidates together
     assert len(vision_calls) == 1  # the image is encoded once, then expanded
+
+
+def test_candidates_do_not_depend_on_the_prompts_sampled_beside_them(vlm, one_thread):
+    model, processor = vlm
+    rows = prompt_dataset(6, start_seed=40)
+    sampler = CandidateSampler(model, processor, num_candidates=3, temperature=1.0, max_new_tokens=12)
+    alone = [sampler.sample(row["prompt"], row["images"], seed=100 + i) for i, row in enumerate(rows)]
+    together = sampler.sample_batch(rows["prompt"], rows["images"], [100 + i for i in range(len(rows))])
+    shuffled = sampler.sample_batch(rows["prompt"][::-1], rows["images"][::-1], [105 - i for i in range(len(rows))])
+    assert together == alone == shuffled[::-1]
+    assert len({answer for answers in alone for answer in answers}) > len(rows)  # they are samples, not copies
+
+
+def test_seeded_sampling_draws_from_the_warped_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    for temperature, top_k, top_p in [(1.0, None, None), (0.5, None, None), (1.0, 3, None), (1.0, None, 0.8)]:
+        expected = LogitsProcessorList(
+            [TemperatureLogitsWarper(temperature)]
+            + ([TopKLogitsWarper(top_k)] if top_k else [])
+            + ([TopPLogitsWarper(top_p)] if top_p else [])
+        )(None, logits.clone()).softmax(-1)[0]
+        generators = [torch.Generator().manual_seed(seed) for seed in range(4000)]
+        sampling = SeededSampling(generators, temperature, top_k, top_p)
+        scores = sampling(None, logits.repeat(len(generators), 1))
+        assert (torch.isfinite(scores).sum(-1) == 1).all()  # one token left per row
+        counts = torch.bincount(scores.argmax(-1), minlength=logits.shape[1]).float() / len(generators)
+        assert torch.allclose(counts, expected, atol=0.03), (temperature, top_k, top_p, counts, expected)
+        assert (counts[expected == 0] == 0).all()  # filtered tokens are never drawn
 
 
 def test_prompt_seeds_depend_only_on_base_seed_prompt_id_and_purpose():

@@ -11,11 +11,11 @@ from rlaifv_trl.synthetic.data import user_turn
 from rlaifv_trl.synthetic.models import count_parameters
 
 
-ARCHS = ["llava", "qwen2_vl"]
+ARCHS = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
 
 
-def test_both_architectures_are_available_here():
-    # Qwen2-VL needs torchvision, which the test environment installs: its tests must run, not skip.
+def test_every_architecture_is_available_here():
+    # The Qwen2-VL family needs torchvision, which the test environment installs: its tests must run, not skip.
     assert available_architectures() == ARCHS
 
 
@@ -81,3 +81,22 @@ def test_preset_sizes(arch, preset, low, high, tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(build_tiny_vlm(tmp_path, arch, preset))
     assert low < count_parameters(model) < high
     assert preset in PRESETS
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_tiny_causal_lms_chat_in_their_familys_format(family, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlaifv_trl.synthetic.models import build_tiny_causal_lm
+
+    path = build_tiny_causal_lm(tmp_path, family)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Split."}], add_generation_prompt=True, tokenize=False
+    )
+    header = "<|start_header_id|>assistant<|end_header_id|>\n\n" if family == "llama" else "<|im_start|>assistant\n"
+    assert text.endswith(header)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    assert len(tokenizer.convert_ids_to_tokens(ids["input_ids"][0])) < len(text) / 2  # markup tokens are single tokens
+    output = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert output.shape[1] > ids["input_ids"].shape[1]

@@ -4,6 +4,7 @@ When one of these fails after a TRL upgrade, the message says which assumption b
 on it is named in the message. The functional tests also cover these paths, but fail less legibly.
 """
 
+import dataclasses
 import inspect
 import warnings
 
@@ -123,11 +124,25 @@ def test_config_defaults_are_the_papers_without_warnings(tmp_path):
     assert args.lr_scheduler_type == "cosine" and args.max_length == 2048 and args.loss_type == ["sigmoid"]
     assert args.get_warmup_steps(1000) == 50  # warmup_steps below 1 is a ratio
     assert args.precompute_ref_log_probs is False and args.log_length_normalized_rewards is True
-    new_fields = set(RLAIFVDPOConfig.__dataclass_fields__) - set(DPOConfig.__dataclass_fields__)
+    new_fields = {f.name for f in dataclasses.fields(RLAIFVDPOConfig)} - {
+        f.name for f in dataclasses.fields(DPOConfig)
+    }
     assert new_fields == {"log_length_normalized_rewards"}
     for name in new_fields:
         assert RLAIFVDPOConfig.__dataclass_fields__[name].metadata["help"] and name in RLAIFVDPOConfig.__doc__
     assert "1e-5" in RLAIFVDPOConfig.__doc__  # the LoRA learning rate
+
+
+def test_bf16_follows_the_cpu_unless_set(tmp_path):
+    from rlaifv_trl.trainer.rlaifv_dpo_config import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    flags = open("/proc/cpuinfo").read().split()
+    assert native == any(flag in flags for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+    assert RLAIFVDPOConfig(str(tmp_path), use_cpu=True).bf16 is native
+    assert DPOConfig(str(tmp_path), use_cpu=True).bf16 is True  # TRL's default, 5-6x slower on CPUs without bf16
+    assert RLAIFVDPOConfig(str(tmp_path), use_cpu=True, bf16=True).bf16 is True  # an explicit choice is kept
+    assert RLAIFVDPOConfig(str(tmp_path), use_cpu=True, fp16=False, bf16=False).bf16 is False
 
 
 def test_config_parses_from_the_command_line(tmp_path):

@@ -99,7 +99,7 @@ def follow_umask(root: str | os.PathLike) -> None:
     """Give `root` and everything under it the modes the process's umask gives new files and folders (some writers,
     such as `save_pretrained`'s safetensors files, create them readable by their owner only)."""
     umask = current_umask()
-    for folder, subfolders, files in os.walk(root):
+    for folder, _, files in os.walk(root):
         os.chmod(folder, 0o777 & ~umask)
         for name in files:
             path = os.path.join(folder, name)

@@ -39,6 +39,10 @@ class FeedbackConfig:
         generation_kwargs (`dict` or `None`, *optional*, defaults to `None`):
             Further keyword arguments for the policy's `generate` (e.g. `{"repetition_penalty": 1.1}`; a JSON string
             on the command line).
+        sampling_batch_size (`int`, *optional*, defaults to `1`):
+            Prompts sampled together in one `generate` call (each with its `num_candidates` rows). Every candidate is
+            sampled with its own generator seeded from its prompt's seed, so the candidates are the same whatever
+            this is (up to the float rounding of batched forward passes): a resumed run may change it.
         shard_size (`int`, *optional*, defaults to `16`):
             Prompts per shard. A shard is the unit of work that is saved, resumed and distributed over processes.
 
@@ -110,7 +114,7 @@ class FeedbackConfig:
     """
 
     # Fields a resumed run may change (see `rlaifv_trl.manifest`): batch sizes that change float rounding only.
-    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"labeler_batch_size"})
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"labeler_batch_size", "sampling_batch_size"})
 
     # Candidate sampling
     num_candidates: int = field(default=10, metadata={"help": "Answers sampled per prompt."})
@@ -122,6 +126,7 @@ class FeedbackConfig:
         default=None,
         metadata={"help": "Further keyword arguments for the policy's generate (JSON on the command line)."},
     )
+    sampling_batch_size: int = field(default=1, metadata={"help": "Prompts per generate call of the sampler."})
     shard_size: int = field(default=16, metadata={"help": "Prompts per shard (unit of saving, resuming, sharding)."})
 
     # Divide: claims and questions
@@ -188,7 +193,7 @@ class FeedbackConfig:
 
         for name in ("shard_size", "num_candidates", "max_new_tokens", "splitter_max_new_tokens"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("splitter_max_input_words", "splitter_batch_size", "labeler_batch_size"):
+        for name in ("splitter_max_input_words", "splitter_batch_size", "labeler_batch_size", "sampling_batch_size"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         require(self.temperature > 0, f"temperature must be positive (sampling), got {self.temperature}")
         require(

@@ -324,7 +324,7 @@ class RLAIFVFeedbackGenerator:
 
     def _sample_shard(self, store: ShardStore, shard: int, context: _RunContext, progress: tqdm) -> dict[str, Any]:
         start = shard * self.args.shard_size
-        records, skipped = [], []
+        ready, skipped = [], []
         for offset, row in enumerate(raw_rows(context.dataset, start, start + self.args.shard_size)):
             index = start + offset
             prompt_id = context.ids[index]
@@ -336,23 +336,43 @@ class RLAIFVFeedbackGenerator:
                 images = row_images(row.get(context.column), context.column)
                 prompt = conversational_prompt(row.get("prompt"), len(images))
                 seed = derive_seed(context.seed, prompt_id, "candidates")
-                answers = self.sampler.sample(prompt, images, seed)
-                records.append(
-                    {
-                        "row": index,
-                        "prompt_id": prompt_id,
-                        "seed": seed,
-                        "prompt": prompt,
-                        "instruction": instruction_text(prompt),
-                        "answers": answers,
-                    }
-                )
+                ready.append({"row": index, "prompt_id": prompt_id, "seed": seed, "prompt": prompt, "images": images})
             except BadRow as reason:
                 skipped.append(_skip(index, prompt_id, "input", str(reason)))
-            except Exception as error:
-                skipped.append(_failure(index, prompt_id, "candidates", error))
-            progress.update(1)
+                progress.update(1)
+        records = []
+        size = self.args.sampling_batch_size
+        for batch in (ready[i : i + size] for i in range(0, len(ready), size)):
+            for item, answers in zip(batch, self._sample(batch, skipped)):
+                if answers is not None:
+                    records.append(
+                        {
+                            "row": item["row"],
+                            "prompt_id": item["prompt_id"],
+                            "seed": item["seed"],
+                            "prompt": item["prompt"],
+                            "instruction": instruction_text(item["prompt"]),
+                            "answers": answers,
+                        }
+                    )
+            progress.update(len(batch))
+        records.sort(key=lambda record: record["row"])
         return {"records": records, "skipped": skipped}
+
+    def _sample(self, batch: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> list[list[str] | None]:
+        """The candidates of a batch of prompts from one generate call; if it fails, prompt by prompt, so that only
+        the rows that fail on their own are skipped (`None`)."""
+        try:
+            return self.sampler.sample_batch(
+                [item["prompt"] for item in batch],
+                [item["images"] for item in batch],
+                [item["seed"] for item in batch],
+            )
+        except Exception as error:
+            if len(batch) == 1:
+                skipped.append(_failure(batch[0]["row"], batch[0]["prompt_id"], "candidates", error))
+                return [None]
+        return [self._sample([item], skipped)[0] for item in batch]
 
     def _divide_shard(self, store: ShardStore, shard: int, context: _RunContext, progress: tqdm) -> dict[str, Any]:
         candidates = store.read("candidates", shard)

@@ -1,13 +1,26 @@
-"""Deconfounded candidate sampling: n answers per prompt, same decoding parameters, one batched `generate` call."""
+"""Deconfounded candidate sampling: n answers per prompt, same decoding parameters, several prompts per `generate`.
+
+Every candidate is sampled with its own random generator, seeded from its prompt's seed and its index, so the
+candidates of a prompt do not depend on which other prompts share its `generate` call (`SeededSampling`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
-from transformers import PreTrainedModel, ProcessorMixin
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    ProcessorMixin,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ..generation import encode, render_prompts
 
@@ -18,12 +31,52 @@ def derive_seed(base_seed: int, prompt_id: str, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-class CandidateSampler:
-    """Samples `num_candidates` answers to one prompt from a vision-language policy.
+class SeededSampling(LogitsProcessor):
+    """Samples each row's next token with that row's own random generator, inside `generate`.
 
-    The prompt (text and images) is processed once and expanded to `num_candidates` rows inside one `generate` call
-    (`num_return_sequences`), with the same decoding parameters for every row, right after seeding torch with the
-    prompt's seed: the same seed and model give the same candidates.
+    The row's scores are warped (temperature, top-k, top-p), one uniform number is drawn from the row's generator
+    and the token where the cumulative probability passes it is kept (inverse-CDF sampling, the same distribution as
+    `torch.multinomial`); every other token gets -inf, so whatever `generate` does next can only pick it (run it
+    with its own warpers off: temperature 1, top_k 0, top_p 1). A row draws one number per step,
+    so its tokens depend on its own generator only, not on how many rows run beside it or for how long (up to the
+    float rounding of batched forward passes).
+
+    Args:
+        generators: One `torch.Generator` per row of the generate call, in row order.
+        temperature: Sampling temperature.
+        top_k: Keep the k most likely tokens (`None` or 0: all).
+        top_p: Keep the smallest set of tokens whose probability reaches top_p (`None` or 1: all).
+    """
+
+    def __init__(
+        self, generators: Sequence[torch.Generator], temperature: float, top_k: int | None, top_p: float | None
+    ):
+        self.generators = list(generators)
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if top_k:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p is not None and top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"{scores.shape[0]} rows to sample but {len(self.generators)} generators")
+        probabilities = self.warpers(input_ids, scores).float().softmax(-1)
+        draws = torch.stack([torch.rand((), generator=generator) for generator in self.generators])
+        cumulative = probabilities.cumsum(-1)
+        tokens = (cumulative < draws.to(cumulative.device)[:, None] * cumulative[:, -1:]).sum(-1)
+        tokens = tokens.clamp(max=scores.shape[-1] - 1)
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter_(1, tokens[:, None], 0.0)
+
+
+class CandidateSampler:
+    """Samples `num_candidates` answers to each prompt from a vision-language policy.
+
+    Prompts are processed together (left padded) and each is expanded to `num_candidates` rows inside one `generate`
+    call, with the same decoding parameters for every row. Candidate j of a prompt with seed s is sampled with a
+    generator seeded with `derive_seed(s, j, "candidate")` (`SeededSampling`): the same seed and model give the same
+    candidates whether the prompt is sampled alone or with others.
 
     Args:
         model: An `AutoModelForImageTextToText` policy.
@@ -33,7 +86,7 @@ class CandidateSampler:
         max_new_tokens: Longest answer, in tokens.
         top_p: Nucleus sampling; `None` keeps the model's generation config.
         top_k: Top-k sampling; `None` keeps the model's generation config.
-        generation_kwargs: Further keyword arguments for `generate`.
+        generation_kwargs: Further keyword arguments for `generate` (e.g. `repetition_penalty`).
     """
 
     def __init__(
@@ -50,25 +103,43 @@ class CandidateSampler:
         self.model = model
         self.processor = processor
         self.num_candidates = num_candidates
+        config = model.generation_config
+        self.temperature = temperature
+        self.top_p = top_p if top_p is not None else getattr(config, "top_p", None)
+        self.top_k = top_k if top_k is not None else getattr(config, "top_k", None)
+        # SeededSampling does the warping and sampling and leaves one finite score per row; generate's own warpers
+        # are turned off, so its sampling step can only pick that token.
         self.generation: dict[str, Any] = {
-            "do_sample": True,
-            "temperature": temperature,
+            "do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": None, "typical_p": 1.0,
             "max_new_tokens": max_new_tokens,
-        }
-        if top_p is not None:
-            self.generation["top_p"] = top_p
-        if top_k is not None:
-            self.generation["top_k"] = top_k
+        }  # fmt: skip
         tokenizer = getattr(processor, "tokenizer", processor)
-        if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        if config.pad_token_id is None and tokenizer.pad_token_id is not None:
             self.generation["pad_token_id"] = tokenizer.pad_token_id
         self.generation.update(generation_kwargs or {})
 
-    @torch.no_grad()
     def sample(self, prompt: list[dict[str, Any]], images: list[Image.Image], seed: int) -> list[str]:
-        """The candidates for one conversational prompt and its images, in the order generate returns them."""
-        inputs = encode(self.processor, render_prompts(self.processor, [prompt]), [images], self.model.device)
-        torch.manual_seed(seed)
-        output = self.model.generate(**inputs, num_return_sequences=self.num_candidates, **self.generation)
+        """The candidates for one conversational prompt and its images."""
+        return self.sample_batch([prompt], [images], [seed])[0]
+
+    @torch.no_grad()
+    def sample_batch(
+        self, prompts: Sequence[list[dict[str, Any]]], images: Sequence[list[Image.Image]], seeds: Sequence[int]
+    ) -> list[list[str]]:
+        """The candidates of several prompts from one `generate` call: one list of `num_candidates` per prompt."""
+        inputs = encode(self.processor, render_prompts(self.processor, prompts), images, self.model.device)
+        generators = [
+            torch.Generator().manual_seed(derive_seed(seed, str(index), "candidate"))
+            for seed in seeds
+            for index in range(self.num_candidates)
+        ]
+        sampling = SeededSampling(generators, self.temperature, self.top_k, self.top_p)
+        output = self.model.generate(
+            **inputs,
+            num_return_sequences=self.num_candidates,
+            logits_processor=LogitsProcessorList([sampling]),
+            **self.generation,
+        )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        texts = [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
+        return [texts[i : i + self.num_candidates] for i in range(0, len(texts), self.num_candidates)]
