@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,7 +223,7 @@ def uninterrupted(tiny_vlm_dir, tmp_path_factory):
     """The artifacts of a two-iteration run in its own process, never interrupted."""
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     finish(run_recipe_process(recipe_args(tiny_vlm_dir("llava"), run)))
-    return final_artifacts(run)
+    return final_artifacts(run), run
 
 
 def assert_same_artifacts(a: dict, b: dict) -> None:
@@ -258,7 +259,7 @@ def test_a_killed_run_resumes_to_the_same_artifacts(uninterrupted, tmp_path, tin
     assert "Iteration 0: feedback already done" in log and "Iteration 1: train already done" in log
     assert "Iteration 1: feedback" in log
     assert (run / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns == trained_before
-    assert_same_artifacts(uninterrupted, final_artifacts(run))
+    assert_same_artifacts(uninterrupted[0], final_artifacts(run))
 
 
 def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
@@ -280,7 +281,7 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_o
     assert f"Removing {torn}" in log and (torn / "trainer_state.json").is_file()  # saved again, whole
     assert f"Resuming the training of iteration 0 from {checkpoints[-2]}" in log
     assert not list(run.rglob("*.rlaifv-tmp"))
-    assert_same_artifacts(uninterrupted, final_artifacts(run))  # model cards and recorded results included
+    assert_same_artifacts(uninterrupted[0], final_artifacts(run))  # model cards and recorded results included
 
 
 def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, tiny_vlm_dir):
@@ -351,9 +352,8 @@ def test_best_checkpoint_selection_keeps_the_least_hallucinating_checkpoint(tmp_
     run = tmp_path / "run"
     argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--checkpoint_selection", "best")
     run_recipe([*argv, "--metric_for_best_model", "chair_response", "--greater_is_better", "false"])
-    trainer_state = json.loads(
-        next((run / "training" / "iteration-1").glob("checkpoint-*/trainer_state.json")).read_text()
-    )
+    checkpoints = sorted((run / "training" / "iteration-1").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    trainer_state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())  # the last holds every evaluation
     evaluations = [entry for entry in trainer_state["log_history"] if "eval_chair_response" in entry]
     assert len(evaluations) >= 2
     best = min(evaluations, key=lambda entry: entry["eval_chair_response"])
@@ -388,3 +388,31 @@ def test_every_file_of_a_run_follows_the_umask(pushed_run):
     modes = {path: path.stat().st_mode & 0o777 for path in [run, *run.rglob("*")]}
     expected = {path: (0o777 if path.is_dir() else 0o666) & ~umask for path in modes}
     assert {str(p.relative_to(run)): oct(m) for p, m in modes.items() if m != expected[p]} == {}
+
+
+def test_a_local_run_scores_locally_and_configures_the_scorer_once_pushed(uninterrupted, hub, tmp_path):
+    from rlaifv_trl import LengthNormalizedRewardScorer
+    from rlaifv_trl.cli import main as cli
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[1], run)
+    policy, reference = (run / "models" / f"iteration-{k}" for k in (2, 1))
+    local = LengthNormalizedRewardScorer.from_pretrained(policy)  # reference: the run's previous iteration
+    expected = AutoModelForImageTextToText.from_pretrained(reference).state_dict()
+    assert all(torch.equal(expected[name], value) for name, value in local.ref_model.state_dict().items())
+    assert "local/run" in (policy / "README.md").read_text()  # no Hub repository named yet
+
+    model_repo, dataset_repo = f"{hub.user}/pushed-later-model", f"{hub.user}/pushed-later-data"
+    assert cli(["push", str(run), "--model-repo", model_repo, "--dataset-repo", dataset_repo]) == 0
+    assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {
+        "main",
+        "iteration-1",
+        "iteration-2",
+    }
+    scorer = LengthNormalizedRewardScorer.from_pretrained(model_repo, revision="iteration-2")
+    pushed_reference = AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1").state_dict()
+    assert all(torch.equal(pushed_reference[name], value) for name, value in scorer.ref_model.state_dict().items())
+    assert scorer.beta == 0.1 and scorer.max_length == 256
+    card = ModelCard.load(model_repo)  # main = iteration-2
+    assert f'from_pretrained("{model_repo}", revision="iteration-2")' in card.text and "local/" not in card.text
+    assert "local/" not in DatasetCard.load(dataset_repo, repo_type="dataset").text
