@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 
 def benchmark_parser(description: str) -> argparse.ArgumentParser:
@@ -35,3 +37,29 @@ def report(figures: dict, path: Path | None) -> dict:
     if path:
         path.write_text(text)
     return figures
+
+
+class StepTimer(TrainerCallback):
+    """Wall time between the ends of consecutive optimizer steps (the first from the start of training)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.times, self.last = [], time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+
+
+def cpu_name() -> str:
+    """The CPU's model name, as `lscpu` shows it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.processor() or "unknown"

@@ -24,28 +24,13 @@ from pathlib import Path
 import torch
 import transformers
 import trl
-from common import benchmark_parser, parse_options, report
+from common import StepTimer, benchmark_parser, parse_options, report
 from datasets import Dataset
-from transformers import AutoProcessor, PrinterCallback, TrainerCallback
+from transformers import AutoProcessor, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
 from rlaifv_trl.synthetic import build_tiny_vlm, oracle_preference_dataset
-
-
-class StepTimer(TrainerCallback):
-    """Wall time between the ends of consecutive optimizer steps (the first from the start of training)."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.times, self.last = [], time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        now = time.perf_counter()
-        self.times.append(now - self.last)
-        self.last = now
 
 
 def longer_answers(dataset: Dataset, repeats: int) -> Dataset:

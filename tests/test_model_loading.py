@@ -4,6 +4,7 @@ splitter's own options, checked by their effect on the loaded models and on real
 Quantization runs for real: bitsandbytes (a test dependency) quantizes to 4 and 8 bits on CPUs too.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -173,3 +174,29 @@ def test_a_qlora_run_with_an_8_bit_labeler(tiny_vlm_dir, tmp_path, one_thread):
     assert all(tensor.dtype == torch.float32 for tensor in merged.values())
     changed = [name for name in original if not torch.equal(original[name], merged[name])]
     assert changed and all("q_proj" in name or "v_proj" in name for name in changed)
+
+
+def test_the_labeler_and_splitter_loading_fields_map_one_to_one():
+    names = [field.name for field in dataclasses.fields(ModelLoading)]
+    for role in ("labeler", "splitter"):
+        prefixed = {name: f"{role}_{'model_revision' if name == 'revision' else name}" for name in names}
+        declared = {field.name for field in dataclasses.fields(FeedbackConfig)}
+        settable = {name: field for name, field in prefixed.items() if field in declared}
+        assert set(settable) == set(names) - {"bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage"}
+        values = {"revision": "v3", "dtype": "float16", "attn_implementation": "eager", "trust_remote_code": True,
+                  "load_in_4bit": False, "load_in_8bit": True}  # fmt: skip
+        config = FeedbackConfig(**{settable[name]: value for name, value in values.items()})
+        assert getattr(config, f"{role}_loading") == ModelLoading(**values)
+
+
+def test_a_labeler_at_a_hub_revision(tiny_vlm_dir, hub, one_thread):
+    repo = f"{hub.user}/labeler-with-branches"
+    api = HfApi()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=tiny_vlm_dir("llava", seed=1))
+    api.create_branch(repo, branch="v2", exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=tiny_vlm_dir("llava", seed=3), revision="v2")
+    args = FeedbackConfig(labeler_model_name_or_path=repo, labeler_model_revision="v2")
+    labeler = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).labeler_model.state_dict()
+    expected = AutoModelForImageTextToText.from_pretrained(tiny_vlm_dir("llava", seed=3)).state_dict()
+    assert all(torch.equal(expected[name], value) for name, value in labeler.items())

@@ -86,3 +86,14 @@ def test_best_of_n_benchmark_writes_its_figures(tmp_path):
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["setup"]["n"] == 3 and report["speedup"]["median"] > 0
     assert report["max_score_difference"] < 1e-4
+
+
+def test_cpu_dtype_benchmark_writes_its_figures(tmp_path):
+    from rlaifv_trl.trainer.rlaifv_dpo_config import cpu_has_native_bf16
+
+    args = ["--preset", "tiny", "--batch-size", "2", "--steps", "2", "--warmup", "0", "--rounds", "1"]
+    run_script("benchmarks/cpu_dtype.py", *args, "--json", "d.json", cwd=tmp_path)
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["native_bf16"] == report["default_bf16"] == cpu_has_native_bf16() and report["cpu"]
+    assert all(seconds > 0 for seconds in report["step_seconds_median"].values())
+    assert report["bf16_over_float32"]["median"] > 0

@@ -93,16 +93,9 @@ class ModelLoading:
 
     def quantization_config(self):
         """The `BitsAndBytesConfig` of these options (TRL's `get_quantization_config`), or `None`."""
-        return get_quantization_config(
-            ModelConfig(
-                dtype=self.dtype,
-                load_in_4bit=self.load_in_4bit,
-                load_in_8bit=self.load_in_8bit,
-                bnb_4bit_quant_type=self.bnb_4bit_quant_type,
-                use_bnb_nested_quant=self.use_bnb_nested_quant,
-                bnb_4bit_quant_storage=self.bnb_4bit_quant_storage,
-            )
-        )
+        options = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        del options["revision"], options["trust_remote_code"], options["attn_implementation"]
+        return get_quantization_config(ModelConfig(**options))
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `from_pretrained` for the model (quantized models are placed on this process's
@@ -171,29 +164,22 @@ def copy_custom_code(source: str | os.PathLike, target: str | os.PathLike) -> li
     return copied
 
 
-def _place(model: PreTrainedModel, kwargs: dict[str, Any]) -> PreTrainedModel:
-    if "device_map" not in kwargs:
-        model.to(PartialState().device)
-    return model.eval()
-
-
 def load_vlm(name: str | os.PathLike, loading: ModelLoading | None = None) -> tuple[PreTrainedModel, ProcessorMixin]:
     """A vision-language model and its processor, on this process's device, in eval mode."""
-    loading = loading or ModelLoading()
-    path = loading.locate(name)
-    kwargs = loading.model_kwargs()
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    processor = AutoProcessor.from_pretrained(path, **loading.processor_kwargs())
-    return _place(model, kwargs), processor
+    return _load(name, loading or ModelLoading(), AutoModelForImageTextToText, AutoProcessor)
 
 
 def load_causal_lm(
     name: str | os.PathLike, loading: ModelLoading | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A causal language model and its tokenizer, on this process's device, in eval mode."""
-    loading = loading or ModelLoading()
+    return _load(name, loading or ModelLoading(), AutoModelForCausalLM, AutoTokenizer)
+
+
+def _load(name: str | os.PathLike, loading: ModelLoading, model_class, processor_class):
     path = loading.locate(name)
     kwargs = loading.model_kwargs()
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, **loading.processor_kwargs())
-    return _place(model, kwargs), tokenizer
+    model = model_class.from_pretrained(path, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(PartialState().device)
+    return model.eval(), processor_class.from_pretrained(path, **loading.processor_kwargs())

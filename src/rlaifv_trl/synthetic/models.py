@@ -144,40 +144,6 @@ def _llama_text_config(spec: TinyVLMPreset, tokenizer, config_class=LlamaConfig,
     )
 
 
-def _llava(spec: TinyVLMPreset, tokenizer, seed: int):
-    num_patches = (spec.image_size // spec.patch_size) ** 2
-    config = LlavaConfig(
-        vision_config=_clip_vision_config(spec),
-        text_config=_llama_text_config(spec, tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
-        image_seq_length=num_patches,
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": spec.image_size},
-        crop_size={"height": spec.image_size, "width": spec.image_size},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=spec.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=tokenizer.chat_template,
-    )
-    return model, processor
-
-
-# LLaVA-NeXT tiles an image into crops of the vision tower's size at the best of these resolutions ("anyres"), plus a
-# downscaled view of the whole image: ShapesWorld's 48x48 scenes go to 64x64, four crops and the overview.
-def _grid_pinpoints(size: int) -> list[list[int]]:
-    return [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]
-
-
 def _clip_vision_config(spec: TinyVLMPreset) -> CLIPVisionConfig:
     return CLIPVisionConfig(
         hidden_size=spec.vision_hidden,
@@ -189,25 +155,43 @@ def _clip_vision_config(spec: TinyVLMPreset) -> CLIPVisionConfig:
     )
 
 
+def _llava(spec: TinyVLMPreset, tokenizer, seed: int):
+    num_patches = (spec.image_size // spec.patch_size) ** 2
+    classes = (LlavaConfig, LlavaForConditionalGeneration, CLIPImageProcessorPil, LlavaProcessor)
+    return _llava_family(spec, tokenizer, seed, *classes, config_extra={"image_seq_length": num_patches})
+
+
 def _llava_next(spec: TinyVLMPreset, tokenizer, seed: int):
-    pinpoints = _grid_pinpoints(spec.image_size)
-    config = LlavaNextConfig(
+    """LLaVA-NeXT tiles an image into crops of the vision tower's size at the best of its grid resolutions
+    ("anyres"), plus a downscaled view of the whole image: ShapesWorld's 48x48 scenes go to 64x64, four crops."""
+    size = spec.image_size
+    pinpoints = {"image_grid_pinpoints": [[size, size], [size, 2 * size], [2 * size, size], [2 * size, 2 * size]]}
+    classes = (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor)
+    return _llava_family(spec, tokenizer, seed, *classes, config_extra=pinpoints, image_processor_extra=pinpoints)
+
+
+def _llava_family(
+    spec: TinyVLMPreset, tokenizer, seed: int, config_class, model_class, image_processor_class, processor_class,
+    config_extra: dict, image_processor_extra: dict | None = None,
+):  # fmt: skip
+    """A CLIP vision tower, a projector and a Llama language model, with the family's processor."""
+    config = config_class(
         vision_config=_clip_vision_config(spec),
         text_config=_llama_text_config(spec, tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
-        image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         tie_word_embeddings=False,
+        **config_extra,
     )
     torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config)
-    image_processor = LlavaNextImageProcessor(
+    model = model_class(config)
+    image_processor = image_processor_class(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
-        image_grid_pinpoints=pinpoints,
+        **(image_processor_extra or {}),
     )
-    processor = LlavaNextProcessor(
+    processor = processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=spec.patch_size,
