@@ -177,3 +177,12 @@ def test_resuming_picks_the_last_complete_checkpoint_and_removes_torn_ones(check
     assert (tmp_path / "checkpoint-3").exists()
     assert last_complete_checkpoint(tmp_path, remove_incomplete=True) == str(tmp_path / "checkpoint-1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1"]
+
+
+def test_a_folder_of_an_earlier_release_is_not_resumed(tmp_path):
+    from rlaifv_trl.manifest import Manifest
+
+    (tmp_path / "run_state.json").write_text('{"settings": {}, "done": {}}')
+    with pytest.raises(ValueError, match="earlier release"):
+        Manifest.open(tmp_path, {"seed": 1})
+    assert Manifest.open(tmp_path, {"seed": 1}, overwrite=True).restarted is False

@@ -22,6 +22,8 @@ from .atomic_io import atomic_write_json
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+# What earlier releases recorded instead (the recipe's and the feedback generator's): such folders are not resumed.
+LEGACY_FILES = ("run_state.json", "run.json")
 
 
 def result_settings(config: Any) -> dict[str, Any]:
@@ -58,6 +60,12 @@ class Manifest:
         path = Path(folder) / MANIFEST_FILE
         settings = json.loads(json.dumps(settings, default=str))  # as it reads back from disk
         restarted = False
+        legacy = [name for name in LEGACY_FILES if (Path(folder) / name).is_file()]
+        if legacy and not path.is_file() and not overwrite:
+            raise ValueError(
+                f"{folder} holds a run of an earlier release of rlaifv-trl ({legacy[0]}), which cannot be resumed: "
+                "use another output folder."
+            )
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
             if data["settings"] == settings:

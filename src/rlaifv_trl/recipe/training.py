@@ -120,8 +120,8 @@ def train_policy(
     if process.is_main_process:
         if peft_config is not None:  # a full model: it samples the next iteration and is its reference
             merge_adapter(policy, adapter, staging, policy_loading)
+            processor.save_pretrained(str(staging))  # save_model saved it beside the adapter
             shutil.rmtree(adapter)
-        processor.save_pretrained(str(staging))
         copy_custom_code(policy, staging)  # a model with its own code (trust_remote_code) loads only with it
         (staging / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle: the model card lists the settings
         move_into_place(staging, target)
