@@ -41,9 +41,10 @@ from rlaifv_trl.recipe import (
     write_dataset_card,
     write_model_card,
 )
+from rlaifv_trl.validation import RowValidation
 
 
-def main(script_args, feedback_args, training_args, model_args):
+def main(script_args, feedback_args, training_args, model_args, row_validation):
     check_recipe_arguments(script_args, training_args, model_args)
     # Models: the policy as TRL's scripts load it (revision, dtype, attention, 4/8-bit), LoRA if asked for
     policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
@@ -65,7 +66,7 @@ def main(script_args, feedback_args, training_args, model_args):
         model, processor = load_vlm(policy, policy_loading)
         return run_evaluators(evaluators, model, processor, evaluation)
 
-    settings = run_settings(script_args, feedback_args, training_args, model_args)
+    settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
     with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:
         hub = HubPublisher(run, script_args)
         hub.check_access()  # before any long work
@@ -73,9 +74,19 @@ def main(script_args, feedback_args, training_args, model_args):
         for k in range(script_args.num_iterations):
             # Feedback on this iteration's prompts from the current policy, with its reference log-probs
             run.stage(
-                k, "feedback", collect_preferences, run, k, script_args, feedback_args, training_args, policy_loading
+                k, "feedback", collect_preferences, run, k, script_args, feedback_args, training_args, policy_loading,
+                row_validation,
+            )  # fmt: skip
+            run.stage(
+                k,
+                "reference_log_probs",
+                add_reference_log_probs,
+                run,
+                k,
+                training_args,
+                policy_loading,
+                row_validation,
             )
-            run.stage(k, "reference_log_probs", add_reference_log_probs, run, k, training_args, policy_loading)
             write_dataset_card(run, script_args, feedback_args, training_args)
             if script_args.dataset_repo:
                 run.stage(k, "push_dataset", hub.push_dataset, k)
@@ -83,7 +94,7 @@ def main(script_args, feedback_args, training_args, model_args):
             # DPO with the current policy as reference, then evaluate and publish the next policy
             run.stage(
                 k + 1, "train", train_policy, run, k, training_args, policy_loading, peft_config,
-                script_args.checkpoint_selection, evaluators, evaluation,
+                script_args.checkpoint_selection, evaluators, evaluation, row_validation,
             )  # fmt: skip
             run.stage(k + 1, "evaluate", evaluate, run.policy(k + 1))
             run.stage(k + 1, "model_card", write_model_card, run, k + 1, script_args, training_args, adapter, revision)
@@ -96,17 +107,17 @@ def main(script_args, feedback_args, training_args, model_args):
 
 
 def make_parser():
-    return TrlParser((IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig))
+    return TrlParser((IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig, RowValidation))
 
 
 if __name__ == "__main__":
-    script_args, feedback_args, training_args, model_args = make_parser().parse_args_and_config()
+    script_args, feedback_args, training_args, model_args, row_validation = make_parser().parse_args_and_config()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Keep the stage progress bars (sampling, labeling, reference log-probs, training); drop the many short ones of
     # loading weights and of datasets' bookkeeping.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    summary = main(script_args, feedback_args, training_args, model_args)
+    summary = main(script_args, feedback_args, training_args, model_args, row_validation)
     if PartialState().is_main_process:
         table = summary.table()
         print(f"\nEvaluation (lower hallucination is better):\n\n{table}\n" if table else "")

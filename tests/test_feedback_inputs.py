@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
-from rlaifv_trl.feedback.inputs import MESSAGE_FEATURE, BadRow, decode_image
+from rlaifv_trl.feedback.inputs import MESSAGE_FEATURE
 from rlaifv_trl.synthetic import ShapesWorld
 from rlaifv_trl.synthetic.data import user_turn
+from rlaifv_trl.validation import BadRow, decode_image
 
 
 FEATURES = Features({"prompt_id": Value("string"), "images": List(Image()), "prompt": List(MESSAGE_FEATURE)})
@@ -58,13 +59,16 @@ def test_image_modes_are_converted_to_rgb_and_broken_images_are_reasons():
         assert image.mode == "RGB" and image.size == (48, 48), name
     transparent = PILImage.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert np.asarray(decode_image(transparent)).min() == 255  # transparent pixels become white
-    for data in BROKEN.values():
-        with pytest.raises(BadRow, match="image"):
+    for name, data in BROKEN.items():
+        with pytest.raises(BadRow) as caught:
             decode_image({"bytes": data, "path": None})
+        assert caught.value.code == ("image.empty" if name == "zero bytes" else "image.unreadable")
+        assert " at 0x" not in str(caught.value)  # no object representation in the reason
     with pytest.raises(BadRow, match="missing image"):
         decode_image(None)
-    with pytest.raises(BadRow, match="unsupported"):
+    with pytest.raises(BadRow, match="of type float") as caught:
         decode_image(3.5)
+    assert caught.value.code == "image.unsupported"
 
 
 def test_bad_rows_are_skipped_with_reasons_and_good_rows_go_through(policy, one_thread):
@@ -87,27 +91,28 @@ def test_bad_rows_are_skipped_with_reasons_and_good_rows_go_through(policy, one_
         features=FEATURES,
     )
     output = RLAIFVFeedbackGenerator(policy, args=FeedbackConfig(**FAST)).generate(dataset, disable_tqdm=True)
-    reasons = {entry["row"]: entry["reason"] for entry in output.report.skipped}
+    codes = {entry["row"]: entry["code"] for entry in output.report.skipped}
     assert set(output.audit["prompt_id"]) == {"ok"} | {f"mode-{name}" for name in CONVERTIBLE}
     first_bad = 1 + len(CONVERTIBLE)
     for offset, name in enumerate(BROKEN):
-        reason = reasons[first_bad + offset]
-        assert ("empty image" if name == "zero bytes" else "unreadable image") in reason
+        assert codes[first_bad + offset] == ("image.empty" if name == "zero bytes" else "image.unreadable")
     expected = {
-        "no-image": "no image",
-        "none-image": "missing image",
-        "empty-prompt": "empty prompt",
-        "blank-prompt": "empty prompt",
-        "no-messages": "empty prompt",
-        "assistant-last": "the last message is from 'assistant'",
-        "two-images-one-placeholder": "1 image placeholder(s) but the row has 2 image(s)",
+        "no-image": "image.missing",
+        "none-image": "image.missing",
+        "empty-prompt": "prompt.missing",
+        "blank-prompt": "prompt.missing",
+        "no-messages": "prompt.missing",
+        "assistant-last": "prompt.malformed",
+        "two-images-one-placeholder": "image.count_mismatch",
     }
-    checked = [row for row in reasons if rows[row][0] in expected]
+    checked = [row for row in codes if rows[row][0] in expected]
     assert len(checked) == len(expected)
     for row in checked:
-        assert expected[rows[row][0]] in reasons[row]
-    assert "duplicate prompt_id (first used by row 0)" in reasons[len(rows) - 2]
-    assert reasons[len(rows) - 1] == "missing prompt_id"
+        assert codes[row] == expected[rows[row][0]]
+    reasons = {entry["row"]: entry["reason"] for entry in output.report.skipped}
+    assert codes[len(rows) - 2] == "id.duplicate" and "row 0" in reasons[len(rows) - 2]
+    assert codes[len(rows) - 1] == "id.missing"
+    assert "'assistant'" in reasons[checked[[rows[r][0] for r in checked].index("assistant-last")]]
     assert all(entry["stage"] == "input" for entry in output.report.skipped)
     accounted = (
         set(reasons) | {e["row"] for e in output.report.rows_without_pairs} | set(output.preference["row_index"])

@@ -10,6 +10,7 @@ from trl import ModelConfig
 from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
 from rlaifv_trl.manifest import result_settings
 from rlaifv_trl.recipe import IterativeDPOArguments, check_recipe_arguments, run_settings
+from rlaifv_trl.validation import RowValidation
 
 
 ROOT = Path(__file__).parents[1]
@@ -40,11 +41,11 @@ def test_a_flag_overrides_one_setting_and_keeps_every_other_yaml_value():
 def test_every_setting_is_declared_once_and_documented():
     names = [
         field.name
-        for config in (IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig)
+        for config in (IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig, RowValidation)
         for field in dataclasses.fields(config)
     ]
     assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})
-    for config in (IterativeDPOArguments, FeedbackConfig):
+    for config in (IterativeDPOArguments, FeedbackConfig, RowValidation):
         for field in dataclasses.fields(config):
             assert field.metadata.get("help") and f"{field.name} (`" in config.__doc__, field.name
 
@@ -70,7 +71,7 @@ def test_unknown_yaml_keys_and_missing_prompts_are_refused(tmp_path):
     ],
 )
 def test_settings_the_recipe_cannot_honour_are_refused_before_any_work(flags, message, tmp_path):
-    script_args, _, training_args, model_args = parse("--config", str(TINY), "--output_dir", str(tmp_path), *flags)
+    script_args, _, training_args, model_args, _ = parse("--config", str(TINY), "--output_dir", str(tmp_path), *flags)
     model_args.model_name_or_path = model_args.model_name_or_path or None
     with pytest.raises(ValueError, match=message):
         check_recipe_arguments(script_args, training_args, model_args)
@@ -86,10 +87,11 @@ def test_unknown_evaluators_fail_before_any_work(tmp_path):
 
 
 def test_which_settings_decide_results_is_declared_per_field():
-    script_args, feedback_args, training_args, model_args = parse("--config", str(TINY), "--hub_token", "hf_secret")
-    settings = run_settings(script_args, feedback_args, training_args, model_args)
+    script_args, feedback_args, training_args, model_args, rows = parse("--config", str(TINY), "--hub_token", "hf_x")
+    settings = run_settings(script_args, feedback_args, training_args, model_args, rows)
     assert "labeler_batch_size" not in settings["feedback"] and "num_candidates" in settings["feedback"]
     assert "model_repo" not in settings["recipe"] and "prompt_dataset" in settings["recipe"]
     assert "logging_steps" not in settings["training"] and "learning_rate" in settings["training"]
-    assert "hf_secret" not in str(settings)  # tokens are never written into the manifest
+    assert "hf_x" not in str(settings)  # tokens are never written into the manifest
+    assert settings["rows"]["max_image_pixels"] == 64_000_000
     assert result_settings(model_args) == settings["model"]

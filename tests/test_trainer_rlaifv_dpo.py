@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
@@ -117,30 +118,37 @@ def test_logs_the_length_normalized_reward_the_scorer_computes(arch, precompute,
     )
 
 
-def test_max_length_that_cuts_a_whole_answer_raises_naming_the_row(tiny_vlm_dirs, dpo_args):
+def test_a_row_whose_answer_max_length_cuts_away_is_skipped_and_counted(tiny_vlm_dirs, dpo_args):
+    from rlaifv_trl.validation import BadRowError
+
     path = tiny_vlm_dirs["llava"]
     processor = AutoProcessor.from_pretrained(path)
     data = oracle_preference_dataset(2, start_seed=7)
-    prompt = processor.apply_chat_template(data[0]["prompt"], add_generation_prompt=True, tokenize=False)
-    prompt_length = len(processor(text=[prompt], images=data[0]["images"])["input_ids"][0])
+    content = [*data[0]["prompt"][0]["content"][:-1], {"type": "text", "text": "Describe the image. " * 8}]
+    long_prompt = [{**data[0]["prompt"][0], "content": content}]
+    data = Dataset.from_list([{**data[0], "prompt": long_prompt}, data[1]], features=data.features)
+    prompt = processor.apply_chat_template(data[1]["prompt"], add_generation_prompt=True, tokenize=False)
+    prompt_length = len(processor(text=[prompt], images=data[1]["images"])["input_ids"][0])
     trainer = RLAIFVDPOTrainer(
         model=load(path),
-        args=dpo_args(max_length=prompt_length, per_device_train_batch_size=1, max_steps=1),
-        train_dataset=data.select([0]),
-        processing_class=processor,
-    )
-    with pytest.raises(
-        ValueError, match=r"max_length=\d+ leaves no token of the chosen answer of the row with prompt_id='shapes-7'"
-    ):
-        trainer.train()
-    one_more = RLAIFVDPOTrainer(
-        model=load(path),
         args=dpo_args(max_length=prompt_length + 1, per_device_train_batch_size=1, max_steps=1),
-        train_dataset=data.select([0]),
+        train_dataset=data,
         processing_class=processor,
     )
-    one_more.train()  # one answer token left: trains on it
-    assert one_more.state.log_history[0]["answer_length/chosen"] == 1
+    report = trainer.row_validation_reports["train"]
+    assert (report.num_rows, report.num_kept) == (2, 1) and len(trainer.train_dataset) == 1
+    assert report.skipped[0] | {"message": None} == {
+        "row": 0, "id": "shapes-7", "code": "answer.cut_by_max_length", "field": "chosen", "message": None,
+    }  # fmt: skip
+    trainer.train()  # the other row: one answer token left, trained on
+    assert trainer.state.log_history[0]["answer_length/chosen"] == 1
+    with pytest.raises(BadRowError, match=r"row 0 \(id 'shapes-7'\) is unusable \[answer.cut_by_max_length\]"):
+        RLAIFVDPOTrainer(
+            model=load(path),
+            args=dpo_args(max_length=prompt_length + 1, per_device_train_batch_size=1, max_steps=1, strict_rows=True),
+            train_dataset=data,
+            processing_class=processor,
+        )
 
 
 @pytest.mark.parametrize("precompute", [True, False])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset
 from datasets.table import embed_table_storage
 from datasets.utils.py_utils import convert_file_size_to_int
@@ -48,8 +49,9 @@ def model_dir(root: str | Path, iteration: int) -> Path:
 def write_iteration_dataset(
     dataset: Dataset, root: str | Path, iteration: int, split: str = "train", max_shard_size: str | int = "500MB"
 ) -> list[Path]:
-    """Write an iteration's preference data as parquet shards (images embedded), replacing any earlier copy.
+    """Write an iteration's preference data as parquet shards, replacing any earlier copy.
 
+    Images are stored as their bytes, without the names or paths of the files they came from (the data is published).
     Shards are written to a temporary folder and moved into place only when all of them are complete, so a killed
     run never leaves a partial config behind.
     """
@@ -59,6 +61,7 @@ def write_iteration_dataset(
         for index in range(num_shards):
             shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True).with_format("arrow")
             shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
+            shard = shard.map(drop_image_paths, batched=True, keep_in_memory=True)
             shard.to_parquet(scratch / f"{split}-{index:05d}-of-{num_shards:05d}.parquet")
     return sorted(target.glob("*.parquet"))
 
@@ -72,3 +75,25 @@ def dataset_configs(root: str | Path, split: str = "train") -> list[dict]:
                 {"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]}
             )
     return configs
+
+
+def drop_image_paths(table: pa.Table) -> pa.Table:
+    """The table with the `path` of every stored image (a `{bytes, path}` struct, or a list of them) set to null."""
+    for index, field in enumerate(table.schema):
+        column = table.column(index)
+        chunks = [_without_paths(chunk) for chunk in column.chunks]
+        if any(new is not old for new, old in zip(chunks, column.chunks)):
+            table = table.set_column(index, field, pa.chunked_array(chunks, type=field.type))
+    return table
+
+
+def _without_paths(array: pa.Array) -> pa.Array:
+    kind = array.type
+    if pa.types.is_struct(kind) and {kind.field(i).name for i in range(kind.num_fields)} == {"bytes", "path"}:
+        children = [array.field("bytes"), pa.nulls(len(array), kind.field("path").type)]
+        return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        values = _without_paths(array.values)
+        if values is not array.values:
+            return type(array).from_arrays(array.offsets, values, mask=array.is_null())
+    return array

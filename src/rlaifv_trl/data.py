@@ -14,7 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, IterableDataset, load_dataset
+from datasets import Dataset, Features, IterableDataset, List, Value, load_dataset
+from datasets import Image as ImageFeature
+
+from .cards import public_name
+from .validation import RowValidation, ValidationReport, check_preference_row, decoded, undecoded, validate_dataset
 
 
 PREFERENCE_COLUMNS = ("prompt", "images", "chosen", "rejected")
@@ -65,21 +69,33 @@ def _from_trl(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MESSAGES = List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})})
+
+
 def to_preference_format(dataset: Dataset | IterableDataset) -> Dataset | IterableDataset:
-    """Convert a dataset of a known schema (see `detect_schema`) to the project's format, keeping other columns."""
-    columns = dataset.column_names
-    if columns is None:  # a stream whose features are unknown: peek at the first row
-        columns = list(next(iter(dataset)).keys())
-    schema = detect_schema(columns)
+    """Convert a dataset of a known schema (see `detect_schema`) to the project's format, keeping other columns.
+
+    Image columns are left undecoded through the conversion, so that images keep their original bytes (a decoded
+    image would be encoded again on the way, lossily for JPEG); the `images` column decodes them on access.
+    """
+    if isinstance(dataset, IterableDataset) and dataset.features is None:
+        dataset = dataset._resolve_features()  # a stream of unknown features: read them from its first rows
+    dataset = undecoded(dataset)
+    features = dataset.features
+    schema = detect_schema(list(features))
     if schema == "openbmb":
-        return dataset.map(_from_openbmb, remove_columns=["image", "question"])
-    needs_conversion = "image" in columns or "images" not in columns
-    if not needs_conversion:
-        first = next(iter(dataset.take(1) if isinstance(dataset, IterableDataset) else dataset.select(range(1))))
-        needs_conversion = any(isinstance(first[key], str) for key in ("prompt", "chosen", "rejected"))
-    if not needs_conversion:
-        return dataset
-    return dataset.map(_from_trl, remove_columns=[c for c in ("image",) if c in columns])
+        convert, removed = _from_openbmb, ["image", "question"]
+    else:
+        conversational = all(isinstance(features[key], List) for key in ("prompt", "chosen", "rejected"))
+        if "images" in features and conversational:
+            return decoded(dataset)
+        convert, removed = _from_trl, [column for column in ("image",) if column in features]
+    output = Features({name: feature for name, feature in features.items() if name not in removed})
+    output.update({"prompt": MESSAGES, "images": List(ImageFeature(decode=False)), "chosen": MESSAGES})
+    output["rejected"] = MESSAGES
+    if schema == "openbmb":
+        output["prompt_id"] = Value("string")
+    return decoded(dataset.map(convert, remove_columns=removed, features=output))
 
 
 def load_preference_dataset(
@@ -88,9 +104,17 @@ def load_preference_dataset(
     name: str | None = None,
     streaming: bool = False,
     revision: str | None = None,
+    validation: RowValidation | None = None,
+    strict: bool = False,
+    return_report: bool = False,
     **load_kwargs: Any,
-) -> Dataset | IterableDataset:
-    """Load a published vision preference dataset in the project's format.
+) -> Dataset | IterableDataset | tuple[Dataset | IterableDataset, ValidationReport]:
+    """Load a published vision preference dataset in the project's format, its unusable rows left out.
+
+    Every row is checked (`rlaifv_trl.validation.check_preference_row`): its images readable (and, given by path,
+    inside the dataset's folder or `validation.image_root`), its prompt and answers well formed, its answers
+    different. A bad row is skipped and counted in the report (for a stream, as it is read). Images keep their
+    original bytes: decoded pixels are the source's, for map-style and streamed datasets alike.
 
     Args:
         name_or_path: Hub dataset id (e.g. "openbmb/RLAIF-V-Dataset", "trl-lib/rlaif-v", a run's dataset repo) or a
@@ -99,11 +123,14 @@ def load_preference_dataset(
         name: Config to load (a run's "iteration-<k>").
         streaming: Return an `IterableDataset` that reads as it goes.
         revision: Git revision of a Hub dataset.
+        validation: What rows may contain (`RowValidation`); by default, images given by path are read only from the
+            dataset's own folder.
+        strict: Raise `BadRowError`, naming the row, on the first bad row instead of skipping it.
+        return_report: Also return the `ValidationReport`.
         **load_kwargs: Passed to `datasets.load_dataset`.
     """
-    local_files = (
-        sorted(Path(name_or_path, name).glob(f"{split}-*.parquet")) if name and Path(name_or_path).is_dir() else []
-    )
+    local = Path(name_or_path).is_dir()
+    local_files = sorted(Path(name_or_path, name).glob(f"{split}-*.parquet")) if name and local else []
     if local_files:
         # A run folder: read its parquet files directly. `load_dataset(folder, config)` caches by folder name and
         # config only, so two run folders named alike would share (and return) one cached copy.
@@ -116,4 +143,16 @@ def load_preference_dataset(
         )
     else:
         dataset = load_dataset(name_or_path, name, split=split, streaming=streaming, revision=revision, **load_kwargs)
-    return to_preference_format(dataset)
+    dataset = to_preference_format(dataset)
+    validation = (validation or RowValidation()).rooted_at(name_or_path if local else None)
+    report = ValidationReport(f"load_preference_dataset({public_name(name_or_path)!r})")
+    dataset = validate_dataset(
+        dataset, lambda row: check_preference_row(row, validation), report, strict, _row_id, images=validation
+    )
+    if not streaming:
+        report.log()
+    return (dataset, report) if return_report else dataset
+
+
+def _row_id(row: dict[str, Any], index: int) -> Any:
+    return row.get("prompt_id") if row.get("prompt_id") is not None else row.get("idx")

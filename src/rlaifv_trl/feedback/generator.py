@@ -37,18 +37,12 @@ from ..cards import public_name
 from ..loading import ModelLoading, load_causal_lm, load_vlm
 from ..manifest import Manifest, result_settings
 from ..run_lock import RunLock
+from ..validation import BadRow, BadRowError, RowValidation, check_prompt_row, row_images
+from ..validation.images import stored_image
+from ..validation.rows import row_image_values
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
-from .inputs import (
-    BadRow,
-    conversational_prompt,
-    image_column,
-    instruction_text,
-    prompt_feature,
-    prompt_ids,
-    raw_rows,
-    row_images,
-)
+from .inputs import image_column, instruction_text, prompt_feature, prompt_ids, raw_rows
 from .labeler import LabelGroup, YesNoLabeler
 from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
 from .outputs import PromptResult, audit_dataset, preference_dataset, select_pairs
@@ -110,6 +104,8 @@ class RLAIFVFeedbackGenerator:
             `args.question_writer_model_name_or_path` (or of the splitter), else `RuleBasedQuestionWriter`.
         policy_loading: How a policy given by name is loaded (revision, dtype, quantization, ...); the labeler and
             the splitter are loaded with the `labeler_*` and `splitter_*` options of `args`.
+        validation: What rows may contain (where image paths may be read from, image and prompt size caps). Rows
+            that break it are skipped with a code and counted in the report.
 
     Example:
 
@@ -133,8 +129,10 @@ class RLAIFVFeedbackGenerator:
         claim_splitter: ClaimSplitter | None = None,
         question_writer: QuestionWriter | None = None,
         policy_loading: ModelLoading | None = None,
+        validation: RowValidation | None = None,
     ):
         self.args = args or FeedbackConfig()
+        self.validation = validation or RowValidation()
         self.state = process_state()
         self.model, self.processor = self._load_vlm(model, processor, "policy", policy_loading or ModelLoading())
         labeler_model = labeler_model or self.args.labeler_model_name_or_path
@@ -145,6 +143,7 @@ class RLAIFVFeedbackGenerator:
                 labeler_model, labeler_processor, "labeler", self.args.labeler_loading
             )
         self.claim_splitter, self.question_writer = self._divide(claim_splitter, question_writer)
+        self._tokenizer = getattr(self.processor, "tokenizer", self.processor)  # for the prompt checks
         self.sampler = CandidateSampler(
             self.model,
             self.processor,
@@ -220,6 +219,7 @@ class RLAIFVFeedbackGenerator:
         iteration: int = 0,
         overwrite_output_dir: bool = False,
         disable_tqdm: bool = False,
+        strict: bool = False,
     ) -> FeedbackOutput:
         """Run every stage on `dataset` (columns `prompt`, `images` or `image`, optional `prompt_id`).
 
@@ -235,6 +235,7 @@ class RLAIFVFeedbackGenerator:
             overwrite_output_dir: Delete the results of an earlier run in `output_dir` whose settings differ, instead
                 of raising.
             disable_tqdm: Hide the progress bars (shown on the main process only).
+            strict: Raise `BadRowError`, naming the row, on the first unusable row instead of skipping it.
         """
         args, state = self.args, self.state
         if iteration < 0:
@@ -258,7 +259,7 @@ class RLAIFVFeedbackGenerator:
 
             num_shards = math.ceil(len(dataset) / args.shard_size)
             mine = list(range(state.process_index, num_shards, state.num_processes))
-            context = _RunContext(dataset, column, ids, duplicates, seed, iteration, disable_tqdm)
+            context = _RunContext(dataset, column, ids, duplicates, seed, iteration, disable_tqdm, strict)
             wall: dict[str, float] = {}
             for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
                 start = time.perf_counter()
@@ -330,15 +331,17 @@ class RLAIFVFeedbackGenerator:
             prompt_id = context.ids[index]
             try:
                 if prompt_id is None:
-                    raise BadRow("missing prompt_id")
+                    raise BadRow("id.missing", "no prompt id", "prompt_id")
                 if index in context.duplicates:
-                    raise BadRow(f"duplicate prompt_id (first used by row {context.duplicates[index]})")
-                images = row_images(row.get(context.column), context.column)
-                prompt = conversational_prompt(row.get("prompt"), len(images))
+                    first = context.duplicates[index]
+                    raise BadRow("id.duplicate", f"the prompt id of row {first} too", "prompt_id")
+                prompt, images = check_prompt_row(row, context.column, self.validation, self._tokenizer)
                 seed = derive_seed(context.seed, prompt_id, "candidates")
                 ready.append({"row": index, "prompt_id": prompt_id, "seed": seed, "prompt": prompt, "images": images})
-            except BadRow as reason:
-                skipped.append(_skip(index, prompt_id, "input", str(reason)))
+            except BadRow as problem:
+                if context.strict:
+                    raise BadRowError("RLAIFVFeedbackGenerator", index, prompt_id, problem) from None
+                skipped.append(_skip(index, prompt_id, "input", problem))
                 progress.update(1)
         records = []
         size = self.args.sampling_batch_size
@@ -405,7 +408,7 @@ class RLAIFVFeedbackGenerator:
         full_before = self.labeler.num_full_forwards
         for record in claims:
             try:
-                images = row_images(rows[record["row"] - start].get(context.column), context.column)
+                images = row_images(rows[record["row"] - start].get(context.column), context.column, self.validation)
                 flat = [question for questions in record["questions"] for question in questions]
                 labels = iter(self.labeler.label_group(LabelGroup(images, flat)))
                 pairs = [[next(labels) for _ in questions] for questions in record["questions"]]
@@ -486,7 +489,8 @@ class RLAIFVFeedbackGenerator:
 
         images = {}
         for row in sorted({pair.result.row for pair in selection.pairs}):
-            images[row] = row_images(raw_rows(context.dataset, row, row + 1)[0].get(context.column), context.column)
+            values = row_image_values(raw_rows(context.dataset, row, row + 1)[0].get(context.column), context.column)
+            images[row] = [stored_image(value, self.validation, context.column) for value in values]  # original bytes
         preference = preference_dataset(
             selection.pairs, images, prompt_feature(context.dataset), context.iteration, self.provenance
         )
@@ -515,6 +519,7 @@ class _RunContext:
     seed: int
     iteration: int
     disable_tqdm: bool
+    strict: bool
 
 
 def _duplicates(ids: list[str | None]) -> dict[int, int]:
@@ -539,15 +544,18 @@ def _shard_length(context: _RunContext, shard: int, size: int) -> int:
     return min(size, len(context.dataset) - shard * size)
 
 
-def _skip(row: int, prompt_id: str | None, stage: str, reason: str) -> dict[str, Any]:
-    logger.debug("Skipping row %d (%s): %s", row, stage, reason)
-    return {"row": row, "prompt_id": prompt_id, "stage": stage, "reason": reason}
+def _skip(row: int, prompt_id: str | None, stage: str, problem: BadRow) -> dict[str, Any]:
+    logger.debug("Skipping row %d (%s): [%s] %s", row, stage, problem.code, problem)
+    return {
+        "row": row, "prompt_id": prompt_id, "stage": stage, "code": problem.code, "field": problem.field,
+        "reason": str(problem),
+    }  # fmt: skip
 
 
 def _failure(row: int, prompt_id: str | None, stage: str, error: Exception) -> dict[str, Any]:
     debug = logger.isEnabledFor(logging.DEBUG)
     logger.warning("Row %d failed in stage %s: %s: %s", row, stage, type(error).__name__, error, exc_info=debug)
-    return _skip(row, prompt_id, stage, f"{stage} failed: {type(error).__name__}: {error}")
+    return _skip(row, prompt_id, stage, BadRow("stage.failed", f"{stage} failed: {type(error).__name__}: {error}"))
 
 
 def _save_dataset(dataset: Dataset, path: Path) -> None:

@@ -36,7 +36,8 @@ class RunReport:
         length_balance_ratio: The cut ratio chosen by length balancing (None when off or nothing to balance).
         length_gap_before: Relative gap of mean chosen and rejected lengths before length balancing.
         length_gap_after: The same after.
-        skipped: Rows skipped, each `{"row", "prompt_id", "stage", "reason"}`.
+        skipped: Rows skipped, each `{"row", "prompt_id", "stage", "code", "field", "reason"}` (codes:
+            `rlaifv_trl.validation.CODES`).
         rows_without_pairs: Usable rows that gave no pair, each `{"row", "prompt_id", "reason"}`.
         seconds: Compute time per stage summed over shards (including shards of earlier, resumed runs).
         wall_seconds: Wall-clock time per stage of this call on the main process.
@@ -67,11 +68,22 @@ class RunReport:
 
     @property
     def skip_reasons(self) -> dict[str, int]:
-        """How many rows were skipped or gave no pair, per reason."""
-        return dict(Counter(entry["reason"] for entry in self.skipped + self.rows_without_pairs))
+        """How many rows were skipped, per code, and how many gave no pair, per reason."""
+        causes = [entry["code"] for entry in self.skipped] + [entry["reason"] for entry in self.rows_without_pairs]
+        return dict(Counter(causes).most_common())
+
+    def skipped_by_code(self) -> dict[str, dict[str, Any]]:
+        """Per code of the skipped rows: how many, an example message and the first few row ids."""
+        grouped: dict[str, dict[str, Any]] = {}
+        for entry in self.skipped:
+            info = grouped.setdefault(entry["code"], {"count": 0, "example": entry["reason"], "rows": []})
+            info["count"] += 1
+            if len(info["rows"]) < 5:
+                info["rows"].append(entry["prompt_id"] if entry["prompt_id"] is not None else entry["row"])
+        return grouped
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "skip_reasons": self.skip_reasons}
+        return {**asdict(self), "skip_reasons": self.skip_reasons, "skipped_by_code": self.skipped_by_code()}
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(Path(path), self.to_dict(), ensure_ascii=False)
@@ -81,4 +93,5 @@ class RunReport:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
         data.pop("skip_reasons", None)
+        data.pop("skipped_by_code", None)
         return cls(**data)

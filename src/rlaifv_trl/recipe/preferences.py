@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets, load_from_disk
@@ -18,6 +19,8 @@ from ..feedback.pairs import num_words
 from ..feedback.report import RunReport
 from ..loading import ModelLoading, load_vlm
 from ..trainer import RLAIFVDPOConfig, precompute_ref_log_probs
+from ..trainer.collator import trainable_rows
+from ..validation import RowValidation
 from .arguments import IterativeDPOArguments
 from .prompts import iteration_prompts
 from .run import RecipeRun
@@ -30,6 +33,7 @@ def collect_preferences(
     feedback_args: FeedbackConfig,
     training_args: RLAIFVDPOConfig,
     policy_loading: ModelLoading,
+    row_validation: RowValidation,
 ) -> dict[str, Any]:
     """Sample, divide, conquer and pair on this iteration's prompts (or take published pairs for iteration 0 when a
     seed dataset is given), mix in published pairs if asked, and save the pairs. Returns the iteration's statistics.
@@ -37,18 +41,24 @@ def collect_preferences(
     folder = run.feedback_dir(iteration)
     if iteration == 0 and script_args.seed_preference_dataset:
         source = script_args.seed_preference_dataset
-        pairs = published_pairs(source, script_args.preference_dataset_config, 0, script_args.prompts_per_iteration)
+        pairs = published_pairs(
+            source, script_args.preference_dataset_config, 0, script_args.prompts_per_iteration, row_validation,
+            training_args.strict_rows,
+        )  # fmt: skip
         stats = _stats(pairs, iteration, policy=source, labeler="published", report=None)
     else:
         model, processor = load_vlm(run.policy(iteration), policy_loading)
-        generator = RLAIFVFeedbackGenerator(model, processor, args=feedback_args)
+        source = Path(script_args.prompt_dataset)
+        validation = row_validation.rooted_at(source if source.is_dir() else None)  # paths: inside its folder
+        generator = RLAIFVFeedbackGenerator(model, processor, args=feedback_args, validation=validation)
         prompts = iteration_prompts(
             script_args.prompt_dataset, iteration, script_args.prompts_per_iteration,
             script_args.prompt_dataset_split, script_args.prompt_dataset_config, seed=training_args.seed,
         )  # fmt: skip
         output = generator.generate(
-            prompts, folder, seed=training_args.seed, iteration=iteration, disable_tqdm=training_args.disable_tqdm
-        )
+            prompts, folder, seed=training_args.seed, iteration=iteration, disable_tqdm=training_args.disable_tqdm,
+            strict=training_args.strict_rows,
+        )  # fmt: skip
         policy = run.policy_name(iteration)
         labeler = public_name(feedback_args.labeler_model_name_or_path or policy)
         names = {"policy_model": policy, "labeler_model": labeler}
@@ -59,7 +69,7 @@ def collect_preferences(
     if script_args.mix_preference_dataset and script_args.mix_pairs_per_iteration:
         mixed = published_pairs(
             script_args.mix_preference_dataset, script_args.preference_dataset_config, iteration,
-            script_args.mix_pairs_per_iteration,
+            script_args.mix_pairs_per_iteration, row_validation, training_args.strict_rows,
         )  # fmt: skip
         pairs = _concatenate_aligned(pairs, mixed)
         stats["num_pairs"] = len(pairs)
@@ -75,28 +85,40 @@ def collect_preferences(
 
 
 def add_reference_log_probs(
-    run: RecipeRun, iteration: int, training_args: RLAIFVDPOConfig, policy_loading: ModelLoading
+    run: RecipeRun,
+    iteration: int,
+    training_args: RLAIFVDPOConfig,
+    policy_loading: ModelLoading,
+    row_validation: RowValidation,
 ) -> dict[str, Any]:
-    """Write the iteration's pairs as its config of the run's dataset; with `precompute_ref_log_probs` (the paper's
-    way), with their reference log-probs under the policy that starts the iteration (every process computes its
-    share). Without it, training runs the reference model on every batch instead."""
+    """Write the iteration's trainable pairs as its config of the run's dataset; with `precompute_ref_log_probs`
+    (the paper's way), with their reference log-probs under the policy that starts the iteration (every process
+    computes its share). Without it, training runs the reference model on every batch instead. Pairs DPO cannot
+    train on (e.g. an answer `max_length` would cut away) are left out and counted."""
     pairs = load_from_disk(str(run.feedback_dir(iteration) / "pairs"))
+    model, processor = load_vlm(run.policy(iteration), policy_loading)
+    pairs, report = trainable_rows(
+        pairs, processor, training_args.max_length, row_validation, training_args.strict_rows,
+        f"iteration {iteration} pairs",
+    )  # fmt: skip
     if training_args.precompute_ref_log_probs:
-        model, processor = load_vlm(run.policy(iteration), policy_loading)
         batch_size = training_args.precompute_ref_batch_size or training_args.per_device_train_batch_size
         pairs = precompute_ref_log_probs(
             model, processor, pairs, batch_size=batch_size, max_length=training_args.max_length
         )
-        del model
-        gc.collect()
+    del model
+    gc.collect()
     if run.process.is_main_process:
         write_iteration_dataset(pairs, run.root, iteration)
-    return {"num_pairs": len(pairs)}
+    return {"num_pairs": len(pairs), "num_skipped": report.num_skipped, "skipped_by_code": report.by_code()}
 
 
-def published_pairs(name: str, config: str | None, iteration: int, count: int) -> Dataset:
-    """`count` pairs of a published preference dataset, a different slice for every iteration (wrapping around)."""
-    dataset = load_preference_dataset(name, name=config)
+def published_pairs(
+    name: str, config: str | None, iteration: int, count: int, validation: RowValidation, strict: bool = False
+) -> Dataset:
+    """`count` usable pairs of a published preference dataset, a different slice for every iteration (wrapping
+    around); its unusable rows are left out (`load_preference_dataset`)."""
+    dataset = load_preference_dataset(name, name=config, validation=validation, strict=strict)
     start = (iteration * count) % max(len(dataset), 1)
     return dataset.select([(start + i) % len(dataset) for i in range(min(count, len(dataset)))])
 

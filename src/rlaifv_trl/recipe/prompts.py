@@ -7,6 +7,7 @@ from datasets import Dataset, load_dataset
 
 from ..data import user_turn
 from ..plugins import import_function, is_import_path
+from ..validation import undecoded
 
 
 IMAGE_COLUMNS = ("images", "image")
@@ -38,7 +39,12 @@ def iteration_prompts(
 
 
 def to_prompt_rows(dataset: Dataset) -> Dataset:
-    """(image, question) rows with any of the usual column names as `prompt_id`, `images`, `prompt` (messages)."""
+    """(image, question) rows with any of the usual column names as `prompt_id`, `images`, `prompt` (messages).
+
+    Images stay undecoded, as stored: a corrupt, missing or refused image is found and skipped row by row by the
+    feedback generator, instead of failing the whole conversion here.
+    """
+    dataset = undecoded(dataset)
     columns = dataset.column_names
     image = next((c for c in IMAGE_COLUMNS if c in columns), None)
     text = next((c for c in TEXT_COLUMNS if c in columns), None)

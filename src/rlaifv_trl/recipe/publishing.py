@@ -48,11 +48,13 @@ def write_dataset_card(
     )  # fmt: skip
     readme = dataset_dir(run.root) / "README.md"
     previous = readme.read_text(encoding="utf-8") if readme.is_file() else None
-    iterations = [
-        IterationStats.from_dict(run.result(k, "feedback"))
-        for k in range(script_args.num_iterations)
-        if run.finished(k, "feedback")
-    ]
+    iterations = []
+    for k in range(script_args.num_iterations):
+        if run.finished(k, "feedback"):
+            stats = dict(run.result(k, "feedback"))
+            if run.finished(k, "reference_log_probs"):  # the pairs written, after the trainability checks
+                stats["num_pairs"] = run.result(k, "reference_log_probs")["num_pairs"]
+            iterations.append(IterationStats.from_dict(stats))
     repo = script_args.dataset_repo or local_repo_name(run)
     card = render_dataset_card(repo, iterations, info, dataset_configs(run.root), previous_card=previous)
     atomic_write_text(readme, str(card))

@@ -127,11 +127,14 @@ class RecipeRun:
         return self.root / TRAINING_DIR / config_name(iteration)
 
 
-def run_settings(script_args, feedback_args, training_args, model_args) -> dict[str, Any]:
+def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> dict[str, Any]:
     """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`)."""
-    return {
+    settings = {
         "recipe": result_settings(script_args),
         "feedback": result_settings(feedback_args),
         "training": result_settings(training_args),
         "model": result_settings(model_args),
     }
+    if row_validation is not None:
+        settings["rows"] = result_settings(row_validation)
+    return settings

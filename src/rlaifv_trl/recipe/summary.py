@@ -32,8 +32,9 @@ class RunSummary:
             summary.policies[k] = run.policy(k)
             if run.finished(k, "evaluate") and run.result(k, "evaluate"):
                 summary.evaluation[k] = run.result(k, "evaluate")
-            if run.finished(k, "feedback"):
-                summary.num_pairs[k] = run.result(k, "feedback")["num_pairs"]
+            for stage in ("feedback", "reference_log_probs"):  # the pairs written, after the trainability checks
+                if run.finished(k, stage):
+                    summary.num_pairs[k] = run.result(k, stage)["num_pairs"]
             for stage, repo in (("push_dataset", dataset_repo), ("push_model", model_repo)):
                 if run.finished(k, stage):
                     target = (

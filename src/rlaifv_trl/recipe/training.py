@@ -23,6 +23,7 @@ from ..evaluation import EvaluationSettings, Evaluator, EvaluatorCallback
 from ..loading import ModelLoading, copy_custom_code
 from ..trainer import RLAIFVDPOConfig, RLAIFVDPOTrainer
 from ..trainer.checkpoints import last_complete_checkpoint
+from ..validation import RowValidation
 from .run import RecipeRun
 
 
@@ -69,6 +70,7 @@ def train_policy(
     checkpoint_selection: str = "last",
     evaluators: dict[str, Evaluator] | None = None,
     evaluation: EvaluationSettings | None = None,
+    row_validation: RowValidation | None = None,
 ) -> dict[str, Any]:
     """Train the policy of `iteration` on its pairs into the policy of `iteration + 1`; returns training metrics.
 
@@ -102,6 +104,7 @@ def train_policy(
         callbacks=callbacks,
         peft_config=peft_config,
         quantization_config=policy_loading.quantization_config(),
+        row_validation=row_validation,
     )
     checkpoint = last_complete_checkpoint(output_dir)
     if checkpoint:

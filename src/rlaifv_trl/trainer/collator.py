@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from datasets import Dataset, IterableDataset
+from transformers import ProcessorMixin
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+from ..validation import BadRow, RowValidation, ValidationReport, check_preference_row, row_images, validate_dataset
 
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -30,6 +34,53 @@ def row_label(example: dict[str, Any]) -> str:
             )
         )
     return f"the row with prompt {str(prompt)[:80]!r}"
+
+
+def check_answers_fit_row(
+    row: dict[str, Any], collator: DataCollatorForVisionPreference, validation: RowValidation
+) -> None:
+    """Raise `BadRow` when `max_length` leaves no token of the row's chosen or rejected answer (TRL's collator
+    would train on it with nothing), or when the processor cannot encode the row at all."""
+    column = "images" if "images" in row else "image"
+    example = {key: value for key, value in row.items() if key not in ("images", "image")}
+    example["images"] = row_images(row.get(column), column, validation)
+    try:
+        counts = collator.torch_call([example])["completion_mask"].sum(dim=1).tolist()
+    except Exception as error:  # the processor's own checks (image tokens, sizes, ...)
+        raise BadRow("row.unprocessable", f"the processor cannot encode the row ({type(error).__name__})") from None
+    for side, count in zip(("chosen", "rejected"), counts):
+        if count == 0:
+            raise BadRow("answer.cut_by_max_length", f"max_length={collator.max_length} leaves no answer token", side)
+
+
+def trainable_rows(
+    dataset: Dataset | IterableDataset,
+    processor: ProcessorMixin,
+    max_length: int | None,
+    validation: RowValidation,
+    strict: bool = False,
+    what: str = "preference dataset",
+) -> tuple[Dataset | IterableDataset, ValidationReport]:
+    """The rows of a vision preference dataset that DPO can train on, and the report of the others: each row's
+    images, prompt and answers checked (`check_preference_row`, special tokens with the processor's tokenizer), and
+    with `max_length`, whether truncation leaves a token of each answer (the processor run as TRL's collator runs
+    it). Images given by path get their bytes. With `strict`, the first bad row raises `BadRowError`."""
+    report = ValidationReport(what)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    collator = DataCollatorForVisionPreference(processor=processor, max_length=max_length)
+
+    def check(row: dict[str, Any]) -> None:
+        check_preference_row(row, validation, tokenizer)
+        if max_length is not None:
+            check_answers_fit_row(row, collator, validation)
+
+    row_id = lambda row, index: row.get("prompt_id")  # noqa: E731
+    checked = validate_dataset(dataset, check, report, strict, row_id, images=validation)
+    if isinstance(dataset, Dataset):
+        report.log()
+        if len(checked) == 0:
+            raise ValueError(f"No usable row in the {what}:\n{report.summary()}")
+    return checked, report
 
 
 def check_answers_fit(completion_mask: torch.Tensor, labels: list[str], max_length: int | None) -> None:

@@ -54,6 +54,13 @@ class RLAIFVDPOConfig(DPOConfig):
     with the data: set `precompute_ref_log_probs=True`, which [`RLAIFVDPOTrainer`] supports for vision datasets too.
 
     Parameters:
+        > Parameters that control the data
+
+        strict_rows (`bool`, *optional*, defaults to `False`):
+            Raise `BadRowError`, naming the row and the problem, on the first unusable row of a training or evaluation
+            dataset, instead of skipping it and counting it in the report (`RLAIFVDPOTrainer.row_validation_reports`).
+            The recipe applies it to every dataset it reads.
+
         > Parameters that control the logging
 
         log_length_normalized_rewards (`bool`, *optional*, defaults to `True`):
@@ -108,6 +115,15 @@ class RLAIFVDPOConfig(DPOConfig):
         metadata={
             "help": "Maximum length of the tokenized sequence. Sequences longer than `max_length` are truncated from "
             "the right. If `None`, no truncation is applied."
+        },
+    )
+
+    # Parameters that control the data
+    strict_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Raise on the first unusable row of a dataset (naming it) instead of skipping it and counting it "
+            "in the run's report."
         },
     )
 

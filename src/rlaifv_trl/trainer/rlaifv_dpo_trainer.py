@@ -4,7 +4,10 @@
   stored as the dataset columns `ref_chosen_logps` / `ref_rejected_logps`; a dataset that already has them runs no
   reference forward pass, and no reference model is loaded.
 - The length-normalized implicit reward logged on every batch, computed like `LengthNormalizedRewardScorer` does.
-- A clear error, naming the row, when `max_length` cuts an answer away entirely (TRL would train on nothing).
+- Bad rows left out before anything reads them: unreadable or refused images, malformed prompts or answers, identical
+  answers, answers `max_length` would cut away entirely, special tokens in the text (see `rlaifv_trl.validation`);
+  each is counted in a report by cause (`strict_rows=True` raises on the first instead). A dataset without bad rows
+  trains exactly as with `trl.DPOTrainer`.
 
 Everything else is `trl.DPOTrainer` unchanged. The hook points it relies on are checked by
 `tests/test_trainer_trl_internals.py`, which fails with an explicit message if a TRL release moves them.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +30,9 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
+from ..validation import RowValidation, ValidationReport
 from .checkpoints import load_checkpoint_weights
-from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef
+from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef, trainable_rows
 from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
 from .rlaifv_dpo_config import RLAIFVDPOConfig
 
@@ -81,7 +86,11 @@ class RLAIFVDPOTrainer(DPOTrainer):
       PEFT model, its base with the adapter disabled, or its frozen "ref" adapter when re-training an adapter).
     - The length-normalized implicit reward of the chosen and rejected answers, logged on every batch (see
       [`RLAIFVDPOConfig.log_length_normalized_rewards`]).
-    - A `ValueError` naming the row when `max_length` leaves no token of an answer.
+    - Bad rows skipped before the reference log-probs or training read them, each with a code and the field, counted
+      per cause in `row_validation_reports[name]` (logged, and saved as `row_validation/<name>.json` in
+      `output_dir`); with `args.strict_rows` the first one raises `BadRowError` naming it. A row `max_length` would
+      leave no answer token of is one of them. `row_validation` (a `RowValidation`) says where image paths may be
+      read from and how large images may be.
 
     A custom `data_collator` used with precomputed reference log-probabilities must pass the two columns through.
 
@@ -120,8 +129,12 @@ class RLAIFVDPOTrainer(DPOTrainer):
         data_collator=None,
         train_dataset: Dataset | IterableDataset | None = None,
         eval_dataset=None,
+        row_validation: RowValidation | None = None,
         **kwargs: Any,
     ):
+        self.row_validation = row_validation or RowValidation()
+        self.row_validation_reports: dict[str, ValidationReport] = {}
+        self._checked_datasets: set[int] = set()
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = RLAIFVDPOConfig(f"{model_name.split('/')[-1]}-RLAIF-V")
@@ -138,6 +151,12 @@ class RLAIFVDPOTrainer(DPOTrainer):
             super().__init__(model, ref_model, args, data_collator, train_dataset, eval_dataset, **kwargs)
         finally:
             args.precompute_ref_log_probs = args.precompute_ref_log_probs or self._vision_precompute
+        if self._is_vision_dataset:  # the datasets precompute has not checked yet
+            self.train_dataset = self._checked_rows(self.train_dataset, "train")
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {name: self._checked_rows(data, name) for name, data in self.eval_dataset.items()}
+            elif self.eval_dataset is not None:
+                self.eval_dataset = self._checked_rows(self.eval_dataset, "eval")
         if self._vision_precompute:
             self.precompute_ref_logps = True
         elif self._is_vision_dataset and has_ref_log_probs(self.train_dataset):
@@ -204,9 +223,25 @@ class RLAIFVDPOTrainer(DPOTrainer):
             extra = [column for column in (*REF_COLUMNS, "prompt_id") if column not in self._signature_columns]
             self._signature_columns = [*self._signature_columns, *extra]
 
+    def _checked_rows(self, dataset: Dataset | IterableDataset, name: str) -> Dataset | IterableDataset:
+        """The rows of a vision preference dataset that can be trained on; the others counted in a report."""
+        if id(dataset) in self._checked_datasets:
+            return dataset
+        strict = getattr(self.args, "strict_rows", False)  # also given a plain DPOConfig
+        checked, report = trainable_rows(
+            dataset, self.processing_class, self.args.max_length, self.row_validation, strict,
+            f"RLAIFVDPOTrainer {name} dataset",
+        )  # fmt: skip
+        self.row_validation_reports[name] = report
+        if isinstance(dataset, Dataset) and self.args.should_save:
+            report.save(Path(self.args.output_dir) / "row_validation" / f"{name}.json")
+        self._checked_datasets.add(id(checked))
+        return checked
+
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         if not self._is_vision_dataset:
             return super()._precompute_ref_logps(dataset, name, batch_size)
+        dataset = self._checked_rows(dataset, name)
         if has_ref_log_probs(dataset):
             return dataset
         if self.ref_model is None and not is_peft_model(self.model) and self.state.global_step > 0:

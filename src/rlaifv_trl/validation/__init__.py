@@ -1,0 +1,44 @@
+"""One validation layer for every entry point that reads rows: the recipe's prompts, `RLAIFVFeedbackGenerator`,
+`load_preference_dataset` and `RLAIFVDPOTrainer`.
+
+Each row is checked once (lazily for a stream). A bad row is skipped with a stable code (`CODES`), the field and a
+short message, and counted in a report where `kept + skipped == rows`; `strict=True` raises on the first bad row,
+naming it, instead.
+"""
+
+from .datasets import decoded, undecoded, validate_dataset
+from .images import RowValidation, decode_image, open_image, to_rgb
+from .problems import CODES, BadRow, clean_message
+from .report import BadRowError, ValidationReport
+from .rows import (
+    answer_text,
+    check_preference_row,
+    check_prompt_row,
+    check_text,
+    conversational_prompt,
+    message_text,
+    row_images,
+)
+
+
+__all__ = [
+    "CODES",
+    "BadRow",
+    "BadRowError",
+    "RowValidation",
+    "ValidationReport",
+    "answer_text",
+    "check_preference_row",
+    "check_prompt_row",
+    "check_text",
+    "clean_message",
+    "conversational_prompt",
+    "decode_image",
+    "decoded",
+    "message_text",
+    "open_image",
+    "row_images",
+    "to_rgb",
+    "undecoded",
+    "validate_dataset",
+]
