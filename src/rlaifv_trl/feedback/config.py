@@ -184,6 +184,13 @@ class FeedbackConfig:
     length_balancing_step: float = field(default=0.02, metadata={"help": "Grid step of the length-balancing cut."})
 
     def __post_init__(self) -> None:
+        for name in (
+            "labeler_model_name_or_path",
+            "splitter_model_name_or_path",
+            "question_writer_model_name_or_path",
+        ):
+            if isinstance(getattr(self, name), str) and getattr(self, name).strip().lower() in ("", "none", "null"):
+                setattr(self, name, None)  # `--labeler_model_name_or_path none`: self-feedback
         if isinstance(self.generation_kwargs, str):
             self.generation_kwargs = json.loads(self.generation_kwargs) if self.generation_kwargs.strip() else None
 

@@ -39,8 +39,6 @@ from transformers import (
 from .tokenizer import build_tokenizer, family_chat_template
 
 
-ARCHITECTURES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
-QWEN_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl")  # their processors need torchvision (a video processor)
 CAUSAL_LM_FAMILIES = ("llama", "qwen2")
 
 
@@ -80,8 +78,10 @@ def torchvision_available() -> bool:
 
 
 def available_architectures() -> list[str]:
-    """The tiny architectures that can be built in this environment."""
-    return [arch for arch in ARCHITECTURES if arch not in QWEN_ARCHITECTURES or torchvision_available()]
+    """The tiny architectures (families) that can be built in this environment."""
+    from .families import FAMILIES
+
+    return [name for name, family in FAMILIES.items() if not family.needs_torchvision or torchvision_available()]
 
 
 def build_tiny_vlm(
@@ -94,7 +94,7 @@ def build_tiny_vlm(
 
     Args:
         output_dir: Where to save the model, processor and tokenizer.
-        arch: "llava" or "llava_next" (always available), "qwen2_vl" or "qwen2_5_vl" (need torchvision).
+        arch: A family of `rlaifv_trl.synthetic.families.FAMILIES` (its `model_type`).
         preset: "tiny", "small" or a `TinyVLMPreset`.
         seed: Seed of the random initialisation; the same seed gives identical weights.
 
@@ -112,19 +112,25 @@ def make_tiny_vlm(
     arch: str = "llava", preset: str | TinyVLMPreset = "tiny", seed: int = 0
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The in-memory model and processor that `build_tiny_vlm` saves."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    from .families import FAMILIES
+
+    if arch not in FAMILIES:
+        raise ValueError(f"Unknown architecture {arch!r}; expected one of {sorted(FAMILIES)}")
+    family = FAMILIES[arch]
+    if family.needs_torchvision and not torchvision_available():
+        raise ImportError(f"{family.display} processors need torchvision: `pip install torchvision`")
     spec = PRESETS[preset] if isinstance(preset, str) else preset
-    tokenizer = build_tokenizer(arch, spec.vocab_size)
-    if arch in QWEN_ARCHITECTURES and not torchvision_available():
-        raise ImportError("Qwen2-VL processors need torchvision: `pip install torchvision`")
-    model, processor = {"llava": _llava, "llava_next": _llava_next, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl}[
-        arch
-    ](spec, tokenizer, seed)
+    model, processor = family.build(spec, seed)
+    tokenizer = getattr(processor, "tokenizer", processor)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
     return model.eval(), processor
+
+
+def project_tokenizer(arch: str, spec: TinyVLMPreset):
+    """The tokenizer the project's first tiny models (and the built-in weights) use for `arch`."""
+    return build_tokenizer(arch, spec.vocab_size)
 
 
 def _llama_text_config(spec: TinyVLMPreset, tokenizer, config_class=LlamaConfig, **extra):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Sequence
 from importlib import resources
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .shapes import COLORS, DESCRIPTION_PROMPTS, SHAPES, ShapesWorld, existence_question
@@ -140,4 +142,48 @@ def build_tokenizer(arch: str = "llava", vocab_size: int = 1024) -> PreTrainedTo
         ids = tokenizer.encode(word, add_special_tokens=False)
         if len(ids) != 1:
             raise RuntimeError(f"{word!r} is not a single token of the trained tokenizer ({ids}); enlarge the corpus")
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_tokenizer_json(vocab_size: int) -> str:
+    return train_tokenizer(vocab_size).to_str()
+
+
+def family_tokenizer(
+    chat_template: str,
+    special_tokens: Sequence[str] = (),
+    named_tokens: dict[str, str] | None = None,
+    eos_token: str = EOS_TOKEN,
+    bos_token: str | None = None,
+    vocab_size: int = 1024,
+) -> PreTrainedTokenizerFast:
+    """A tokenizer for the stand-in of another model family: the project's trained BPE (ShapesWorld text, single-token
+    yes/no) with the family's special tokens added and its chat template.
+
+    Args:
+        chat_template: The family's chat template (`family_chat_template(name)` for those TRL ships).
+        special_tokens: The family's markup and image tokens, added as special tokens.
+        named_tokens: Tokens the family's processor reads as tokenizer attributes (e.g. `{"image_token": "<image>",
+            "boi_token": "<start_of_image>"}`); added too.
+        eos_token: End of a turn (and of generation).
+        bos_token: Beginning of a sequence, if the family has one.
+        vocab_size: Size of the trained BPE vocabulary (the added tokens come on top).
+    """
+    backend = Tokenizer.from_str(_trained_tokenizer_json(vocab_size))
+    named = dict(named_tokens or {})
+    wanted = [eos_token, *([bos_token] if bos_token else []), *special_tokens, *named.values()]
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in dict.fromkeys(wanted)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=eos_token,
+        bos_token=bos_token,
+        pad_token=PAD_TOKEN,
+        padding_side="left",
+        chat_template=chat_template,
+        extra_special_tokens=named,
+    )
+    for word in YES_NO_WORDS:
+        if len(tokenizer.encode(word, add_special_tokens=False)) != 1:
+            raise RuntimeError(f"{word!r} is not a single token of the family tokenizer")
     return tokenizer
