@@ -30,6 +30,8 @@ from transformers import (
 from transformers.utils import is_bitsandbytes_available
 from trl import ModelConfig, get_quantization_config
 
+from .compatibility import check_vision_language_model
+
 
 BUILTIN_PREFIX = "builtin:"
 # Weight files `from_pretrained` does not read when a repository has safetensors ones.
@@ -164,9 +166,14 @@ def copy_custom_code(source: str | os.PathLike, target: str | os.PathLike) -> li
     return copied
 
 
-def load_vlm(name: str | os.PathLike, loading: ModelLoading | None = None) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """A vision-language model and its processor, on this process's device, in eval mode."""
-    return _load(name, loading or ModelLoading(), AutoModelForImageTextToText, AutoProcessor)
+def load_vlm(
+    name: str | os.PathLike, loading: ModelLoading | None = None, role: str = "policy"
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """A vision-language model and its processor, on this process's device, in eval mode. A family the project
+    cannot use (no chat template, no image placeholder, ...) raises here, naming what is missing."""
+    model, processor = _load(name, loading or ModelLoading(), AutoModelForImageTextToText, AutoProcessor)
+    check_vision_language_model(model, processor, role)
+    return model, processor
 
 
 def load_causal_lm(

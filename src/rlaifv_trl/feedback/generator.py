@@ -34,6 +34,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from ..atomic_io import atomic_directory, remove_temporary_files
 from ..cards import public_name
+from ..compatibility import check_vision_language_model
 from ..loading import ModelLoading, load_causal_lm, load_vlm
 from ..manifest import Manifest, result_settings
 from ..run_lock import RunLock
@@ -171,10 +172,12 @@ class RLAIFVFeedbackGenerator:
         model: PreTrainedModel | str | os.PathLike, processor: ProcessorMixin | None, role: str, loading: ModelLoading
     ) -> tuple[PreTrainedModel, ProcessorMixin]:
         if isinstance(model, (str, os.PathLike)):
-            model, loaded_processor = load_vlm(model, loading)
+            model, loaded_processor = load_vlm(model, loading, role)
             processor = processor or loaded_processor
         elif processor is None:
             raise ValueError(f"Pass the {role}'s processor along with its model object")
+        else:
+            check_vision_language_model(model, processor, role)
         return model.eval(), processor
 
     def _divide(
