@@ -28,7 +28,9 @@ def test_a_processor_without_chat_template_is_refused_at_load(tiny_vlm_dir, tmp_
 def test_a_template_that_drops_the_image_is_refused(family, tiny_vlm_dir, tmp_path):
     processor = AutoProcessor.from_pretrained(tiny_vlm_dir(family))
     text_only = "{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}{% else %}"
-    text_only += "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    text_only += (
+        "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+    )
     processor.chat_template = text_only + "\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
     AutoModelForImageTextToText.from_pretrained(tiny_vlm_dir(family)).save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)

@@ -59,8 +59,11 @@ def test_the_stand_in_loads_through_the_auto_classes_with_its_familys_markup(fam
     prompt = prompt_dataset(1)[0]
     text = processor.apply_chat_template(prompt["prompt"], add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=prompt["images"], return_tensors="pt", add_special_tokens=False)
-    image_token = getattr(processor, "image_token", None) or processor.tokenizer.image_token
-    assert (inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids(image_token)).sum() > 1  # expanded
+    image_token_id = getattr(model.config, "image_token_id", None)
+    if image_token_id is None:
+        image_token = getattr(processor, "image_token", None) or processor.tokenizer.image_token
+        image_token_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+    assert (inputs["input_ids"] == image_token_id).sum() > 1  # the placeholder is expanded to the image's tokens
 
 
 @pytest.mark.parametrize("family", NAMES)
@@ -173,3 +176,23 @@ def test_one_recipe_iteration(family, tiny_vlm_dir, tmp_path):
         AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "models" / "iteration-1").config.model_type
         == family
     )
+
+
+def test_sequences_longer_than_a_sliding_window_get_plain_forwards(tiny_vlm_dir, caplog):
+    """Gemma 3's sliding-window layers keep only the window in the cache: past it, prefix sharing would differ."""
+    model, processor = load(tiny_vlm_dir("gemma3", seed=1))
+    model.config.get_text_config().sliding_window = 8
+    reference, _ = load(tiny_vlm_dir("gemma3"))
+    reference.config.get_text_config().sliding_window = 8
+    images = [ShapesWorld().scene(3).render()]
+    labeler = YesNoLabeler(model, processor)
+    labels = labeler.label_group(LabelGroup(images, QUESTIONS))
+    assert labeler.num_full_forwards == len(QUESTIONS) and "sliding window (8)" in caplog.text
+    for question, label in zip(QUESTIONS, labels):
+        plain = plain_label(model, processor, images, question)
+        assert abs(label.p_yes - plain[0]) < 1e-4 and abs(label.p_no - plain[1]) < 1e-4
+    scorer = LengthNormalizedRewardScorer(model, reference, processor)
+    answers = ["There is a red circle.", "There is a blue square and a green triangle."]
+    prompt = prompt_dataset(1)[0]["prompt"]
+    shared = scorer.score([prompt] * 2, [images] * 2, answers)
+    assert shared == pytest.approx(scorer.score([prompt] * 2, [images] * 2, answers, share_prefix=False), abs=1e-6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix
+from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
 from rlaifv_trl.synthetic import ShapesWorld, build_tiny_vlm
 
 
@@ -26,6 +26,7 @@ def test_continuations_match_plain_forwards(vlm):
     prefix_text = _image_prefix(processor)
     prefix_inputs = processor(text=[prefix_text], images=[image], return_tensors="pt")
     prefix = encode_prefix(model, prefix_inputs)
+    assert not prefix.recurrent
     suffixes = [
         "Is there a red circle in the image? Please answer yes or no.<|im_end|>\n<|im_start|>assistant\n",
         "Describe the image.<|im_end|>\n<|im_start|>assistant\nThere is a blue square.",
@@ -43,6 +44,29 @@ def test_continuations_match_plain_forwards(vlm):
         torch.testing.assert_close(logits, reference[prefix.length :], atol=1e-4, rtol=0)
         torch.testing.assert_close(last_logits, reference[-1], atol=1e-4, rtol=0)
         torch.testing.assert_close(prefix.last_logits, reference[prefix.length - 1], atol=1e-4, rtol=0)
+
+
+def test_continuations_of_a_model_with_a_recurrent_state_run_one_at_a_time(tmp_path):
+    """Qwen3.5's linear-attention layers update a recurrent state token by token: padding between the prefix and a
+    continuation, or continuations packed into one row, would run through it."""
+    path = build_tiny_vlm(tmp_path / "qwen3_5", "qwen3_5", "tiny", seed=1)
+    model, processor = AutoModelForImageTextToText.from_pretrained(path).eval(), AutoProcessor.from_pretrained(path)
+    image = ShapesWorld().scene(4).render()
+    prefix_text = _image_prefix(processor)
+    prefix = encode_prefix(model, processor(text=[prefix_text], images=[image], return_tensors="pt"))
+    assert prefix.recurrent
+    suffixes = ["Is there a red circle in the image? Please answer yes or no.", "x", "There is a blue square."]
+    ids = [processor.tokenizer.encode(suffix, add_special_tokens=False) for suffix in suffixes]
+    references = []
+    for suffix in suffixes:
+        with torch.no_grad():
+            inputs = processor(text=[prefix_text + suffix], images=[image], return_tensors="pt")
+            references.append(model(**inputs).logits[0])
+    for pack in (False, True):
+        for logits, reference in zip(continuation_logits(model, prefix, ids, pack=pack), references):
+            torch.testing.assert_close(logits, reference[prefix.length :], atol=1e-4, rtol=0)
+    for logits, reference in zip(next_token_logits(model, prefix, ids), references):
+        torch.testing.assert_close(logits, reference[-1], atol=1e-4, rtol=0)
 
 
 def test_the_image_in_the_prefix_matters(vlm):

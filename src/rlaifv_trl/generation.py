@@ -24,10 +24,12 @@ def encode(
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
     """Tokenize texts (left padded) with their images, as model inputs on `device`."""
-    flat = [image for row in images for image in row] if images is not None else None
+    # One list of images per text, as TRL's collators pass them: processors that nest images by sample (SmolVLM,
+    # Gemma 3) would otherwise give every image to the first text.
+    nested = [list(row) for row in images] if images is not None else None
     inputs = processor(
         text=list(texts),
-        images=flat or None,
+        images=nested if nested and any(nested) else None,
         padding=True,
         padding_side="left",
         return_tensors="pt",

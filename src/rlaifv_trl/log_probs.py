@@ -49,7 +49,9 @@ def completion_log_probs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
         return output
     start = max(int(has_completion[0]), 1)  # first column holding a completion token
     model_inputs = {key: value for key, value in inputs.items() if key not in NON_MODEL_KEYS}
-    logits = model(**model_inputs, use_cache=False, logits_to_keep=length - start + 1).logits[:, :-1]
+    keep = length - start + 1
+    # Sliced again for models whose forward ignores `logits_to_keep` (MiniCPM-V 4.6 in transformers 5.24).
+    logits = model(**model_inputs, use_cache=False, logits_to_keep=keep).logits[:, -keep:-1]
     for row in range(rows):  # one row at a time bounds the float32 copy of the logits
         logps = token_log_probs(logits[row], input_ids[row, start:])
         output[row, start - 1 :] = logps * completion_mask[row, start:]

@@ -5,21 +5,30 @@ share a long prefix, the image tokens above all, so the prefix is run once with 
 continuations attends to a copy of its cache. Positions continue where the prefix ends, including the 3-D
 multimodal rotary positions of the Qwen2-VL family, so the logits equal those of a plain forward over
 prefix + continuation (up to float rounding).
+
+Models with a recurrent state next to (or instead of) their KV cache (linear-attention, state-space or short
+convolution layers: Qwen3.5, MiniCPM-V 4.6, ...) update it token by token: padding between the prefix and a
+continuation, or continuations packed into one row, would run through it. Their continuations run one at a time, each
+on its own copy of the prefix cache and unpadded: still exact, and the prefix is still encoded once.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, LinearAttentionCacheLayerMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .log_probs import token_log_probs
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +42,8 @@ class EncodedPrefix:
         multimodal_rope: Whether the model takes 3-D (temporal, height, width) positions.
         last_logits: Logits at the last prefix position, shape `(vocab,)`: the prediction of the first continuation
             token.
+        recurrent: The model keeps a recurrent state (`has_recurrent_state`): continuations run one at a time,
+            unpadded and unpacked.
     """
 
     cache: Cache
@@ -40,6 +51,45 @@ class EncodedPrefix:
     next_position: int
     multimodal_rope: bool
     last_logits: torch.Tensor
+    recurrent: bool = False
+
+
+def has_recurrent_state(model: PreTrainedModel, cache: Cache | None = None) -> bool:
+    """Whether `model` keeps a state that every token updates in order (linear-attention, state-space or short
+    convolution layers): transformers marks such models `_is_stateful`, and their caches hold linear-attention layers
+    (LFM2's convolutions too, which are not marked). Padding or packing would run through that state."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "_is_stateful", False):
+        return True
+    return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in getattr(cache, "layers", ()))
+
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def prefix_sharing_refusal(model: PreTrainedModel, length: int) -> str | None:
+    """Why sharing a prefix cache would not give a plain forward's logits for sequences of `length` tokens (prefix
+    plus the longest continuation), or `None` when it would.
+
+    A sliding-window layer (Gemma 3, Mistral, ...) keeps only the last window of the cache and counts padding slots
+    into the window: past the window, shared and plain forwards differ. Callers run plain forwards instead, and the
+    reason is logged once per model family.
+    """
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None) or []
+    sliding = window is not None and (
+        "sliding_attention" in layer_types or getattr(config, "use_sliding_window", not layer_types)
+    )
+    reason = None
+    if sliding and length > window:
+        reason = f"{length} tokens exceed the sliding window ({window}) of its attention layers"
+    if reason is not None:
+        family = getattr(model.config, "model_type", type(model).__name__)
+        if (family, reason) not in _WARNED:
+            _WARNED.add((family, reason))
+            logger.warning("Prefix sharing is off for %s: %s; plain forward passes instead", family, reason)
+    return reason
 
 
 def _rope_index_owner(model: PreTrainedModel) -> Any | None:
@@ -71,12 +121,23 @@ def encode_prefix(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> En
     else:
         next_position = length
     outputs = model(**kwargs, use_cache=True, logits_to_keep=1)
+    cache = getattr(outputs, _CACHE_ARGUMENT)
+    recurrent = has_recurrent_state(model, cache)
+    family = getattr(model.config, "model_type", type(model).__name__)
+    if recurrent and (family, "recurrent") not in _WARNED:
+        _WARNED.add((family, "recurrent"))
+        logger.info(
+            "%s keeps a recurrent state (linear-attention or convolution layers): the continuations of a shared "
+            "prefix run one at a time, unpadded, each on a copy of the prefix cache",
+            family,
+        )
     return EncodedPrefix(
-        cache=getattr(outputs, _CACHE_ARGUMENT),
+        cache=cache,
         length=length,
         next_position=next_position,
         multimodal_rope=multimodal_rope,
         last_logits=outputs.logits[0, -1],
+        recurrent=recurrent,
     )
 
 
@@ -131,7 +192,8 @@ def _on_prefix(prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int
     if prefix.multimodal_rope:
         inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
     cache = copy.deepcopy(prefix.cache)
-    cache.batch_repeat_interleave(rows)
+    if rows > 1:  # linear-attention cache layers cannot repeat their states (transformers 5.24); one row needs none
+        cache.batch_repeat_interleave(rows)
     return {**inputs, _CACHE_ARGUMENT: cache}
 
 
@@ -153,6 +215,8 @@ def _continuation_batches(
 ) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
     """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits."""
     _check_continuations(continuations)
+    if prefix.recurrent:  # one at a time: padding or packing would run through the recurrent state
+        batch_size, pack = 1, False
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
         inputs, rows = _packed_batch(prefix, chunk, model.dtype) if pack else _padded_batch(prefix, chunk)
@@ -233,6 +297,8 @@ def next_token_logits(
     head runs on the last position only.
     """
     _check_continuations(continuations)
+    if prefix.recurrent:  # one at a time: left padding would run through the recurrent state
+        batch_size = 1
     outputs = []
     for start in range(0, len(continuations), batch_size):
         inputs, rows = _padded_batch(prefix, continuations[start : start + batch_size], left_padded=True)

@@ -29,7 +29,7 @@ from trl.trainer.utils import get_config_model_id
 
 from .loading import resolve_model_name
 from .log_probs import length_normalized_reward, reference_context, token_log_probs
-from .prefix_sharing import continuation_log_probs, encode_prefix
+from .prefix_sharing import continuation_log_probs, encode_prefix, prefix_sharing_refusal
 from .reward_config import ImplicitRewardConfig
 
 
@@ -343,7 +343,9 @@ class LengthNormalizedRewardScorer:
         results: list[torch.Tensor | None] = [None] * num_rows
         for group in groups:
             inputs = group.inputs.to(model.device)
-            if share_prefix:
+            packed = sum(len(ids) for ids in group.answers)  # answers run packed: the cache holds all of them
+            longest = inputs["input_ids"].shape[1] + packed
+            if share_prefix and not prefix_sharing_refusal(model, longest):
                 prefix = encode_prefix(model, inputs)
                 logps = continuation_log_probs(model, prefix, group.answers, self.batch_size, pack=True)
             else:
@@ -362,7 +364,8 @@ def _full_forward_log_probs(model: PreTrainedModel, prompt_inputs: dict, answer_
     for key in ("mm_token_type_ids", "token_type_ids"):  # answer tokens are text
         if key in prompt_inputs:
             inputs[key] = torch.cat([prompt_inputs[key], torch.zeros_like(answer)], dim=1)
-    logits = model(**inputs, use_cache=False, logits_to_keep=len(answer_ids) + 1).logits[0, :-1]
+    keep = len(answer_ids) + 1  # sliced again for models whose forward ignores `logits_to_keep`
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits[0, -keep:-1]
     return token_log_probs(logits, answer[0])
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..prefix_sharing import encode_prefix, next_token_logits
+from ..prefix_sharing import encode_prefix, next_token_logits, prefix_sharing_refusal
 
 
 _SENTINEL = "Q7f3e9c1d0bQUESTION"
@@ -147,7 +147,12 @@ class YesNoLabeler:
         prefix_text, continuations = self._continuations(len(group.images), unique)
         labels: dict[str, YesNoLabel] = {}
         if continuations:
-            prefix = encode_prefix(self.model, self._inputs(prefix_text, group.images))
+            inputs = self._inputs(prefix_text, group.images)
+            longest = inputs["input_ids"].shape[1] + max(len(ids) for ids in continuations.values())
+            if prefix_sharing_refusal(self.model, longest):
+                continuations = {}  # plain forwards below
+        if continuations:
+            prefix = encode_prefix(self.model, inputs)
             order = sorted(continuations, key=lambda i: len(continuations[i]))  # similar lengths batch together
             logits = next_token_logits(self.model, prefix, [continuations[i] for i in order], self.batch_size)
             for i, label in zip(order, self._probabilities(logits)):

@@ -9,4 +9,5 @@ FAMILY = Family(
     display="LLaVA-1.5",
     examples="llava-hf/llava-1.5-7b-hf",
     build=lambda spec, seed: _llava(spec, project_tokenizer("llava", spec), seed),
+    notes="one `<image>` placeholder expanded to the vision tower's patch features",
 )
