@@ -1,13 +1,15 @@
 # rlaifv-trl commands. Both work on a fresh clone: they build a virtual environment in .venv, install torch first (a
 # CPU-capable build with torchvision, so Qwen2-VL processors can be built), then the project.
 #   make demo   the iterative recipe on the embedded default (ShapesWorld, small built-in VLMs, CPU, no Hub account)
-#   make test   the test suite
+#   make test   the test suite (it also builds vLLM's CPU build in .venv-vllm, for the vllm backends' tests)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test quality clean
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: install vllm-env demo test quality clean
 
 DEMO_CONFIG ?= recipes/configs/tiny_cpu.yaml
 DEMO_ARGS ?=
@@ -21,12 +23,19 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# vLLM's CPU build in its own environment (it pins its own torch and transformers), for the vllm backends' tests.
+$(VLLM_VENV)/.installed: scripts/make_vllm_env.sh
+	rm -rf $(VLLM_VENV)
+	PYTHON=$(PYTHON) scripts/make_vllm_env.sh $(VLLM_VENV)
+
+vllm-env: $(VLLM_VENV)/.installed
+
 # Two torch threads: training uses both cores; sampling batches of 16 prompts lose little to the second thread.
 demo: install
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) recipes/iterative_dpo.py --config $(DEMO_CONFIG) $(DEMO_ARGS)
 
-test: install
-	$(PY) -m pytest
+test: install vllm-env
+	RLAIFV_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest
 
 quality: install
 	$(PY) -m pip install --quiet ruff
@@ -34,4 +43,4 @@ quality: install
 	$(VENV)/bin/ruff format --check src tests recipes examples benchmarks scripts
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build dist *.egg-info

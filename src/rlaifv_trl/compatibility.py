@@ -4,15 +4,19 @@ work starts (sampling, labeling, training)."""
 from __future__ import annotations
 
 from PIL import Image
-from transformers import PreTrainedModel, ProcessorMixin
+from transformers import PretrainedConfig, PreTrainedModel, ProcessorMixin
 
 
-def family_name(model: PreTrainedModel) -> str:
-    return getattr(model.config, "model_type", type(model).__name__)
+def family_name(model: PreTrainedModel | PretrainedConfig) -> str:
+    config = getattr(model, "config", model)
+    return getattr(config, "model_type", type(model).__name__)
 
 
-def check_vision_language_model(model: PreTrainedModel, processor: ProcessorMixin, role: str = "policy") -> None:
-    """Raise `ValueError` when `model` and `processor` cannot serve as the RLAIF-V `role` (policy or labeler):
+def check_vision_language_model(
+    model: PreTrainedModel | PretrainedConfig, processor: ProcessorMixin, role: str = "policy"
+) -> None:
+    """Raise `ValueError` when `model` (or its config: a model served by vLLM) and `processor` cannot serve as the
+    RLAIF-V `role` (policy or labeler):
 
     - the processor must be a multimodal processor with a tokenizer and an image processor;
     - it must have a chat template that renders TRL's conversational messages with an image part;
@@ -41,7 +45,8 @@ def check_vision_language_model(model: PreTrainedModel, processor: ProcessorMixi
             f"The {role} ({family}) cannot render and process a conversation with one image "
             f"({type(error).__name__}: {error})."
         ) from None
-    image_token_id = getattr(model.config, "image_token_id", None) or getattr(model.config, "image_token_index", None)
+    config = getattr(model, "config", model)
+    image_token_id = getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
     if image_token_id is None:
         token = getattr(processor, "image_token", None) or getattr(tokenizer, "image_token", None)
         image_token_id = tokenizer.convert_tokens_to_ids(token) if token else None

@@ -132,6 +132,22 @@ class ModelLoading:
         return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
 
 
+def vllm_loading_check(loading: ModelLoading, prefix: str = "") -> None:
+    """Refuse loading options a vLLM engine would not honour: bitsandbytes quantization (vLLM serves pre-quantized
+    checkpoints, or takes `quantization` in `vllm_engine_kwargs`) and the attention implementation (vLLM picks its
+    own kernels)."""
+    if loading.quantized:
+        raise ValueError(
+            f"{prefix}load_in_4bit / {prefix}load_in_8bit quantize with bitsandbytes in transformers; a vllm backend "
+            "cannot honour them: serve a quantized checkpoint or set vllm_engine_kwargs={'quantization': ...}"
+        )
+    if loading.attn_implementation is not None:
+        raise ValueError(
+            f"{prefix}attn_implementation={loading.attn_implementation!r} applies to transformers only; vLLM picks "
+            "its own attention kernels: unset it for a vllm backend"
+        )
+
+
 def kbit_device_map() -> dict[str, Any]:
     """The whole quantized model on this process's device (what TRL's former `get_kbit_device_map` returned)."""
     device = PartialState().device

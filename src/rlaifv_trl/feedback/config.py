@@ -6,11 +6,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from ..loading import ModelLoading
+from ..loading import ModelLoading, vllm_loading_check
 
 
 DEFAULT_YES_NO_INSTRUCTION = "Please answer yes or no."
 DTYPES = ["auto", "bfloat16", "float16", "float32"]
+BACKENDS = ["transformers", "vllm"]
 
 
 @dataclass
@@ -99,6 +100,38 @@ class FeedbackConfig:
         labeler_load_in_8bit (`bool`, *optional*, defaults to `False`):
             Load the labeler quantized to 8 bits (needs `bitsandbytes`).
 
+        > Backends
+
+        sampling_backend (`str`, *optional*, defaults to `"transformers"`):
+            What samples the candidates: `"transformers"` (`generate`) or `"vllm"` (the policy served by vLLM; it
+            must then be given by name or folder).
+        splitter_backend (`str`, *optional*, defaults to `"transformers"`):
+            What runs the language-model splitter and question writer: `"transformers"` or `"vllm"`.
+        labeler_backend (`str`, *optional*, defaults to `"transformers"`):
+            What runs the labeler: `"transformers"` (prefix-shared forward passes) or `"vllm"` (p(yes)/p(no) from
+            the first generated token's log-probabilities, the image prefix reused through vLLM's prefix caching).
+        labeler_top_logprobs (`int`, *optional*, defaults to `-1`):
+            Log-probabilities the vLLM labeler reads per question: -1 for the whole vocabulary (the transformers
+            labeler's p(yes)/p(no)), or the k most likely tokens (cheaper with large vocabularies; a yes/no token
+            outside them counts as 0).
+        vllm_python (`str` or `None`, *optional*, defaults to `None`):
+            Python interpreter with vLLM that runs the engines (e.g. `.venv-vllm/bin/python` from
+            `scripts/make_vllm_env.sh`); `None`: `RLAIFV_VLLM_PYTHON`, else this Python.
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
+            Share of each GPU's memory a vLLM engine may take. Engines run one at a time, during their stage, and
+            release their memory before the next stage and before training.
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            GPUs one vLLM engine spans (e.g. 8 for a 34B labeler on 8 GPUs run as one process). With several
+            processes (`accelerate launch`), each process runs its own engine on its own GPU, and this must be 1.
+        vllm_data_parallel_size (`int`, *optional*, defaults to `1`):
+            Replicas of one vLLM engine (vLLM's data parallelism), for a single process driving several GPUs.
+        vllm_max_model_len (`int` or `None`, *optional*, defaults to `None`):
+            Longest sequence a vLLM engine accepts (prompt and output); `None`: the model's own limit.
+        vllm_enable_prefix_caching (`bool`, *optional*, defaults to `True`):
+            Reuse the KV cache of shared prompt prefixes in vLLM (a prompt's candidates, a group's questions).
+        vllm_engine_kwargs (`dict` or `None`, *optional*, defaults to `None`):
+            Further keyword arguments of `vllm.LLM` (a JSON string on the command line).
+
         > Pairs
 
         min_score_gap (`float`, *optional*, defaults to `1.0`):
@@ -114,7 +147,12 @@ class FeedbackConfig:
     """
 
     # Fields a resumed run may change (see `rlaifv_trl.manifest`): batch sizes that change float rounding only.
-    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"labeler_batch_size", "sampling_batch_size"})
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
+        {
+            "labeler_batch_size", "sampling_batch_size", "vllm_python", "vllm_gpu_memory_utilization",
+            "vllm_tensor_parallel_size", "vllm_data_parallel_size", "vllm_max_model_len",
+        }
+    )  # fmt: skip
 
     # Candidate sampling
     num_candidates: int = field(default=10, metadata={"help": "Answers sampled per prompt."})
@@ -177,6 +215,30 @@ class FeedbackConfig:
     labeler_load_in_4bit: bool = field(default=False, metadata={"help": "Load the labeler in 4 bits (bitsandbytes)."})
     labeler_load_in_8bit: bool = field(default=False, metadata={"help": "Load the labeler in 8 bits (bitsandbytes)."})
 
+    # Backends
+    sampling_backend: str = field(
+        default="transformers", metadata={"help": "What samples the candidates.", "choices": BACKENDS}
+    )
+    splitter_backend: str = field(
+        default="transformers",
+        metadata={"help": "What runs the LM splitter and question writer.", "choices": BACKENDS},
+    )
+    labeler_backend: str = field(
+        default="transformers", metadata={"help": "What runs the labeler.", "choices": BACKENDS}
+    )
+    labeler_top_logprobs: int = field(
+        default=-1, metadata={"help": "Log-probabilities the vLLM labeler reads per question (-1: all)."}
+    )
+    vllm_python: str | None = field(default=None, metadata={"help": "Python interpreter that has vLLM."})
+    vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory share of a vLLM engine."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine spans."})
+    vllm_data_parallel_size: int = field(default=1, metadata={"help": "Replicas of one vLLM engine."})
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "Longest sequence of a vLLM engine."})
+    vllm_enable_prefix_caching: bool = field(default=True, metadata={"help": "vLLM prefix caching."})
+    vllm_engine_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Further keyword arguments of vllm.LLM (JSON on the command line)."}
+    )
+
     # Pairs
     min_score_gap: float = field(default=1.0, metadata={"help": "Smallest score difference that makes a pair."})
     pairs_per_prompt: int | None = field(default=2, metadata={"help": "Pairs sampled per prompt; None keeps all."})
@@ -191,8 +253,10 @@ class FeedbackConfig:
         ):
             if isinstance(getattr(self, name), str) and getattr(self, name).strip().lower() in ("", "none", "null"):
                 setattr(self, name, None)  # `--labeler_model_name_or_path none`: self-feedback
-        if isinstance(self.generation_kwargs, str):
-            self.generation_kwargs = json.loads(self.generation_kwargs) if self.generation_kwargs.strip() else None
+        for name in ("generation_kwargs", "vllm_engine_kwargs"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, json.loads(value) if value.strip() else None)
 
         def require(condition: bool, message: str) -> None:
             if not condition:
@@ -222,6 +286,31 @@ class FeedbackConfig:
         reserved = {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "num_return_sequences"}
         clash = sorted(reserved & set(self.generation_kwargs or {}))
         require(not clash, f"generation_kwargs must not set {clash}: use the config fields of the same name")
+        for name in ("sampling_backend", "splitter_backend", "labeler_backend"):
+            require(getattr(self, name) in BACKENDS, f"{name} must be one of {BACKENDS}, got {getattr(self, name)!r}")
+        require(
+            self.labeler_top_logprobs == -1 or self.labeler_top_logprobs >= 1,
+            f"labeler_top_logprobs must be -1 (all) or at least 1, got {self.labeler_top_logprobs}",
+        )
+        require(
+            self.splitter_backend == "transformers"
+            or self.splitter_model_name_or_path is not None
+            or self.question_writer_model_name_or_path is not None,
+            "splitter_backend='vllm' needs a language model: set splitter_model_name_or_path (the rule-based "
+            "splitter runs on no backend)",
+        )
+        for name in ("vllm_tensor_parallel_size", "vllm_data_parallel_size"):
+            require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        require(
+            0 < self.vllm_gpu_memory_utilization <= 1,
+            f"vllm_gpu_memory_utilization must be in (0, 1], got {self.vllm_gpu_memory_utilization}",
+        )
+        for role, backend, loading in (
+            ("labeler", self.labeler_backend, self.labeler_loading),
+            ("splitter", self.splitter_backend, self.splitter_loading),
+        ):
+            if backend == "vllm":
+                vllm_loading_check(loading, f"{role}_")
         self.labeler_loading.check()
         self.splitter_loading.check()
 

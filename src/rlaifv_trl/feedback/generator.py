@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from ..atomic_io import atomic_directory, remove_temporary_files
+from ..backends.vllm_engine import VLLMEngineError
+from ..backends.vllm_feedback import LazyEngine, VLLMCausalLMRunner
 from ..cards import public_name
 from ..compatibility import check_vision_language_model
 from ..loading import ModelLoading, load_causal_lm, load_vlm
@@ -41,6 +43,7 @@ from ..run_lock import RunLock
 from ..validation import BadRow, BadRowError, RowValidation, check_prompt_row, row_images
 from ..validation.images import stored_image
 from ..validation.rows import row_image_values
+from .backends import require_model_name, vllm_labeler, vllm_runner, vllm_sampler, vlm_processor
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
 from .inputs import image_column, instruction_text, prompt_feature, prompt_ids, raw_rows
@@ -132,35 +135,60 @@ class RLAIFVFeedbackGenerator:
         policy_loading: ModelLoading | None = None,
         validation: RowValidation | None = None,
     ):
-        self.args = args or FeedbackConfig()
+        self.args = args = args or FeedbackConfig()
         self.validation = validation or RowValidation()
         self.state = process_state()
-        self.model, self.processor = self._load_vlm(model, processor, "policy", policy_loading or ModelLoading())
-        labeler_model = labeler_model or self.args.labeler_model_name_or_path
-        if labeler_model is None or labeler_model is self.model:
+        policy_loading = policy_loading or ModelLoading()
+        labeler_model = labeler_model or args.labeler_model_name_or_path
+        self_feedback = labeler_model is None or labeler_model is model
+        on_transformers = args.sampling_backend == "transformers" or (
+            self_feedback and args.labeler_backend == "transformers"
+        )
+        if on_transformers:
+            self.model, self.processor = self._load_vlm(model, processor, "policy", policy_loading)
+            policy_name = model_id(self.model)
+        else:  # vLLM loads the policy: only its processor here
+            require_model_name(model, "policy", "sampling_backend")
+            path, loaded = vlm_processor(model, policy_loading, "policy")
+            self.model, self.processor, policy_name = None, processor or loaded, public_name(path)
+        if self_feedback:
+            labeler_model, labeler_loading = model, policy_loading
             self.labeler_model, self.labeler_processor = self.model, labeler_processor or self.processor
-        else:
+            labeler_name = policy_name
+        elif args.labeler_backend == "transformers":
+            labeler_loading = args.labeler_loading
             self.labeler_model, self.labeler_processor = self._load_vlm(
-                labeler_model, labeler_processor, "labeler", self.args.labeler_loading
+                labeler_model, labeler_processor, "labeler", labeler_loading
             )
+            labeler_name = model_id(self.labeler_model)
+        else:
+            labeler_loading = args.labeler_loading
+            require_model_name(labeler_model, "labeler", "labeler_backend")
+            path, loaded = vlm_processor(labeler_model, labeler_loading, "labeler")
+            self.labeler_model, self.labeler_processor = None, labeler_processor or loaded
+            labeler_name = public_name(path)
         self.claim_splitter, self.question_writer = self._divide(claim_splitter, question_writer)
         self._tokenizer = getattr(self.processor, "tokenizer", self.processor)  # for the prompt checks
-        self.sampler = CandidateSampler(
-            self.model,
-            self.processor,
-            num_candidates=self.args.num_candidates,
-            temperature=self.args.temperature,
-            max_new_tokens=self.args.max_new_tokens,
-            top_p=self.args.top_p,
-            top_k=self.args.top_k,
-            generation_kwargs=self.args.generation_kwargs,
-        )
-        self.labeler = YesNoLabeler(
-            self.labeler_model, self.labeler_processor, batch_size=self.args.labeler_batch_size
-        )
+        if args.sampling_backend == "vllm":
+            self.sampler = vllm_sampler(args, model, policy_loading, self.processor, self.state)
+        else:
+            self.sampler = CandidateSampler(
+                self.model,
+                self.processor,
+                num_candidates=args.num_candidates,
+                temperature=args.temperature,
+                max_new_tokens=args.max_new_tokens,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                generation_kwargs=args.generation_kwargs,
+            )
+        if args.labeler_backend == "vllm":
+            self.labeler = vllm_labeler(args, labeler_model, labeler_loading, self.labeler_processor, self.state)
+        else:
+            self.labeler = YesNoLabeler(self.labeler_model, self.labeler_processor, batch_size=args.labeler_batch_size)
         self.provenance = {
-            "policy_model": model_id(self.model),
-            "labeler_model": model_id(self.labeler_model),
+            "policy_model": policy_name,
+            "labeler_model": labeler_name,
             "claim_splitter": public_name(self.claim_splitter.name),
             "question_writer": public_name(self.question_writer.name),
         }
@@ -184,9 +212,12 @@ class RLAIFVFeedbackGenerator:
         self, splitter: ClaimSplitter | None, writer: QuestionWriter | None
     ) -> tuple[ClaimSplitter, QuestionWriter]:
         args = self.args
-        runners: dict[str, CausalLMRunner] = {}
+        runners: dict[str, CausalLMRunner | VLLMCausalLMRunner] = {}
+        self._runners = runners
 
-        def runner(name: str) -> CausalLMRunner:
+        def runner(name: str) -> CausalLMRunner | VLLMCausalLMRunner:
+            if name not in runners and args.splitter_backend == "vllm":
+                runners[name] = vllm_runner(args, name, self.state)
             if name not in runners:
                 model, tokenizer = load_causal_lm(name, args.splitter_loading)
                 runners[name] = CausalLMRunner(
@@ -266,7 +297,10 @@ class RLAIFVFeedbackGenerator:
             wall: dict[str, float] = {}
             for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
                 start = time.perf_counter()
-                self._run_stage(store, stage, mine, context, run_shard)
+                try:
+                    self._run_stage(store, stage, mine, context, run_shard)
+                finally:
+                    self.close_engines()  # a vLLM engine frees its memory before the next stage (and training)
                 wall[stage] = time.perf_counter() - start
             state.wait_for_everyone()
 
@@ -291,6 +325,12 @@ class RLAIFVFeedbackGenerator:
                 root,
             )
         return output
+
+    def close_engines(self) -> None:
+        """Stop the vLLM engines this generator started (they start again when needed)."""
+        for part in (self.sampler, self.labeler, *self._runners.values()):
+            if isinstance(part, LazyEngine):
+                part.close()
 
     def _settings(self, dataset: Dataset, seed: int, iteration: int) -> dict[str, Any]:
         """What decides this run's results: the config's result fields, the models, the prompts, seed, iteration."""
@@ -374,6 +414,8 @@ class RLAIFVFeedbackGenerator:
                 [item["images"] for item in batch],
                 [item["seed"] for item in batch],
             )
+        except VLLMEngineError:
+            raise
         except Exception as error:
             if len(batch) == 1:
                 skipped.append(_failure(batch[0]["row"], batch[0]["prompt_id"], "candidates", error))
@@ -395,6 +437,8 @@ class RLAIFVFeedbackGenerator:
                 written = iter(self.question_writer.write(flat, seed) if flat else [])
                 questions = [[with_instruction(next(written), instruction) for _ in c] for c in claims]
                 records.append({"row": record["row"], "claims": claims, "questions": questions})
+            except VLLMEngineError:
+                raise
             except Exception as error:
                 skipped.append(_failure(record["row"], record["prompt_id"], "claims", error))
             progress.update(1)
@@ -422,6 +466,8 @@ class RLAIFVFeedbackGenerator:
                         "p_no": [[label.p_no for label in answer] for answer in pairs],
                     }
                 )
+            except VLLMEngineError:
+                raise
             except Exception as error:
                 skipped.append(_failure(record["row"], candidates[record["row"]]["prompt_id"], "labels", error))
             progress.update(1)

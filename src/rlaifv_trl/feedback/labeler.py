@@ -62,6 +62,12 @@ def labeler_messages(num_images: int, question: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
+def render_question(processor: ProcessorMixin, num_images: int, question: str) -> str:
+    """The labeler's input text for one question about `num_images` images, ending with the assistant header."""
+    messages = labeler_messages(num_images, question)
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 class YesNoLabeler:
     """Labels polar questions about images with a vision-language model, one forward pass per question.
 
@@ -92,8 +98,7 @@ class YesNoLabeler:
 
     def render(self, num_images: int, question: str) -> str:
         """The labeler's input text for one question, ending with the assistant header."""
-        messages = labeler_messages(num_images, question)
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return render_question(self.processor, num_images, question)
 
     def _probabilities(self, logits: torch.Tensor) -> list[YesNoLabel]:
         probs = logits.float().softmax(-1)

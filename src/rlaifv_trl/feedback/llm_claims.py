@@ -100,6 +100,15 @@ def parse_question(text: str) -> str | None:
     return None
 
 
+def render_instruction(tokenizer: PreTrainedTokenizerBase, instruction: str) -> str:
+    """A language model's input for one instruction: its chat template when it has one, else the plain text (whose
+    special tokens, such as a BOS, the tokenizer adds)."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": instruction}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return instruction + "\n"
+
+
 class CausalLMRunner:
     """Prompts a causal language model with instructions and samples completions in batches.
 
@@ -141,10 +150,7 @@ class CausalLMRunner:
 
     def render(self, instruction: str) -> str:
         """The model input for one instruction: its chat template when it has one, else the plain text."""
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": instruction}]
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return instruction + "\n"
+        return render_instruction(self.tokenizer, instruction)
 
     @torch.no_grad()
     def complete(self, instructions: Sequence[str], seed: int) -> list[str]:

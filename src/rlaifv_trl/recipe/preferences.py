@@ -47,10 +47,15 @@ def collect_preferences(
         )  # fmt: skip
         stats = _stats(pairs, iteration, policy=source, labeler="published", report=None)
     else:
-        model, processor = load_vlm(run.policy(iteration), policy_loading)
+        if feedback_args.sampling_backend == "vllm":  # vLLM loads the policy itself
+            model, processor = run.policy(iteration), None
+        else:
+            model, processor = load_vlm(run.policy(iteration), policy_loading)
         source = Path(script_args.prompt_dataset)
         validation = row_validation.rooted_at(source if source.is_dir() else None)  # paths: inside its folder
-        generator = RLAIFVFeedbackGenerator(model, processor, args=feedback_args, validation=validation)
+        generator = RLAIFVFeedbackGenerator(
+            model, processor, args=feedback_args, validation=validation, policy_loading=policy_loading
+        )
         prompts = iteration_prompts(
             script_args.prompt_dataset, iteration, script_args.prompts_per_iteration,
             script_args.prompt_dataset_split, script_args.prompt_dataset_config, seed=training_args.seed,

@@ -305,7 +305,9 @@ def _qwen2_5_vl(spec: TinyVLMPreset, tokenizer, seed: int):
     return model, _qwen_processor(Qwen2_5_VLProcessor, spec, tokenizer, 4 * spec.image_size * spec.image_size)
 
 
-def build_tiny_causal_lm(output_dir: str | Path, family: str = "llama", seed: int = 0) -> Path:
+def build_tiny_causal_lm(
+    output_dir: str | Path, family: str = "llama", seed: int = 0, preset: str | TinyVLMPreset = "tiny"
+) -> Path:
     """Build, save and return the directory of a tiny causal language model (a stand-in for a claim splitter).
 
     Args:
@@ -313,22 +315,25 @@ def build_tiny_causal_lm(output_dir: str | Path, family: str = "llama", seed: in
         family: "llama" (Llama 3 chat format) or "qwen2" (Qwen2.5 chat format), each with the family's real chat
             template and special tokens.
         seed: Seed of the random initialisation.
+        preset: Sizes (its `text_*` fields and vocabulary): "tiny", "small" or a `TinyVLMPreset`.
 
     Returns:
         `output_dir` as a `Path`, loadable with `AutoModelForCausalLM` and `AutoTokenizer`.
     """
-    model, tokenizer = make_tiny_causal_lm(family, seed)
+    model, tokenizer = make_tiny_causal_lm(family, seed, preset)
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
 
 
-def make_tiny_causal_lm(family: str = "llama", seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def make_tiny_causal_lm(
+    family: str = "llama", seed: int = 0, preset: str | TinyVLMPreset = "tiny"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The in-memory model and tokenizer that `build_tiny_causal_lm` saves."""
     if family not in CAUSAL_LM_FAMILIES:
         raise ValueError(f"Unknown causal LM family {family!r}; expected one of {CAUSAL_LM_FAMILIES}")
-    spec = PRESETS["tiny"]
+    spec = PRESETS[preset] if isinstance(preset, str) else preset
     tokenizer = build_tokenizer("llava", spec.vocab_size)
     if family == "llama":
         special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]

@@ -1,0 +1,1 @@
+"""Inference backends of the feedback stages: transformers (default) and vLLM."""
