@@ -1,9 +1,12 @@
 """Conquer: YesNoLabeler reuses the image prefix per group and equals a plain per-question forward within 1e-4."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_trl import prefix_sharing
 from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
 from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
@@ -152,3 +155,77 @@ def test_answer_words_must_be_single_tokens(vlm):
     model, processor = vlm
     with pytest.raises(ValueError, match="not a single token"):
         YesNoLabeler(model, processor, yes_words=("yes", "Yes", "absolutely-yes"))
+
+
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_packed_padded_and_plain_forwards_give_the_same_labels(vlm, batch_size, one_thread):
+    model, processor = vlm
+    images = [ShapesWorld().scene(6).render()]
+    packed = YesNoLabeler(model, processor, batch_size=batch_size).label_group(LabelGroup(images, QUESTIONS))
+    padded = YesNoLabeler(model, processor, batch_size=batch_size, pack=False).label_group(
+        LabelGroup(images, QUESTIONS)
+    )
+    for a, b in zip(packed, padded):
+        assert abs(a.p_yes - b.p_yes) < 1e-5 and abs(a.p_no - b.p_no) < 1e-5 and a.accepted == b.accepted
+    _assert_plain(model, processor, images, QUESTIONS, packed)
+
+
+def _forward_caches(model, run) -> list:
+    """The cache argument of every forward pass `run()` makes."""
+    caches = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: caches.append(kwargs.get("cache", kwargs.get("past_key_values"))),
+        with_kwargs=True,
+    )
+    try:
+        run()
+    finally:
+        hook.remove()
+    return caches
+
+
+def test_packed_questions_share_one_prefix_cache(vlm, one_thread):
+    """Packed, a batch's forward reads the prefix cache's own tensors (batch of one, nothing copied) and leaves them as
+    they are; padded, every row has its own copy."""
+    model, processor = vlm
+    labeler = YesNoLabeler(model, processor)
+    prefix_text, continuations = labeler._continuations(1, QUESTIONS)
+    prefix = encode_prefix(model, labeler._inputs(prefix_text, [ShapesWorld().scene(9).render()]))
+    ids = [continuations[i] for i in sorted(continuations)]
+    before = [(layer.keys, layer.values) for layer in prefix.cache.layers]
+    before_values = [(keys.clone(), values.clone()) for keys, values in before]
+    packed = _forward_caches(model, lambda: next_token_logits(model, prefix, ids, batch_size=4))
+    assert len(ids) == 7 and len(packed) == 2  # two packs of at most 4 questions
+    for cache in packed:
+        for layer, (keys, values) in zip(cache.layers, before):
+            assert layer.keys is keys and layer.values is values  # the prefix's tensors, not copies
+            assert keys.shape[0] == 1 and keys.shape[-2] == prefix.length
+    for layer, (keys, values), (keys_copy, values_copy) in zip(prefix.cache.layers, before, before_values):
+        assert layer.keys is keys and torch.equal(keys, keys_copy) and torch.equal(values, values_copy)
+    padded = _forward_caches(model, lambda: next_token_logits(model, prefix, ids, batch_size=4, pack=False))
+    assert [cache.layers[0].keys.shape[0] for cache in padded] == [4, 3]  # a copy of the prefix per row
+    assert all(cache.layers[0].keys.data_ptr() != before[0][0].data_ptr() for cache in padded)
+
+
+def test_packed_next_token_logits_when_the_model_keeps_every_position(vlm, monkeypatch, one_thread):
+    """Models whose forward ignores `logits_to_keep` (MiniCPM-V) return every position's logits: the last token of
+    each packed question is picked from them."""
+    model, processor = vlm
+    labeler = YesNoLabeler(model, processor)
+    prefix_text, continuations = labeler._continuations(1, QUESTIONS)
+    prefix = encode_prefix(model, labeler._inputs(prefix_text, [ShapesWorld().scene(2).render()]))
+    ids = [continuations[i] for i in sorted(continuations)]
+    kept = next_token_logits(model, prefix, ids, batch_size=4)
+    monkeypatch.setattr(prefix_sharing, "_takes_logits_to_keep", lambda model: False)
+    every = next_token_logits(model, prefix, ids, batch_size=4)
+    padded = next_token_logits(model, prefix, ids, batch_size=4, pack=False)
+    torch.testing.assert_close(every, kept, atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded, kept, atol=1e-4, rtol=0)
+
+
+def test_attention_without_4d_masks_gets_padded_batches(caplog):
+    config = SimpleNamespace(model_type="stub-flash", _attn_implementation="flash_attention_2")
+    assert "does not take a 4-D attention mask" in prefix_sharing.packing_refusal(SimpleNamespace(config=config))
+    assert "Packed continuations are off for stub-flash" in caplog.text
+    config = SimpleNamespace(model_type="stub-sdpa", _attn_implementation="sdpa")
+    assert prefix_sharing.packing_refusal(SimpleNamespace(config=config)) is None

@@ -1,10 +1,17 @@
 """Encode a shared (image + text) prefix once and run many text continuations on its KV cache.
 
 RLAIF-V asks many questions about one image (the labeler) and scores many answers to one prompt (Best-of-N). Both
-share a long prefix, the image tokens above all, so the prefix is run once with `use_cache=True` and each batch of
-continuations attends to a copy of its cache. Positions continue where the prefix ends, including the 3-D
-multimodal rotary positions of the Qwen2-VL family, so the logits equal those of a plain forward over
-prefix + continuation (up to float rounding).
+share a long prefix, the image tokens above all, so the prefix is run once with `use_cache=True` and the
+continuations attend to its cache. Positions continue where the prefix ends, including the 3-D multimodal rotary
+positions of the Qwen2-VL family, so the logits equal those of a plain forward over prefix + continuation (up to float
+rounding).
+
+`next_token_logits` (the labeler's path) packs the continuations of a forward pass into one row, a 4-D attention
+mask keeping them apart, and runs it on a read-only view of the prefix cache: the prefix's keys and values are held
+once, whatever the number of continuations, and the pass's memory grows with the continuations' tokens. Padded
+batches (`pack=False`, or an attention implementation that takes no 4-D mask: `packing_refusal`) give each row its
+own copy of the prefix cache: memory grows with rows x prefix. `continuation_logits` and `continuation_log_probs` run
+each forward pass on a copy of the prefix cache.
 
 Models with a recurrent state next to (or instead of) their KV cache (linear-attention, state-space or short
 convolution layers: Qwen3.5, MiniCPM-V 4.6, ...) update it token by token: padding between the prefix and a
@@ -15,6 +22,7 @@ on its own copy of the prefix cache and unpadded: still exact, and the prefix is
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +30,12 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedModel
-from transformers.cache_utils import Cache, LinearAttentionCacheLayerMixin
+from transformers.cache_utils import (
+    Cache,
+    DynamicLayer,
+    DynamicSlidingWindowLayer,
+    LinearAttentionCacheLayerMixin,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .log_probs import token_log_probs
@@ -174,27 +187,76 @@ def _packed_batch(
     continuation's positions start where the prefix ends.
     """
     device = prefix.last_logits.device
-    lengths = torch.tensor([len(ids) for ids in chunk], device=device)
-    total = int(lengths.sum())
+    lengths = [len(ids) for ids in chunk]
+    total = sum(lengths)
     input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
-    starts = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)  # where each token's continuation starts
-    index = torch.arange(total, device=device)
-    own_earlier_tokens = (starts[:, None] == starts[None, :]) & (index[:, None] >= index[None, :])
-    prefix_tokens = torch.ones((total, prefix.length), dtype=torch.bool, device=device)
-    visible = torch.cat([prefix_tokens, own_earlier_tokens], dim=1)
-    mask = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, torch.finfo(dtype).min)
-    positions = (prefix.next_position + index - starts).unsqueeze(0)
+    mask = torch.full((total, prefix.length + total), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[:, : prefix.length] = 0
+    positions = torch.empty((1, total), dtype=torch.long, device=device)
+    start = 0
+    for length in lengths:  # each continuation sees its own earlier tokens
+        own = mask[start : start + length, prefix.length + start : prefix.length + start + length]
+        own.masked_fill_(torch.ones((length, length), dtype=torch.bool, device=device).tril(), 0)
+        positions[0, start : start + length] = torch.arange(
+            prefix.next_position, prefix.next_position + length, device=device
+        )
+        start += length
     return {"input_ids": input_ids, "attention_mask": mask[None, None], "position_ids": positions}, 1
 
 
-def _on_prefix(prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int) -> dict[str, Any]:
-    """`inputs` with a copy of the prefix cache for `rows` rows, and 3-D positions for multimodal rotary models."""
+def _on_prefix(
+    prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int, shared: bool = False
+) -> dict[str, Any]:
+    """`inputs` with the prefix cache for `rows` rows, and 3-D positions for multimodal rotary models.
+
+    Padded rows each get a copy of the cache. With `shared` (one packed row), the forward reads the prefix cache's own
+    tensors (`_read_only_view`) and leaves them as they are.
+    """
     if prefix.multimodal_rope:
         inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
+    if shared:
+        return {**inputs, _CACHE_ARGUMENT: _read_only_view(prefix.cache)}
     cache = copy.deepcopy(prefix.cache)
     if rows > 1:  # linear-attention cache layers cannot repeat their states (transformers 5.24); one row needs none
         cache.batch_repeat_interleave(rows)
     return {**inputs, _CACHE_ARGUMENT: cache}
+
+
+# Cache layers whose `update` returns the cached states followed by the new ones (sliding-window layers: unless they
+# record the past for a later `crop`).
+_CONCATENATING_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
+
+
+def _read_only_view(cache: Cache) -> Cache:
+    """A cache that a forward pass reads like `cache` itself but that stores nothing: `cache` keeps exactly its states,
+    and no tensor is copied up front.
+
+    Each layer of the view returns the prefix's states followed by the new ones, as `cache`'s own layer would, without
+    keeping them: the concatenation of one layer is freed once that layer's attention is done, so a forward holds the
+    prefix's keys and values once plus one layer's worth of its own. (Running on `cache` and cropping it back would
+    keep every layer's concatenation until the end, as views, and cannot restore a sliding-window layer that went past
+    its window.) Caches with other layers get one deep copy.
+    """
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(
+        type(layer) in _CONCATENATING_LAYERS and layer.is_initialized and not getattr(layer, "record_past", False)
+        for layer in layers
+    ):
+        return copy.deepcopy(cache)
+    view = copy.copy(cache)
+    view.layers = [_reading_layer(layer) for layer in layers]
+    return view
+
+
+def _reading_layer(layer: DynamicLayer) -> DynamicLayer:
+    """A shallow copy of `layer` whose `update` returns its states followed by the new ones, and stores nothing."""
+    view = copy.copy(layer)
+
+    def update(key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, ...]:
+        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+
+    view.update = update
+    return view
 
 
 # transformers 5.24 renamed `past_key_values` (argument of `forward` and field of its outputs) to `cache`.
@@ -287,21 +349,68 @@ def continuation_log_probs(
     return results
 
 
+def packing_refusal(model: PreTrainedModel) -> str | None:
+    """Why continuations packed into one row (with a 4-D attention mask) would not give a plain forward's logits on
+    `model`, or `None` when they would. Only the eager and SDPA attention implementations take a custom 4-D mask
+    (FlashAttention, for one, reads padding from a 2-D mask). Callers pad instead; the reason is logged once per
+    model family."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    reason = None
+    if implementation not in ("eager", "sdpa"):
+        reason = f"its attention implementation ({implementation}) does not take a 4-D attention mask"
+    if reason is not None:
+        family = getattr(model.config, "model_type", type(model).__name__)
+        if (family, reason) not in _WARNED:
+            _WARNED.add((family, reason))
+            logger.warning("Packed continuations are off for %s: %s; padded batches instead", family, reason)
+    return reason
+
+
+def _takes_logits_to_keep(model: PreTrainedModel) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 @torch.no_grad()
 def next_token_logits(
-    model: PreTrainedModel, prefix: EncodedPrefix, continuations: Sequence[Sequence[int]], batch_size: int = 64
+    model: PreTrainedModel,
+    prefix: EncodedPrefix,
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    pack: bool = True,
 ) -> torch.Tensor:
     """Logits of the token that follows each continuation of the prefix, shape `(len(continuations), vocab)`.
 
-    Like `continuation_logits(..., last_only=True)`, but the continuations are left padded so that the language-model
-    head runs on the last position only.
+    Like `continuation_logits(..., last_only=True)`, with the language-model head run on the last token of each
+    continuation only.
+
+    Args:
+        model: The model that encoded `prefix`.
+        prefix: The encoded prefix.
+        continuations: Token ids of each continuation (non-empty).
+        batch_size: Continuations per forward pass.
+        pack: Pack the continuations of a forward pass into one row (`_packed_batch`) that reads the prefix cache
+            without copying it: memory grows with their tokens, not with rows x prefix. Otherwise (and when `packing_refusal` gives a
+            reason) they are left padded, each row with its own copy of the prefix cache. Models with a recurrent
+            state run their continuations one at a time, unpadded, either way.
     """
     _check_continuations(continuations)
-    if prefix.recurrent:  # one at a time: left padding would run through the recurrent state
-        batch_size = 1
+    if prefix.recurrent:  # one at a time: padding or packing would run through the recurrent state
+        batch_size, pack = 1, False
+    pack = pack and packing_refusal(model) is None
+    keep_indices = pack and _takes_logits_to_keep(model)
     outputs = []
     for start in range(0, len(continuations), batch_size):
-        inputs, rows = _padded_batch(prefix, continuations[start : start + batch_size], left_padded=True)
-        logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True, logits_to_keep=1).logits
-        outputs.append(logits[:, -1])
+        chunk = continuations[start : start + batch_size]
+        if not pack:
+            inputs, rows = _padded_batch(prefix, chunk, left_padded=True)
+            logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True, logits_to_keep=1).logits
+            outputs.append(logits[:, -1])
+            continue
+        inputs, _ = _packed_batch(prefix, chunk, model.dtype)
+        last = torch.tensor([len(ids) for ids in chunk], device=prefix.last_logits.device).cumsum(0) - 1
+        kwargs = {"logits_to_keep": last} if keep_indices else {}
+        logits = model(**_on_prefix(prefix, inputs, 1, shared=True), use_cache=True, **kwargs).logits[0]
+        outputs.append(logits if logits.shape[0] == len(chunk) else logits[last])  # some models keep every position
     return torch.cat(outputs)

@@ -7,6 +7,9 @@ next-token distribution at the first answer position gives p_yes = p("yes") + p(
 (softmax over the full vocabulary); a claim is accepted only if p_yes > p_no. A question whose tokens do not extend the
 prefix's tokens (a tokenizer that merges across the boundary) gets a plain full forward instead, counted in
 `num_full_forwards`.
+
+The questions of a batch run packed into one sequence that reads the prefix cache without copying it
+(`next_token_logits`): a batch's memory grows with its questions' tokens, not with questions x prefix.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class YesNoLabeler:
         batch_size: Questions per forward pass.
         yes_words: Tokens whose probabilities sum to p_yes.
         no_words: Tokens whose probabilities sum to p_no.
+        pack: Run the questions of a forward pass packed into one sequence that shares the prefix cache; `False`
+            left pads them instead, each row with its own copy of the prefix cache (memory: rows x prefix).
     """
 
     def __init__(
@@ -86,11 +91,13 @@ class YesNoLabeler:
         batch_size: int = 64,
         yes_words: Sequence[str] = ("yes", "Yes"),
         no_words: Sequence[str] = ("no", "No"),
+        pack: bool = True,
     ):
         self.model = model
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.batch_size = batch_size
+        self.pack = pack
         self.yes_ids = torch.tensor(single_token_ids(self.tokenizer, yes_words))
         self.no_ids = torch.tensor(single_token_ids(self.tokenizer, no_words))
         self.num_full_forwards = 0
@@ -159,7 +166,8 @@ class YesNoLabeler:
         if continuations:
             prefix = encode_prefix(self.model, inputs)
             order = sorted(continuations, key=lambda i: len(continuations[i]))  # similar lengths batch together
-            logits = next_token_logits(self.model, prefix, [continuations[i] for i in order], self.batch_size)
+            ids = [continuations[i] for i in order]
+            logits = next_token_logits(self.model, prefix, ids, self.batch_size, pack=self.pack)
             for i, label in zip(order, self._probabilities(logits)):
                 labels[unique[i]] = label
         for question in unique:
