@@ -6,6 +6,7 @@ chat template and image processor):
 - the labeler's prefix-shared yes/no probabilities equal a plain per-question forward within 1e-4;
 - reference log-probs equal `trl.DPOTrainer`'s own computation within 1e-4;
 - a `RLAIFVDPOTrainer` step, with and without LoRA;
+- the loss and gradients of a step with each image encoded once per pair equal those of TRL's (twice);
 - the scorer's Best-of-N equals scoring the answers one by one;
 - one iteration of the recipe.
 The largest differences measured are written to `family_matrix.json` in the session's temporary folder.
@@ -33,6 +34,8 @@ QUESTIONS = [
     "Are there two yellow squares next to each other, one above the other? Please answer yes or no.",
 ]
 MEASURED: dict[str, dict[str, float]] = {}
+# Families whose processor packs every image of a batch into one row of pixel values.
+PACKED_PIXELS = {"minicpmv4_6"}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,6 +146,34 @@ def test_a_dpo_step(family, lora, tiny_vlm_dir, dpo_args):
         assert all(torch.equal(before[name], frozen[name]) for name in before if name in frozen)
     else:
         assert any(not torch.equal(before[name], value) for name, value in trained.items())
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_images_encoded_once_per_pair_give_the_same_loss_and_gradients(family, tiny_vlm_dir, dpo_args):
+    path = tiny_vlm_dir(family)
+    data = oracle_preference_dataset(2)
+    losses, gradients = {}, {}
+    for once in (False, True):
+        model = load(path)[0]
+        trainer = RLAIFVDPOTrainer(
+            model=model, args=dpo_args(precompute_ref_log_probs=True, encode_images_once=once),
+            train_dataset=data, processing_class=AutoProcessor.from_pretrained(path),
+        )  # fmt: skip
+        batch = trainer._prepare_inputs(trainer.data_collator(list(trainer.train_dataset)))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses[once] = loss.detach()
+        gradients[once] = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        if once and family in PACKED_PIXELS:  # nothing to halve: the tower runs on every image, as without
+            assert trainer.image_features_sharing.num_shared == 0 and trainer.image_features_sharing.num_whole >= 1
+        elif once:
+            assert trainer.image_features_sharing.num_shared >= 1 and trainer.image_features_sharing.num_whole == 0
+    vision = [name for name in gradients[False] if any(key in name for key in ("vision", "visual", "projector"))]
+    assert vision and gradients[False].keys() == gradients[True].keys()
+    difference = max(float((gradients[False][n] - gradients[True][n]).abs().max()) for n in gradients[False])
+    measure(family, "encode_images_once_max_gradient_difference", difference)
+    torch.testing.assert_close(losses[True], losses[False], atol=1e-5, rtol=0)
+    assert difference < 1e-4
 
 
 @pytest.mark.parametrize("family", NAMES)

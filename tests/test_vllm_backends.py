@@ -180,6 +180,7 @@ def test_one_recipe_iteration_with_every_backend_on_vllm(llava, llama, vllm_pyth
     from test_recipe import done, run_recipe
 
     run = tmp_path / "run"
+    before = set(worker_processes())  # engines of other tests of this module
     run_recipe(
         [
             "--config", str(ROOT / "recipes" / "configs" / "tiny_cpu.yaml"), "--output_dir", str(run),
@@ -200,3 +201,17 @@ def test_one_recipe_iteration_with_every_backend_on_vllm(llava, llama, vllm_pyth
     manifest = json.loads((run / "feedback" / "iteration-0" / "manifest.json").read_text())
     assert manifest["settings"]["sampling_backend"] == manifest["settings"]["labeler_backend"] == "vllm"
     assert AutoModelForImageTextToText.from_pretrained(run / "models" / "iteration-1") is not None
+    assert set(worker_processes()) <= before  # every engine stopped with its stage: none holds memory in training
+
+
+def worker_processes() -> list[int]:
+    """Processes running the vLLM worker script."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"vllm_worker.py" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found

@@ -51,7 +51,12 @@ def _prompts(message: dict) -> list[dict]:
 class Worker:
     def __init__(self, engine_args: dict):
         from vllm import LLM
+        from vllm.platforms import current_platform
 
+        if current_platform.is_cpu():
+            # vLLM 0.32 on CPUs: a seeded request whose prompt is prefilled in chunks fails ("CPU Generator does not
+            # use offset": rewinding a generator is a CUDA-only call), so prompts are prefilled whole.
+            engine_args.setdefault("enable_chunked_prefill", False)
         self.llm = LLM(**engine_args)
         self.tokenization = {"add_special_tokens": False}
 

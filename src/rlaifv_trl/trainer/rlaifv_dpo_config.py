@@ -61,6 +61,15 @@ class RLAIFVDPOConfig(DPOConfig):
             dataset, instead of skipping it and counting it in the report (`RLAIFVDPOTrainer.row_validation_reports`).
             The recipe applies it to every dataset it reads.
 
+        > Parameters that control the training
+
+        encode_images_once (`bool`, *optional*, defaults to `False`):
+            Run the vision tower once per pair instead of once for the chosen and once for the rejected answer (TRL's
+            vision collator repeats every pair's images). The features, the loss and the gradients are the same (up
+            to float rounding); a step saves the vision tower's share of the time on the repeated images. Families
+            whose processor packs all of a batch's images into one row (MiniCPM-V 4.6) run it on every image, as
+            without.
+
         > Parameters that control the logging
 
         log_length_normalized_rewards (`bool`, *optional*, defaults to `True`):
@@ -125,6 +134,12 @@ class RLAIFVDPOConfig(DPOConfig):
             "help": "Raise on the first unusable row of a dataset (naming it) instead of skipping it and counting it "
             "in the run's report."
         },
+    )
+
+    # Parameters that control the training
+    encode_images_once: bool = field(
+        default=False,
+        metadata={"help": "Run the vision tower once per pair instead of once per chosen and rejected answer."},
     )
 
     # Parameters that control the logging

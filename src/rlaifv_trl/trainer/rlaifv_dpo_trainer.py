@@ -33,6 +33,7 @@ from ..log_probs import length_normalized_reward
 from ..validation import RowValidation, ValidationReport
 from .checkpoints import load_checkpoint_weights
 from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef, trainable_rows
+from .image_features import ImageFeaturesOncePerPair
 from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
 from .rlaifv_dpo_config import RLAIFVDPOConfig
 
@@ -173,6 +174,12 @@ class RLAIFVDPOTrainer(DPOTrainer):
                 pad_to_multiple_of=collator.pad_to_multiple_of,
                 return_tensors=collator.return_tensors,
             )
+        self.image_features_sharing = None
+        if getattr(args, "encode_images_once", False):
+            models = [self.accelerator.unwrap_model(self.model)]
+            if self.ref_model is not None:
+                models.append(self.accelerator.unwrap_model(self.ref_model))
+            self.image_features_sharing = ImageFeaturesOncePerPair(*models)
         self._recorder = None
         if getattr(args, "log_length_normalized_rewards", True):  # also given a plain DPOConfig
             modules = [self.accelerator.unwrap_model(self.model)]
@@ -277,10 +284,12 @@ class RLAIFVDPOTrainer(DPOTrainer):
         )
 
     def _compute_loss(self, model, inputs, return_outputs):
-        if self._recorder is None:
-            return super()._compute_loss(model, inputs, return_outputs)
-        with self._recorder.recording() as records:
-            result = super()._compute_loss(model, inputs, return_outputs)
+        sharing = self.image_features_sharing.active() if self.image_features_sharing else contextlib.nullcontext()
+        with sharing:
+            if self._recorder is None:
+                return super()._compute_loss(model, inputs, return_outputs)
+            with self._recorder.recording() as records:
+                result = super()._compute_loss(model, inputs, return_outputs)
         self._log_length_normalized_rewards(inputs, records)
         return result
 
