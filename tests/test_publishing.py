@@ -222,3 +222,6 @@ def test_card_templates_and_builtin_weights_ship_inside_the_wheel(tmp_path):
     assert "rlaifv_trl/hub_cards/dataset_card.md" in names and "rlaifv_trl/hub_cards/model_card.md" in names
     assert "rlaifv_trl/synthetic/weights/shapesworld_llava.safetensors" in names  # the embedded default's models
     assert "rlaifv_trl/synthetic/weights/shapesworld_llava_labeler.safetensors" in names
+    # CHAIR's COCO synonyms and the evaluate modules (scripts named like their folders).
+    assert "rlaifv_trl/metrics/coco_synonyms.txt" in names
+    assert {"rlaifv_trl/metrics/modules/chair/chair.py", "rlaifv_trl/metrics/modules/pope/pope.py"} <= set(names)

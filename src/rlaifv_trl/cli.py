@@ -1,4 +1,8 @@
-"""The `rlaifv-trl` command line: `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...`."""
+"""The `rlaifv-trl` command line:
+
+- `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...`;
+- `rlaifv-trl evaluate MODEL --benchmark {pope,shapesworld,chair} [--dataset ...] [--output-dir ...]`.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,72 @@ def _parser() -> argparse.ArgumentParser:
     )
     push.add_argument("--model-repo", help="Model repository id (one branch per iteration, main = latest).")
     push.add_argument("--private", action="store_true", help="Create the repositories as private.")
+    _add_evaluate(commands)
     return parser
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="Measure a model's hallucination on a benchmark; writes report.json and report.md.",
+        description="Answer a hallucination benchmark with a vision-language model and score the answers (POPE: "
+        "yes/no existence questions; CHAIR: object mentions in descriptions; shapesworld: both, on generated scenes).",
+    )
+    evaluate.add_argument("model", help="Model folder, Hub id or builtin:<name>.")
+    evaluate.add_argument("--benchmark", required=True, choices=["pope", "shapesworld", "chair"])
+    evaluate.add_argument(
+        "--dataset",
+        help="Local dataset (save_to_disk folder, parquet/json/csv file) or Hub id. pope: POPE's schema (default "
+        "lmms-lab/POPE); chair: columns image, objects and optionally question or prompt; not for shapesworld.",
+    )
+    evaluate.add_argument("--split", help="Dataset split (default: the only split, else 'test').")
+    evaluate.add_argument(
+        "--num-prompts", type=int, help="Rows to answer: a seeded random subset (default: all; shapesworld: 200)."
+    )
+    evaluate.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature (0: greedy).")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--vocabulary", default="coco", choices=["coco", "shapesworld"], help="Object vocabulary of chair."
+    )
+    evaluate.add_argument("--output-dir", default="evaluation", help="Where report.json and report.md are written.")
+    evaluate.add_argument("--revision", default="main", help="Model revision (Hub models).")
+    evaluate.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
+    evaluate.add_argument("--trust-remote-code", action="store_true")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .benchmarks import EvaluationRequest, run_evaluation
+
+    for name in ("num_prompts", "max_new_tokens", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f"rlaifv-trl evaluate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    request = EvaluationRequest(
+        model=args.model, benchmark=args.benchmark, dataset=args.dataset, split=args.split,
+        num_prompts=args.num_prompts, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, seed=args.seed, vocabulary=args.vocabulary, output_dir=args.output_dir,
+        revision=args.revision, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+    )  # fmt: skip
+    try:
+        report = run_evaluation(request)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"rlaifv-trl evaluate: {error}", file=sys.stderr)
+        return 1
+    for name, result in report["results"].items():
+        shown = ", ".join(f"{key}={value:.4f}" for key, value in result["metrics"].items() if isinstance(value, float))
+        print(f"{name}: {shown}")
+    print(f"Report: {args.output_dir}/report.md")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "push":
         if not args.dataset_repo and not args.model_repo:
             _parser().error("push needs --dataset-repo, --model-repo or both")

@@ -26,7 +26,11 @@ Evaluator = Callable[..., dict[str, float]]
 BUILTIN_EVALUATORS = {
     # CHAIR hallucination rates and recall on held-out ShapesWorld scenes (the synthetic test bed).
     "shapesworld": "rlaifv_trl.synthetic.recipe:shapesworld_chair",
+    # POPE accuracy, F1 and yes-ratio of yes/no existence questions about the same held-out scenes.
+    "shapesworld_pope": "rlaifv_trl.synthetic.recipe:shapesworld_pope",
 }
+# Evaluators on a dataset of your own (POPE's schema) come from a factory bound in a module of yours:
+# `rlaifv_trl.benchmarks.pope_evaluator` (see its docstring and docs/evaluation.md).
 
 
 @dataclass(frozen=True)

@@ -68,3 +68,44 @@ def chair(
         num_mentions=mentions,
         num_hallucinated_mentions=hallucinated,
     )
+
+
+VOCABULARIES = ("coco", "shapesworld")
+
+
+def vocabulary_extractor(vocabulary: str) -> tuple[Callable[[str], list[str]], Callable[[str], str]]:
+    """The object extractor of a vocabulary and the normalization of its ground-truth names.
+
+    "coco": the 80 COCO categories with CHAIR's synonyms (`coco_objects`; ground truth may name a category or a
+    synonym, "man" -> "person"); "shapesworld": ShapesWorld's "<colour> <shape>" objects.
+    """
+    if vocabulary == "coco":
+        from .coco import coco_category, coco_objects
+
+        return coco_objects, coco_category
+    if vocabulary == "shapesworld":
+        from ..synthetic.shapes import shapes_objects
+
+        return shapes_objects, lambda name: " ".join(name.lower().split())
+    raise ValueError(f"Unknown vocabulary {vocabulary!r}: use one of {VOCABULARIES}")
+
+
+def chair_metrics(
+    predictions: Sequence[str], references: Sequence[Iterable[str]], vocabulary: str = "coco"
+) -> dict[str, float | int]:
+    """CHAIR rates of answers against the objects of their images, with the objects read from a vocabulary.
+
+    Args:
+        predictions: The generated answers.
+        references: For each answer, the objects present in its image (category names or synonyms).
+        vocabulary: "coco" or "shapesworld" (see `vocabulary_extractor`).
+
+    Returns:
+        `ChairResult`'s fields (`response_rate`, `mention_rate`, `recall` and counts) and `mean_length`, the mean
+        number of whitespace-separated words of an answer.
+    """
+    extract, normalize = vocabulary_extractor(vocabulary)
+    truth = [{normalize(name) for name in objects} for objects in references]
+    result = chair(predictions, truth, extract).to_dict()
+    result["mean_length"] = sum(len(text.split()) for text in predictions) / len(predictions) if predictions else 0.0
+    return result

@@ -2,7 +2,7 @@
 
 ```yaml
 prompt_dataset: rlaifv_trl.synthetic.recipe:shapesworld_prompts
-evaluation: [shapesworld]   # this module's shapesworld_chair
+evaluation: [shapesworld, shapesworld_pope]   # this module's shapesworld_chair and shapesworld_pope
 ```
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from datasets import Dataset
 from transformers import PreTrainedModel, ProcessorMixin
 
+from ..metrics.pope import pope_metrics
 from .data import prompt_dataset
 from .policy import evaluate_hallucination
 
@@ -44,3 +45,28 @@ def shapesworld_chair(
         "chair_mention": result.mention_rate,
         "chair_recall": result.recall,
     }
+
+
+def shapesworld_pope(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    *,
+    num_prompts: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
+    """POPE metrics of the model's answers to `num_prompts` yes/no existence questions about held-out ShapesWorld
+    scenes (half about present objects, half about absent ones).
+
+    Returns `pope_accuracy`, `pope_f1` and `pope_yes_ratio` (0.5 for an unbiased model); answers that say neither
+    yes nor no count as wrong. A temperature of 0 decodes greedily.
+    """
+    from ..benchmarks import generate_answers, shapesworld_question_rows
+
+    rows = shapesworld_question_rows(num_prompts, seed=seed)
+    answers = generate_answers(
+        model, processor, rows, batch_size=50, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+    )
+    metrics = pope_metrics(answers, rows.references)
+    return {"pope_accuracy": metrics["accuracy"], "pope_f1": metrics["f1"], "pope_yes_ratio": metrics["yes_ratio"]}

@@ -1,0 +1,360 @@
+"""Hallucination benchmarks: generate a model's answers on a benchmark, score them, and write a report.
+
+Benchmarks (`rlaifv-trl evaluate MODEL --benchmark ...`):
+- `pope`: yes/no object-existence questions in POPE's published schema (`lmms-lab/POPE` on the Hub: `question_id`,
+  `question`, `answer` "yes"/"no", `image_source`, `image`, `category`), scored with `pope_metrics`, overall and per
+  `category`;
+- `chair`: descriptions of images with ground-truth objects (`image` or `images`, `question` or `prompt` (optional),
+  `objects`: list of strings), scored with `chair_metrics` and a vocabulary ("coco" by default);
+- `shapesworld`: held-out ShapesWorld scenes generated on the fly, both descriptions (CHAIR) and existence questions
+  (POPE).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, ProcessorMixin
+
+from .data import user_turn
+from .generation import generate_batch
+from .metrics import chair_metrics, pope_metrics
+
+
+logger = logging.getLogger(__name__)
+
+BENCHMARKS = ("pope", "chair", "shapesworld")
+DEFAULT_POPE_DATASET = "lmms-lab/POPE"
+# Appended to POPE questions that do not already ask for a yes/no answer.
+YES_NO_INSTRUCTION = "Please answer yes or no."
+DEFAULT_DESCRIPTION_PROMPT = "Describe the image in detail."
+_SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
+_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
+
+
+@dataclass
+class BenchmarkRows:
+    """What a model is asked, and what its answers are scored against.
+
+    Attributes:
+        kind: "pope" (yes/no answers) or "chair" (descriptions).
+        prompts: Conversational prompts (one user turn with image placeholders).
+        images: The images of each prompt.
+        references: "yes"/"no" for POPE, the list of present objects for CHAIR.
+        categories: POPE's `category` of each row, when the dataset has one.
+    """
+
+    kind: str
+    prompts: list[list[dict[str, Any]]]
+    images: list[list[Image.Image]]
+    references: list[Any]
+    categories: list[str] | None = None
+    ids: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def load_table(path_or_id: str, split: str | None = None) -> Dataset:
+    """A dataset from a `save_to_disk` folder, a data file (parquet, json, jsonl, csv, arrow), a folder of data files or
+    a Hub repository. With several splits, `split` picks one (default: the only split, else "test")."""
+    path = Path(path_or_id)
+    if path.is_dir() and any((path / name).is_file() for name in _SAVED_DATASET_FILES):
+        loaded = load_from_disk(str(path))
+    elif path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"Cannot read {path}: use one of {sorted(_FILE_BUILDERS)} or a save_to_disk folder")
+        loaded = load_dataset(builder, data_files=str(path), split="train")
+    else:
+        if path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
+            raise FileNotFoundError(f"No dataset at {path_or_id}")
+        loaded = load_dataset(path_or_id, split=split) if split else load_dataset(path_or_id)
+    if isinstance(loaded, DatasetDict):
+        if split is None:
+            if len(loaded) == 1:
+                split = next(iter(loaded))
+            elif "test" in loaded:
+                split = "test"
+            else:
+                raise ValueError(f"{path_or_id} has splits {sorted(loaded)}: choose one with --split")
+        if split not in loaded:
+            raise ValueError(f"{path_or_id} has no split {split!r}; it has {sorted(loaded)}")
+        loaded = loaded[split]
+    return loaded
+
+
+def _subset(dataset: Dataset, num_rows: int | None, seed: int) -> Dataset:
+    """A seeded random subset of `num_rows` rows (all rows, in order, when `num_rows` is `None` or large enough)."""
+    if num_rows is None or num_rows >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(num_rows))
+
+
+def _row_images(row: dict[str, Any]) -> list[Image.Image]:
+    if row.get("image") is not None:
+        images = [row["image"]]
+    elif row.get("images") is not None:
+        images = list(row["images"])
+    else:
+        raise ValueError("Every row needs an `image` (or `images`)")
+    return [image.convert("RGB") for image in images]
+
+
+def _require(dataset: Dataset, columns: Sequence[str], benchmark: str) -> None:
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"The {benchmark} dataset lacks the columns {missing} (it has {dataset.column_names}); see docs/evaluation.md"
+        )
+
+
+def pope_rows(dataset: Dataset) -> BenchmarkRows:
+    """POPE rows (`question`, `answer`, `image`, optional `category` and `question_id`) as prompts and references."""
+    _require(dataset, ["question", "answer"], "pope")
+    if not {"image", "images"} & set(dataset.column_names):
+        raise ValueError(f"The pope dataset has no `image` column (it has {dataset.column_names})")
+    rows = BenchmarkRows("pope", [], [], [], [] if "category" in dataset.column_names else None)
+    for index, row in enumerate(dataset):
+        question = row["question"].strip()
+        if "yes or no" not in question.lower():
+            question = f"{question} {YES_NO_INSTRUCTION}"
+        images = _row_images(row)
+        rows.prompts.append(user_turn(question, num_images=len(images)))
+        rows.images.append(images)
+        rows.references.append(row["answer"])
+        if rows.categories is not None:
+            rows.categories.append(str(row["category"]))
+        rows.ids.append(row.get("question_id", index))
+    return rows
+
+
+def chair_rows(dataset: Dataset) -> BenchmarkRows:
+    """Description rows (`image`/`images`, optional `question`/`prompt`, `objects`) as prompts and references."""
+    _require(dataset, ["objects"], "chair")
+    rows = BenchmarkRows("chair", [], [], [])
+    for index, row in enumerate(dataset):
+        images = _row_images(row)
+        prompt = row.get("question") or row.get("prompt") or DEFAULT_DESCRIPTION_PROMPT
+        rows.prompts.append(user_turn(prompt, num_images=len(images)) if isinstance(prompt, str) else list(prompt))
+        rows.images.append(images)
+        rows.references.append(list(row["objects"]))
+        rows.ids.append(row.get("question_id", row.get("prompt_id", index)))
+    return rows
+
+
+def shapesworld_question_rows(num_prompts: int, seed: int = 0) -> BenchmarkRows:
+    """`num_prompts` existence questions (half "yes", half "no") about held-out ShapesWorld scenes."""
+    from .synthetic import EVAL_SEED_OFFSET, yes_no_dataset
+
+    questions = yes_no_dataset(math.ceil(num_prompts / 2), start_seed=EVAL_SEED_OFFSET, seed=seed)
+    questions = questions.select(range(num_prompts))
+    return BenchmarkRows(
+        "pope", list(questions["prompt"]), list(questions["images"]),
+        ["yes" if present else "no" for present in questions["present"]], ids=list(questions["scene_seed"]),
+    )  # fmt: skip
+
+
+def shapesworld_rows(num_prompts: int, seed: int = 0) -> tuple[BenchmarkRows, BenchmarkRows]:
+    """`num_prompts` descriptions and `num_prompts` existence questions about held-out ShapesWorld scenes."""
+    from .synthetic import evaluation_prompts
+
+    descriptions = evaluation_prompts(num_prompts, seed=seed)
+    chair = BenchmarkRows(
+        "chair", list(descriptions["prompt"]), list(descriptions["images"]), list(descriptions["objects"]),
+        ids=list(descriptions["scene_seed"]),
+    )  # fmt: skip
+    return chair, shapesworld_question_rows(num_prompts, seed=seed)
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    rows: BenchmarkRows,
+    *,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    description: str = "Generating",
+) -> list[str]:
+    """One answer per row, in batches; a temperature of 0 decodes greedily."""
+    generation: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+    generation.update({"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False})
+    torch.manual_seed(seed)
+    answers: list[str] = []
+    with tqdm(total=len(rows), desc=description, unit="answer", disable=not progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            stop = start + batch_size
+            answers += generate_batch(
+                model, processor, rows.prompts[start:stop], rows.images[start:stop], **generation
+            )
+            bar.update(min(stop, len(rows)) - start)
+    return answers
+
+
+def score(rows: BenchmarkRows, answers: Sequence[str], vocabulary: str = "coco") -> dict[str, Any]:
+    """The metrics of `answers` (and for POPE with categories, the metrics of each category)."""
+    if rows.kind == "chair":
+        return {"metrics": chair_metrics(answers, rows.references, vocabulary=vocabulary)}
+    scored: dict[str, Any] = {"metrics": pope_metrics(answers, rows.references)}
+    if rows.categories:
+        scored["per_category"] = {
+            category: pope_metrics(
+                [a for a, c in zip(answers, rows.categories) if c == category],
+                [r for r, c in zip(rows.references, rows.categories) if c == category],
+            )
+            for category in sorted(set(rows.categories))
+        }
+    return scored
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """The options of `rlaifv-trl evaluate`."""
+
+    model: str
+    benchmark: str
+    dataset: str | None = None
+    split: str | None = None
+    num_prompts: int | None = None
+    temperature: float = 0.0
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    seed: int = 0
+    vocabulary: str = "coco"
+    output_dir: str = "evaluation"
+    revision: str | None = "main"
+    dtype: str | None = "float32"
+    trust_remote_code: bool = False
+
+
+def benchmark_rows(request: EvaluationRequest) -> dict[str, BenchmarkRows]:
+    """The rows of a request's benchmark, by part name ("pope", "chair")."""
+    if request.benchmark not in BENCHMARKS:
+        raise ValueError(f"Unknown benchmark {request.benchmark!r}: use one of {BENCHMARKS}")
+    if request.benchmark == "shapesworld":
+        if request.dataset is not None:
+            raise ValueError("The shapesworld benchmark generates its scenes; --dataset is for pope and chair")
+        chair, pope = shapesworld_rows(request.num_prompts or 200, seed=request.seed)
+        return {"chair": chair, "pope": pope}
+    if request.benchmark == "pope":
+        dataset = load_table(request.dataset or DEFAULT_POPE_DATASET, request.split)
+        return {"pope": pope_rows(_subset(dataset, request.num_prompts, request.seed))}
+    if request.dataset is None:
+        raise ValueError("The chair benchmark needs --dataset (columns image, objects and optionally question)")
+    dataset = load_table(request.dataset, request.split)
+    return {"chair": chair_rows(_subset(dataset, request.num_prompts, request.seed))}
+
+
+def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
+    """Load the model, answer the benchmark, score, and write `report.json`, `report.md` and `answers.jsonl` into
+    `request.output_dir`. Returns the report."""
+    from .loading import ModelLoading, load_vlm
+
+    parts = benchmark_rows(request)  # a wrong dataset fails before the model loads
+    vocabulary = "shapesworld" if request.benchmark == "shapesworld" else request.vocabulary
+    loading = ModelLoading(revision=request.revision, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
+    model, processor = load_vlm(request.model, loading)
+    report: dict[str, Any] = {
+        "model": request.model,
+        "benchmark": request.benchmark,
+        "dataset": request.dataset or (DEFAULT_POPE_DATASET if request.benchmark == "pope" else None),
+        "split": request.split,
+        "settings": {
+            "num_prompts": request.num_prompts,
+            "temperature": request.temperature,
+            "max_new_tokens": request.max_new_tokens,
+            "batch_size": request.batch_size,
+            "seed": request.seed,
+            **({"vocabulary": vocabulary} if "chair" in parts else {}),
+        },
+        "results": {},
+    }
+    output_dir = Path(request.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "answers.jsonl", "w", encoding="utf-8") as answers_file:
+        for name, rows in parts.items():
+            answers = generate_answers(
+                model, processor, rows, batch_size=request.batch_size, temperature=request.temperature,
+                max_new_tokens=request.max_new_tokens, seed=request.seed, progress=True,
+                description=f"{request.benchmark} ({name})" if len(parts) > 1 else request.benchmark,
+            )  # fmt: skip
+            report["results"][name] = {"num_rows": len(rows), **score(rows, answers, vocabulary)}
+            for row_id, prompt, reference, answer in zip(rows.ids, rows.prompts, rows.references, answers):
+                text = prompt[-1]["content"][-1]["text"]
+                record = {"part": name, "id": row_id, "prompt": text, "reference": reference, "answer": answer}
+                answers_file.write(json.dumps(record, default=str) + "\n")
+    (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (output_dir / "report.md").write_text(markdown_report(report), encoding="utf-8")
+    return report
+
+
+def _number(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """A report as Markdown: the settings, then one table of metrics per part (and one row per POPE category)."""
+    lines = [f"# {report['benchmark']} evaluation of `{report['model']}`", ""]
+    if report.get("dataset"):
+        split = f" (split `{report['split']}`)" if report.get("split") else ""
+        lines += [f"Dataset: `{report['dataset']}`{split}", ""]
+    settings = ", ".join(f"{key} = {value}" for key, value in report["settings"].items() if value is not None)
+    lines += [f"Settings: {settings}", ""]
+    for name, result in report["results"].items():
+        lines += [f"## {name.upper()} ({result['num_rows']} rows)", "", "| Metric | Value |", "| --- | --- |"]
+        lines += [f"| {key} | {_number(value)} |" for key, value in result["metrics"].items()]
+        lines.append("")
+        if result.get("per_category"):
+            keys = list(next(iter(result["per_category"].values())))
+            lines += ["| Category | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
+            for category, metrics in result["per_category"].items():
+                lines.append(f"| {category} | " + " | ".join(_number(metrics[key]) for key in keys) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope", batch_size: int = 8):
+    """A recipe evaluator on a POPE-schema dataset (a local path or a Hub id), returning `<prefix>_accuracy`,
+    `<prefix>_f1` and `<prefix>_yes_ratio`. Evaluators are named by import path, so bind it in a module of yours:
+
+    ```python
+    # my_evaluators.py; in the recipe config: evaluation: [my_evaluators:pope]
+    from rlaifv_trl.benchmarks import pope_evaluator
+
+    pope = pope_evaluator("lmms-lab/POPE", split="test")
+    ```
+
+    Each evaluation answers a seeded random subset of `num_prompts` questions.
+    """
+
+    def evaluator(
+        model: PreTrainedModel,
+        processor: ProcessorMixin,
+        *,
+        num_prompts: int,
+        temperature: float,
+        max_new_tokens: int,
+        seed: int,
+    ) -> dict[str, float]:
+        rows = pope_rows(_subset(load_table(dataset, split), num_prompts, seed))
+        answers = generate_answers(
+            model, processor, rows, batch_size=batch_size, temperature=temperature, max_new_tokens=max_new_tokens,
+            seed=seed,
+        )  # fmt: skip
+        metrics = pope_metrics(answers, rows.references)
+        return {f"{prefix}_{key}": float(metrics[key]) for key in ("accuracy", "f1", "yes_ratio")}
+
+    return evaluator

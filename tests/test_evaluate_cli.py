@@ -1,0 +1,160 @@
+"""`rlaifv-trl evaluate` end to end on tiny models: POPE's published schema saved locally, CHAIR datasets, generated
+ShapesWorld scenes; and the built-in `shapesworld_pope` recipe evaluator."""
+
+import json
+
+import pytest
+from datasets import Dataset, Image, load_from_disk
+
+from rlaifv_trl.cli import main
+from rlaifv_trl.evaluation import BUILTIN_EVALUATORS, EvaluationSettings, load_evaluators, run_evaluators
+from rlaifv_trl.loading import load_vlm
+from rlaifv_trl.metrics import chair_metrics, pope_metrics
+from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, ShapesWorld, build_tiny_vlm
+from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "m", "llava", "tiny")
+
+
+@pytest.fixture(scope="module")
+def pope_dataset(tmp_path_factory):
+    """Six questions in POPE's published schema (lmms-lab/POPE), about ShapesWorld scenes, in two categories."""
+    world = ShapesWorld()
+    rows = {k: [] for k in ("question_id", "question", "answer", "image_source", "image", "category")}
+    for i in range(3):
+        scene = world.scene(EVAL_SEED_OFFSET + 500 + i)
+        for category, name, answer in (
+            ("random", scene.object_names[0], "yes"),
+            ("adversarial", world.absent_objects(scene)[0], "no"),
+        ):
+            rows["question_id"].append(str(len(rows["question_id"]) + 1))
+            rows["question"].append(f"Is there a {name} in the image?")
+            rows["answer"].append(answer)
+            rows["image_source"].append(f"scene_{scene.seed}")
+            rows["image"].append(scene.render())
+            rows["category"].append(category)
+    dataset = Dataset.from_dict(rows).cast_column("image", Image())
+    path = tmp_path_factory.mktemp("data") / "pope"
+    dataset.save_to_disk(str(path))
+    return path
+
+
+def _read(output_dir):
+    report = json.loads((output_dir / "report.json").read_text())
+    markdown = (output_dir / "report.md").read_text()
+    answers = [json.loads(line) for line in (output_dir / "answers.jsonl").read_text().splitlines()]
+    return report, markdown, answers
+
+
+def test_pope_on_a_local_dataset_in_the_published_schema(tiny_model, pope_dataset, tmp_path):
+    out = tmp_path / "out"
+    code = main(
+        ["evaluate", str(tiny_model), "--benchmark", "pope", "--dataset", str(pope_dataset), "--max-new-tokens", "4",
+         "--batch-size", "4", "--output-dir", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report, markdown, answers = _read(out)
+    result = report["results"]["pope"]
+    assert report["benchmark"] == "pope" and report["dataset"] == str(pope_dataset)
+    assert result["num_rows"] == len(load_from_disk(str(pope_dataset))) == 6 == len(answers)
+    assert result["metrics"]["num_answers"] == 6
+    assert set(result["per_category"]) == {"adversarial", "random"}
+    assert all(metrics["num_answers"] == 3 for metrics in result["per_category"].values())
+    # The report's numbers are the metric of the answers it wrote.
+    assert result["metrics"] == pope_metrics([a["answer"] for a in answers], [a["reference"] for a in answers])
+    assert [a["id"] for a in answers] == [str(i) for i in range(1, 7)]
+    assert answers[0]["prompt"].endswith("in the image? Please answer yes or no.")
+    assert "| Metric | Value |" in markdown and "| accuracy |" in markdown and "| yes_ratio |" in markdown
+    assert "| adversarial |" in markdown and "| random |" in markdown and "## POPE (6 rows)" in markdown
+
+
+def test_pope_with_a_trained_model_answers_every_question(pope_dataset, tmp_path):
+    """The built-in labeler answers "Yes"/"No": nothing unparsed, and it knows these scenes."""
+    out = tmp_path / "out"
+    code = main(
+        ["evaluate", BUILTIN_LABELER, "--benchmark", "pope", "--dataset", str(pope_dataset), "--max-new-tokens", "4",
+         "--num-prompts", "4", "--output-dir", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report, _, answers = _read(out)
+    metrics = report["results"]["pope"]["metrics"]
+    assert report["results"]["pope"]["num_rows"] == 4 == len(answers)  # a seeded subset of 4 of the 6 rows
+    assert metrics["num_unparsed"] == 0 and metrics["accuracy"] >= 0.75
+
+
+def test_chair_on_a_parquet_dataset(tiny_model, tmp_path):
+    world = ShapesWorld()
+    scenes = [world.scene(EVAL_SEED_OFFSET + i) for i in range(3)]
+    dataset = Dataset.from_dict(
+        {
+            "image": [scene.render() for scene in scenes],
+            "question": ["Describe the image."] * 3,
+            "objects": [["person", "dog"], ["dining table"], []],
+        }
+    ).cast_column("image", Image())
+    path = tmp_path / "chair.parquet"
+    dataset.to_parquet(str(path))
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tiny_model), "--benchmark", "chair", "--dataset", str(path), "--max-new-tokens",
+                 "4", "--output-dir", str(out)]) == 0  # fmt: skip
+    report, markdown, answers = _read(out)
+    result = report["results"]["chair"]
+    assert result["num_rows"] == 3 == result["metrics"]["num_answers"] == len(answers)
+    assert report["settings"]["vocabulary"] == "coco"
+    assert result["metrics"] == chair_metrics([a["answer"] for a in answers], [a["reference"] for a in answers])
+    assert "| mention_rate |" in markdown and "| mean_length |" in markdown
+
+
+def test_shapesworld_generates_its_scenes(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tiny_model), "--benchmark", "shapesworld", "--num-prompts", "3",
+                 "--max-new-tokens", "4", "--temperature", "1.0", "--output-dir", str(out)]) == 0  # fmt: skip
+    report, markdown, answers = _read(out)
+    assert set(report["results"]) == {"chair", "pope"}
+    assert report["results"]["chair"]["num_rows"] == report["results"]["pope"]["num_rows"] == 3
+    assert report["results"]["pope"]["metrics"]["num_answers"] == 3 and len(answers) == 6
+    assert report["settings"]["vocabulary"] == "shapesworld" and "## CHAIR (3 rows)" in markdown
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--benchmark", "shapesworld", "--dataset", "x"], "generates its scenes"),
+        (["--benchmark", "chair"], "needs --dataset"),
+        (["--benchmark", "pope", "--dataset", "./no/such/folder"], "No dataset"),
+    ],
+)
+def test_evaluate_refuses_bad_requests(tiny_model, tmp_path, capsys, arguments, message):
+    assert main(["evaluate", str(tiny_model), *arguments, "--output-dir", str(tmp_path / "out")]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pope_refuses_a_dataset_without_its_columns(tiny_model, tmp_path, capsys):
+    path = tmp_path / "bad"
+    Dataset.from_dict({"question": ["Is there a dog?"], "label": ["yes"]}).save_to_disk(str(path))
+    assert main(["evaluate", str(tiny_model), "--benchmark", "pope", "--dataset", str(path)]) == 1
+    assert "['answer']" in capsys.readouterr().err
+
+
+def test_shapesworld_pope_is_a_builtin_evaluator(tiny_model):
+    assert "shapesworld_pope" in BUILTIN_EVALUATORS
+    evaluators = load_evaluators(["shapesworld", "shapesworld_pope"])
+    model, processor = load_vlm(tiny_model)
+    settings = EvaluationSettings(num_prompts=3, temperature=0.0, max_new_tokens=4)
+    metrics = run_evaluators(evaluators, model, processor, settings)
+    assert {"pope_accuracy", "pope_f1", "pope_yes_ratio", "chair_response"} <= set(metrics)
+    assert all(0.0 <= metrics[key] <= 1.0 for key in ("pope_accuracy", "pope_f1", "pope_yes_ratio"))
+
+
+def test_pope_evaluator_factory_on_a_dataset(pope_dataset):
+    from rlaifv_trl.benchmarks import pope_evaluator
+
+    model, processor = load_vlm(BUILTIN_LABELER)
+    evaluator = pope_evaluator(str(pope_dataset), prefix="mypope")
+    metrics = run_evaluators({"mypope": evaluator}, model, processor, EvaluationSettings(num_prompts=6))
+    assert set(metrics) == {"mypope_accuracy", "mypope_f1", "mypope_yes_ratio"}
+    assert metrics["mypope_accuracy"] >= 0.75
