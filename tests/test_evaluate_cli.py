@@ -68,7 +68,7 @@ def test_pope_on_a_local_dataset_in_the_published_schema(tiny_model, pope_datase
     assert [a["id"] for a in answers] == [str(i) for i in range(1, 7)]
     assert answers[0]["prompt"].endswith("in the image? Please answer yes or no.")
     assert "| Metric | Value |" in markdown and "| accuracy |" in markdown and "| yes_ratio |" in markdown
-    assert "| adversarial |" in markdown and "| random |" in markdown and "## POPE (6 rows)" in markdown
+    assert "| adversarial |" in markdown and "| random |" in markdown and "## POPE (6 rows, 0 skipped)" in markdown
 
 
 def test_pope_with_a_trained_model_answers_every_question(pope_dataset, tmp_path):
@@ -116,7 +116,7 @@ def test_shapesworld_generates_its_scenes(tiny_model, tmp_path):
     assert set(report["results"]) == {"chair", "pope"}
     assert report["results"]["chair"]["num_rows"] == report["results"]["pope"]["num_rows"] == 3
     assert report["results"]["pope"]["metrics"]["num_answers"] == 3 and len(answers) == 6
-    assert report["settings"]["vocabulary"] == "shapesworld" and "## CHAIR (3 rows)" in markdown
+    assert report["settings"]["vocabulary"] == "shapesworld" and "## CHAIR (3 rows, 0 skipped)" in markdown
 
 
 @pytest.mark.parametrize(
@@ -158,3 +158,24 @@ def test_pope_evaluator_factory_on_a_dataset(pope_dataset):
     metrics = run_evaluators({"mypope": evaluator}, model, processor, EvaluationSettings(num_prompts=6))
     assert set(metrics) == {"mypope_accuracy", "mypope_f1", "mypope_yes_ratio"}
     assert metrics["mypope_accuracy"] >= 0.75
+
+
+def test_bad_rows_are_skipped_and_counted_not_fatal(tiny_model, pope_dataset, tmp_path):
+    good = load_from_disk(str(pope_dataset))
+    rows = good.cast_column("image", Image(decode=False)).to_list()
+    rows[1]["image"] = {"bytes": b"not an image", "path": None}  # a corrupt image
+    rows[2]["answer"] = "maybe"  # not a yes/no reference
+    rows[3]["question"] = "  "  # an empty question
+    path = tmp_path / "bad"
+    Dataset.from_list(rows).cast_column("image", Image()).save_to_disk(str(path))
+    out = tmp_path / "out"
+    code = main(
+        ["evaluate", str(tiny_model), "--benchmark", "pope", "--dataset", str(path), "--max-new-tokens", "4",
+         "--output-dir", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    report, markdown, answers = _read(out)
+    result = report["results"]["pope"]
+    assert result["num_rows"] == 3 == len(answers) and result["num_skipped"] == 3
+    assert [(s["row"], s["field"]) for s in result["skipped"]] == [(1, "image"), (2, "answer"), (3, "question")]
+    assert "3 skipped" in markdown

@@ -60,6 +60,7 @@ class BenchmarkRows:
     references: list[Any]
     categories: list[str] | None = None
     ids: list[Any] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -101,16 +102,6 @@ def _subset(dataset: Dataset, num_rows: int | None, seed: int) -> Dataset:
     return dataset.shuffle(seed=seed).select(range(num_rows))
 
 
-def _row_images(row: dict[str, Any]) -> list[Image.Image]:
-    if row.get("image") is not None:
-        images = [row["image"]]
-    elif row.get("images") is not None:
-        images = list(row["images"])
-    else:
-        raise ValueError("Every row needs an `image` (or `images`)")
-    return [image.convert("RGB") for image in images]
-
-
 def _require(dataset: Dataset, columns: Sequence[str], benchmark: str) -> None:
     missing = [column for column in columns if column not in dataset.column_names]
     if missing:
@@ -119,38 +110,90 @@ def _require(dataset: Dataset, columns: Sequence[str], benchmark: str) -> None:
         )
 
 
+class _BadRow(ValueError):
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(reason)
+        self.field = field_name
+
+
+def _rows(dataset: Dataset, rows: BenchmarkRows, read) -> BenchmarkRows:
+    """Add every row `read(index, row)` accepts to `rows`; a row it refuses (or whose image does not decode) is
+    skipped and recorded with its index, field and reason, so that one bad row never stops an evaluation."""
+    for index in range(len(dataset)):
+        try:
+            try:
+                row = dataset[index]
+            except Exception as error:  # an image column that does not decode
+                raise _BadRow("image", f"cannot be read ({type(error).__name__}: {error})") from None
+            read(index, row)
+        except _BadRow as problem:
+            rows.skipped.append({"row": index, "field": problem.field, "reason": str(problem)})
+    if rows.skipped:
+        logger.warning("%d of %d %s rows skipped (see the report)", len(rows.skipped), len(dataset), rows.kind)
+    return rows
+
+
+def _row_images(row: dict[str, Any]) -> list[Image.Image]:
+    images = [row["image"]] if row.get("image") is not None else list(row.get("images") or [])
+    if not images or not all(isinstance(image, Image.Image) for image in images):
+        raise _BadRow("image", "no image")
+    try:
+        return [image.convert("RGB") for image in images]
+    except Exception as error:
+        raise _BadRow("image", f"cannot be decoded ({type(error).__name__}: {error})") from None
+
+
+def _text(row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadRow(name, "empty or not a string")
+    return value.strip()
+
+
 def pope_rows(dataset: Dataset) -> BenchmarkRows:
-    """POPE rows (`question`, `answer`, `image`, optional `category` and `question_id`) as prompts and references."""
+    """POPE rows (`question`, `answer`, `image`, optional `category` and `question_id`) as prompts and references.
+    Rows with no readable image, an empty question or an answer other than yes/no are skipped and recorded."""
     _require(dataset, ["question", "answer"], "pope")
     if not {"image", "images"} & set(dataset.column_names):
         raise ValueError(f"The pope dataset has no `image` column (it has {dataset.column_names})")
     rows = BenchmarkRows("pope", [], [], [], [] if "category" in dataset.column_names else None)
-    for index, row in enumerate(dataset):
-        question = row["question"].strip()
+
+    def read(index: int, row: dict[str, Any]) -> None:
+        question = _text(row, "question")
+        answer = _text(row, "answer").lower()
+        if answer not in ("yes", "no"):
+            raise _BadRow("answer", f"{answer!r} is neither yes nor no")
         if "yes or no" not in question.lower():
             question = f"{question} {YES_NO_INSTRUCTION}"
         images = _row_images(row)
         rows.prompts.append(user_turn(question, num_images=len(images)))
         rows.images.append(images)
-        rows.references.append(row["answer"])
+        rows.references.append(answer)
         if rows.categories is not None:
             rows.categories.append(str(row["category"]))
         rows.ids.append(row.get("question_id", index))
-    return rows
+
+    return _rows(dataset, rows, read)
 
 
 def chair_rows(dataset: Dataset) -> BenchmarkRows:
-    """Description rows (`image`/`images`, optional `question`/`prompt`, `objects`) as prompts and references."""
+    """Description rows (`image`/`images`, optional `question`/`prompt`, `objects`) as prompts and references. Rows
+    with no readable image or whose `objects` is not a list of strings are skipped and recorded."""
     _require(dataset, ["objects"], "chair")
     rows = BenchmarkRows("chair", [], [], [])
-    for index, row in enumerate(dataset):
+
+    def read(index: int, row: dict[str, Any]) -> None:
+        objects = row.get("objects")
+        if not isinstance(objects, list) or not all(isinstance(name, str) for name in objects):
+            raise _BadRow("objects", "not a list of strings")
         images = _row_images(row)
         prompt = row.get("question") or row.get("prompt") or DEFAULT_DESCRIPTION_PROMPT
         rows.prompts.append(user_turn(prompt, num_images=len(images)) if isinstance(prompt, str) else list(prompt))
         rows.images.append(images)
-        rows.references.append(list(row["objects"]))
+        rows.references.append(list(objects))
         rows.ids.append(row.get("question_id", row.get("prompt_id", index)))
-    return rows
+
+    return _rows(dataset, rows, read)
 
 
 def shapesworld_question_rows(num_prompts: int, seed: int = 0) -> BenchmarkRows:
@@ -291,7 +334,10 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
                 max_new_tokens=request.max_new_tokens, seed=request.seed, progress=True,
                 description=f"{request.benchmark} ({name})" if len(parts) > 1 else request.benchmark,
             )  # fmt: skip
-            report["results"][name] = {"num_rows": len(rows), **score(rows, answers, vocabulary)}
+            report["results"][name] = {
+                "num_rows": len(rows), **score(rows, answers, vocabulary), "num_skipped": len(rows.skipped),
+                "skipped": rows.skipped,
+            }  # fmt: skip
             for row_id, prompt, reference, answer in zip(rows.ids, rows.prompts, rows.references, answers):
                 text = prompt[-1]["content"][-1]["text"]
                 record = {"part": name, "id": row_id, "prompt": text, "reference": reference, "answer": answer}
@@ -314,7 +360,12 @@ def markdown_report(report: dict[str, Any]) -> str:
     settings = ", ".join(f"{key} = {value}" for key, value in report["settings"].items() if value is not None)
     lines += [f"Settings: {settings}", ""]
     for name, result in report["results"].items():
-        lines += [f"## {name.upper()} ({result['num_rows']} rows)", "", "| Metric | Value |", "| --- | --- |"]
+        lines += [
+            f"## {name.upper()} ({result['num_rows']} rows, {result.get('num_skipped', 0)} skipped)",
+            "",
+            "| Metric | Value |",
+            "| --- | --- |",
+        ]
         lines += [f"| {key} | {_number(value)} |" for key, value in result["metrics"].items()]
         lines.append("")
         if result.get("per_category"):
