@@ -104,7 +104,7 @@ def test_vllm_labeler_equals_the_transformers_labeler(llava, llava_engine):
     processor = AutoProcessor.from_pretrained(llava)
     model = AutoModelForImageTextToText.from_pretrained(llava).eval()
     reference = YesNoLabeler(model, processor)
-    labeler = VLLMYesNoLabeler(lambda: llava_engine, processor)
+    labeler = VLLMYesNoLabeler(lambda: llava_engine, processor, batch_size=2)  # 3 distinct questions: 2 calls
     differences, verdicts, distinct = [], [], set()
     for image in images(3):
         questions = [
@@ -148,11 +148,13 @@ def test_vllm_splitter_runs_a_language_model(llama, vllm_python):
 
     tokenizer = AutoTokenizer.from_pretrained(llama)
     with VLLMEngine(llama, settings(vllm_python)) as engine:
-        runner = VLLMCausalLMRunner(lambda: engine, tokenizer, str(llama), max_new_tokens=16)
+        runner = VLLMCausalLMRunner(lambda: engine, tokenizer, str(llama), max_new_tokens=16, batch_size=2)
         splitter = LLMClaimSplitter(runner)
         instructions = splitter.instructions(["Describe."] * 3, ["A red circle.", "A blue square.", "Nothing."])
         first = runner.complete(instructions, seed=5)
         assert runner.complete(instructions, seed=5) == first  # reproducible from the seed
+        whole = VLLMCausalLMRunner(lambda: engine, tokenizer, str(llama), max_new_tokens=16, batch_size=3)
+        assert whole.complete(instructions, seed=5) == first  # whatever the engine calls the requests are split in
         assert runner.complete(instructions, seed=6) != first
         assert len(first) == 3 and all(isinstance(text, str) and text for text in first)
         claims = splitter.split(["Describe."] * 3, ["A red circle.", "A blue square.", ""], seed=5)

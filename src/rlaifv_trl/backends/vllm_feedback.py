@@ -130,6 +130,7 @@ class VLLMCausalLMRunner(LazyEngine):
         tokenizer: Its tokenizer (chat template).
         model_id: Name recorded in the provenance columns.
         temperature, top_p, max_new_tokens: As `CausalLMRunner`.
+        batch_size: Instructions per engine call (vLLM schedules the requests of a call together).
     """
 
     def __init__(
@@ -141,8 +142,10 @@ class VLLMCausalLMRunner(LazyEngine):
         top_p: float = 0.9,
         max_new_tokens: int = 256,
         generation_config: GenerationConfig | None = None,
+        batch_size: int = 16,
     ):
         super().__init__(start)
+        self.batch_size = batch_size
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.sampling = {
@@ -170,7 +173,13 @@ class VLLMCausalLMRunner(LazyEngine):
             return []
         texts = [self.render(instruction) for instruction in instructions]
         sampling = [{**self.sampling, "seed": derive_seed(seed, str(i), "completion")} for i in range(len(texts))]
-        return [completions[0] for completions in self.engine.generate(texts, None, sampling)]
+        outputs = []
+        for start in range(0, len(texts), self.batch_size):
+            stop = start + self.batch_size
+            outputs += [
+                completions[0] for completions in self.engine.generate(texts[start:stop], None, sampling[start:stop])
+            ]
+        return outputs
 
 
 class VLLMYesNoLabeler(LazyEngine):
@@ -184,6 +193,7 @@ class VLLMYesNoLabeler(LazyEngine):
             tokens (faster with large vocabularies; a yes/no token outside them counts as probability 0, and
             questions where every yes/no token is outside are counted in `num_outside_top_logprobs`).
         yes_words, no_words: As `YesNoLabeler`.
+        batch_size: Questions per engine call.
     """
 
     def __init__(
@@ -193,8 +203,10 @@ class VLLMYesNoLabeler(LazyEngine):
         top_logprobs: int = -1,
         yes_words: Sequence[str] = ("yes", "Yes"),
         no_words: Sequence[str] = ("no", "No"),
+        batch_size: int = 64,
     ):
         super().__init__(start)
+        self.batch_size = batch_size
         self.processor = processor
         tokenizer = getattr(processor, "tokenizer", processor)
         self.token_ids = [single_token_ids(tokenizer, yes_words), single_token_ids(tokenizer, no_words)]
@@ -207,9 +219,12 @@ class VLLMYesNoLabeler(LazyEngine):
             return []
         unique = list(dict.fromkeys(group.questions))
         texts = [render_question(self.processor, len(group.images), question) for question in unique]
-        probabilities = self.engine.next_token_probabilities(
-            texts, [group.images] * len(texts), self.token_ids, self.top_logprobs
-        )
+        probabilities = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            probabilities += self.engine.next_token_probabilities(
+                chunk, [group.images] * len(chunk), self.token_ids, self.top_logprobs
+            )
         labels = {}
         for question, (p_yes, p_no) in zip(unique, probabilities):
             if p_yes == 0.0 and p_no == 0.0:

@@ -113,7 +113,9 @@ def vllm_labeler(
     require_model_name(model, "labeler", "labeler_backend")
     vllm_loading_check(loading, "labeler_")
     _, start = engine_starter(args, model, loading, state)
-    return VLLMYesNoLabeler(start, processor, top_logprobs=args.labeler_top_logprobs)
+    return VLLMYesNoLabeler(
+        start, processor, top_logprobs=args.labeler_top_logprobs, batch_size=args.labeler_batch_size
+    )
 
 
 def vllm_runner(args: FeedbackConfig, name: str, state: PartialState) -> VLLMCausalLMRunner:
@@ -132,4 +134,5 @@ def vllm_runner(args: FeedbackConfig, name: str, state: PartialState) -> VLLMCau
         top_p=args.splitter_top_p,
         max_new_tokens=args.splitter_max_new_tokens,
         generation_config=generation_config,
+        batch_size=args.splitter_batch_size,
     )

@@ -43,7 +43,8 @@ class FeedbackConfig:
         sampling_batch_size (`int`, *optional*, defaults to `1`):
             Prompts sampled together in one `generate` call (each with its `num_candidates` rows). Every candidate is
             sampled with its own generator seeded from its prompt's seed, so the candidates are the same whatever
-            this is (up to the float rounding of batched forward passes): a resumed run may change it.
+            this is (up to the float rounding of batched forward passes): a resumed run may change it. With
+            `sampling_backend="vllm"`: prompts per engine call.
         shard_size (`int`, *optional*, defaults to `16`):
             Prompts per shard. A shard is the unit of work that is saved, resumed and distributed over processes.
 
@@ -63,7 +64,8 @@ class FeedbackConfig:
         splitter_max_input_words (`int`, *optional*, defaults to `300`):
             Answers are cut to their first this many words before splitting.
         splitter_batch_size (`int`, *optional*, defaults to `16`):
-            Inputs per `generate` call of the language-model splitter and question writer.
+            Inputs per `generate` call of the language-model splitter and question writer (per engine call with
+            `splitter_backend="vllm"`).
         splitter_model_revision (`str`, *optional*, defaults to `"main"`):
             Revision (branch, tag or commit) of the splitter and question writer models.
         splitter_dtype (`str`, *optional*, defaults to `"float32"`):
@@ -87,7 +89,8 @@ class FeedbackConfig:
         labeler_batch_size (`int`, *optional*, defaults to `64`):
             Questions per forward pass of the labeler. They run packed into one sequence on the image prefix's KV
             cache, which they share: a pass's memory grows with its questions' tokens, not with questions x prefix.
-            It changes float rounding only, so a resumed run may change it (e.g. after running out of memory).
+            It changes float rounding only, so a resumed run may change it (e.g. after running out of memory). With
+            `labeler_backend="vllm"`: questions per engine call.
         labeler_model_revision (`str`, *optional*, defaults to `"main"`):
             Revision (branch, tag or commit) of the labeler model.
         labeler_dtype (`str`, *optional*, defaults to `"float32"`):
