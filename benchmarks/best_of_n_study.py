@@ -17,6 +17,10 @@ Scores (higher is better; beta > 0 only scales the implicit reward, so it never 
 - `oracle`: fewest hallucinated objects, then most true ones.
 - `mode=...`: `LengthNormalizedRewardScorer(mode=...).score` itself (must pick as the matching offline score).
 
+A control scores templated answers that were not sampled from the policy (the true description, one object left
+out, one absent object added): there the implicit reward does rank hallucinations low, so its failure above comes from
+ranking the policy's own samples (a sampled token's expected log(pi / pi_ref) is the per-position KL, >= 0).
+
     python benchmarks/best_of_n_study.py --run runs/demo --scenes 200 --json best_of_n_study.json
 """
 
@@ -38,7 +42,8 @@ from rlaifv_trl import LengthNormalizedRewardScorer
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.loading import resolve_model_name
 from rlaifv_trl.metrics.chair import chair
-from rlaifv_trl.synthetic import COLORS, SHAPES, prompt_dataset, shapes_objects
+from rlaifv_trl.synthetic import COLORS, SHAPES, ShapesWorld, prompt_dataset, shapes_objects
+from rlaifv_trl.synthetic.shapes import describe
 
 
 Candidate = dict[str, object]
@@ -144,6 +149,47 @@ def evaluate_pick(
         "objects": statistics.mean(p["mentioned"] for p in picked),
         "truncated": statistics.mean(p["truncated"] for p in picked),
     }
+
+
+def off_policy_control(policy, refs: dict, processor, rows) -> dict[str, dict[str, float]]:
+    """The same scores on answers not sampled from the policy: per scene the true description, up to 3 with one
+    object left out and 4 with one absent object added (templated, in canonical order).
+
+    Returns, per score, the pairwise accuracy (answers without vs with a hallucinated object) and, per reference, the
+    mean log(pi / pi_ref) of the hallucinated objects' colour and shape tokens.
+    """
+    world = ShapesWorld()
+    per_scene: list[list[tuple[str, int]]] = []
+    for row in rows:
+        scene, rng = world.scene(row["scene_seed"]), random.Random(row["scene_seed"])
+        names = scene.object_names
+        candidates = [(scene.description(), 0)]
+        for _ in range(3 if len(names) > 1 else 0):
+            left_out = rng.choice(names)
+            candidates.append((describe([name for name in names if name != left_out]), 0))
+        candidates += [(world.hallucinated_description(scene, rng, extra=1)[0], 1) for _ in range(4)]
+        per_scene.append(candidates)
+    prompts = [row["prompt"] for row, c in zip(rows, per_scene) for _ in c]
+    images = [row["images"] for row, c in zip(rows, per_scene) for _ in c]
+    answers = [text for c in per_scene for text, _ in c]
+    scenes: list[list[Candidate]] = [[{"hallucinated": count, "scores": {}} for _, count in c] for c in per_scene]
+    flat = [(candidate, set(row["objects"])) for row, c in zip(rows, scenes) for candidate in c]
+    figures: dict[str, dict[str, float]] = {}
+    for name, ref in refs.items():
+        tokens = LengthNormalizedRewardScorer(policy, ref, processor).token_log_probs(prompts, images, answers)
+        ratios = []
+        for (candidate, truth), answer in zip(flat, tokens):
+            ratio = (answer.policy - answer.reference).numpy()
+            candidate["scores"][f"implicit_reward[{name}]"] = float(ratio.mean())
+            candidate["scores"][f"ref_mean[{name}]"] = float(answer.reference.mean())
+            candidate["scores"]["policy_mean"] = float(answer.policy.mean())
+            tokens_text = processor.tokenizer.convert_ids_to_tokens(answer.token_ids)
+            kinds = token_kinds(tokens_text, answer.num_content_tokens, truth)
+            ratios += [float(r) for kind, r in zip(kinds, ratio) if kind == "hallucinated"]
+        figures[f"hallucinated_token_log_ratio[{name}]"] = {"mean": statistics.mean(ratios)}
+    for score in scenes[0][0]["scores"]:
+        figures[score] = {"pairwise_accuracy": pairwise_accuracy(scenes, score)}
+    return figures
 
 
 def main() -> dict:
@@ -264,6 +310,7 @@ def main() -> dict:
             for name, kinds in token_ratios.items()
         },  # fmt: skip
     }
+    figures["off_policy_control"] = off_policy_control(policy, refs, processor, rows)
     print(markdown(figures))
     if options.json:
         figures["scenes"] = [
@@ -290,6 +337,9 @@ def markdown(figures: dict) -> str:
         for kind, r in kinds.items():
             figures_ = " | ".join(f"{r[key]:.3f}" for key in ("mean", "p10", "p90", "max"))
             lines.append(f"| {name} | {kind} | {r['count']} | {figures_} |")
+    lines += ["", "Off-policy control (templated answers: true, one object left out, one absent object added):", ""]
+    for name, r in figures["off_policy_control"].items():
+        lines.append(f"- {name}: " + ", ".join(f"{key} {value:.3f}" for key, value in r.items()))
     return "\n".join(lines)
 
 
