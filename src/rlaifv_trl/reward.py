@@ -8,6 +8,13 @@ sampled answers it keeps the one with the highest
 (T answer tokens; without the 1/T the implicit reward favours short answers). `LengthNormalizedRewardScorer` computes
 it with `rlaifv_trl.log_probs.length_normalized_reward`, the function `RLAIFVDPOTrainer` logs it with, over the same
 tokens: the answer as the chat template renders it after the prompt, end-of-turn tokens included.
+
+On answers sampled from the policy itself (Best-of-N) the log-ratio is a poor judge: a token drawn from pi has an
+expected log(pi / pi_ref) equal to the KL between the two at that position, which is positive wherever training
+moved the distribution, whether the token is right or wrong. On ShapesWorld the hallucinated objects and the
+end-of-turn token, where DPO moved pi the most, carry the largest log-ratios, so the implicit reward prefers short
+answers with hallucinations (`benchmarks/best_of_n_study.py`). The scorer's `mode="policy_log_prob"` ranks by the
+policy's mean token log-probability instead, which needs no reference and picks far fewer hallucinations there.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from .prefix_sharing import continuation_log_probs, encode_prefix, prefix_sharin
 from .reward_config import ImplicitRewardConfig
 
 
+SCORE_MODES = ("implicit_reward", "policy_log_prob", "reference_log_prob")
+_NEEDS_REFERENCE = ("implicit_reward", "reference_log_prob")
+
 Prompt = str | list[dict[str, Any]]
 Completion = str | list[dict[str, Any]]
 Images = Image.Image | Sequence[Image.Image] | None
@@ -54,12 +64,31 @@ class BestOfN:
 
 
 @dataclass
+class AnswerLogProbs:
+    """Per-token log-probabilities of one scored answer (`LengthNormalizedRewardScorer.token_log_probs`).
+
+    Attributes:
+        token_ids: The answer tokens scored: the answer as the chat template renders it, end-of-turn tokens last.
+        policy: log pi of each token (float32).
+        reference: log pi_ref of each token (float32); `None` when the scorer has no reference.
+        num_content_tokens: How many of the tokens are the answer's text; the rest are the end-of-turn tokens the
+            template (or the EOS appended to a plain-text answer) adds.
+    """
+
+    token_ids: list[int]
+    policy: torch.Tensor
+    reference: torch.Tensor | None
+    num_content_tokens: int
+
+
+@dataclass
 class _Row:
-    """One (prompt, images, answer) to score: the rendered prompt and the answer's token ids."""
+    """One (prompt, images, answer) to score: the rendered prompt, the answer's token ids and how many are text."""
 
     prompt_text: str
     images: list[Image.Image]
     answer_ids: list[int]
+    num_content_tokens: int
 
     @property
     def prefix_key(self) -> tuple:
@@ -109,8 +138,20 @@ class LengthNormalizedRewardScorer:
     """Scores answers of a vision-language model with the length-normalized implicit reward of RLAIF-V.
 
     r(y) = beta / T * sum_t [log pi(y_t) - log pi_ref(y_t)] over the T answer tokens, or the plain sum
-    beta * sum_t [...] with `length_normalize=False`. Answers to the same prompt and image share one forward pass of
-    that prefix; each batch of its answers runs packed into one sequence on a copy of the prefix's KV cache.
+    beta * sum_t [...] with `length_normalize=False`. The `mode` chooses the score:
+
+    - `"implicit_reward"` (default): r(y) above, the paper's self-feedback reward.
+    - `"policy_log_prob"`: 1 / T * sum_t log pi(y_t), the policy's mean token log-probability (its sum with
+      `length_normalize=False`); `beta` and the reference are not used, and `ref_model` may be left out. The better
+      Best-of-N scorer for answers sampled from the policy itself (see the module docstring).
+    - `"reference_log_prob"`: 1 / T * sum_t log pi_ref(y_t), the reference's mean token log-probability (its sum
+      with `length_normalize=False`); `beta` is not used. A second model judging the policy's samples: with the
+      previous iteration as reference it did best on ShapesWorld, with the base policy less well than
+      `"policy_log_prob"`.
+
+    Every mode scores the same T tokens: the answer as the chat template renders it, end-of-turn tokens included
+    (`token_log_probs` gives them one by one). Answers to the same prompt and image share one forward pass of that
+    prefix; each batch of its answers runs packed into one sequence on a copy of the prefix's KV cache.
 
     Edge cases, with a defined result rather than an error, so that a TRL run never stops on them:
 
@@ -135,6 +176,7 @@ class LengthNormalizedRewardScorer:
         length_normalize: Divide by the number of answer tokens (RLAIF-V) or not (the plain DPO implicit reward).
         max_length: Longest prompt + answer scored, in tokens; defaults to the model's `max_position_embeddings`.
         batch_size: Answers per forward pass.
+        mode: `"implicit_reward"`, `"policy_log_prob"` or `"reference_log_prob"` (see above).
     """
 
     def __init__(
@@ -146,10 +188,14 @@ class LengthNormalizedRewardScorer:
         length_normalize: bool = True,
         max_length: int | None = None,
         batch_size: int = 16,
+        *,
+        mode: str = "implicit_reward",
     ):
-        if ref_model is None and not is_peft_model(model):
+        if mode not in SCORE_MODES:
+            raise ValueError(f"Unknown mode {mode!r}; expected one of {SCORE_MODES}")
+        if ref_model is None and not is_peft_model(model) and mode in _NEEDS_REFERENCE:
             raise ValueError(
-                "The implicit reward needs a reference: pass `ref_model`, or a PEFT model whose base (adapter "
+                f"Mode {mode!r} needs a reference: pass `ref_model`, or a PEFT model whose base (adapter "
                 "disabled) is the reference."
             )
         if ref_model is model:
@@ -161,7 +207,9 @@ class LengthNormalizedRewardScorer:
         self.length_normalize = length_normalize
         self.max_length = max_length or model.config.get_text_config().max_position_embeddings
         self.batch_size = batch_size
-        self.__name__ = "length_normalized_reward"  # the name TRL logs the reward under
+        self.mode = mode
+        # the name TRL logs the reward under
+        self.__name__ = "length_normalized_reward" if mode == "implicit_reward" else f"mean_{mode}"
 
     @classmethod
     def from_pretrained(
@@ -173,6 +221,7 @@ class LengthNormalizedRewardScorer:
         length_normalize: bool | None = None,
         max_length: int | None = None,
         batch_size: int = 16,
+        mode: str = "implicit_reward",
         revision: str | None = None,
         ref_revision: str | None = None,
         trust_remote_code: bool = False,
@@ -192,6 +241,7 @@ class LengthNormalizedRewardScorer:
             length_normalize: Divide by the answer length; defaults to the recorded choice, else `True`.
             max_length: Longest prompt + answer scored; defaults to the recorded training `max_length`, else the
                 model's `max_position_embeddings`.
+            mode: The score (see the class docstring); `"policy_log_prob"` loads no recorded reference model.
             revision: Revision of the policy repository.
             ref_revision: Revision of the reference repository (e.g. the previous iteration's branch).
             trust_remote_code: Allow models and processors that ship custom code (off unless asked for).
@@ -203,7 +253,7 @@ class LengthNormalizedRewardScorer:
             beta = recorded.beta if beta is None else beta
             length_normalize = recorded.length_normalize if length_normalize is None else length_normalize
             max_length = recorded.max_length if max_length is None else max_length
-            if ref_model_name_or_path is None and adapter_base is None:
+            if ref_model_name_or_path is None and adapter_base is None and mode in _NEEDS_REFERENCE:
                 ref_model_name_or_path, ref_revision = recorded.reference(model_name_or_path)
         beta = 0.1 if beta is None else beta
         length_normalize = True if length_normalize is None else length_normalize
@@ -226,7 +276,7 @@ class LengthNormalizedRewardScorer:
         processor = AutoProcessor.from_pretrained(
             processor_source, revision=processor_revision, trust_remote_code=trust_remote_code
         )
-        return cls(model, ref_model, processor, beta, length_normalize, max_length, batch_size)
+        return cls(model, ref_model, processor, beta, length_normalize, max_length, batch_size, mode=mode)
 
     def score(
         self,
@@ -248,6 +298,23 @@ class LengthNormalizedRewardScorer:
         Returns:
             One float per completion, or `None` where no answer token can be scored (see the class docstring).
         """
+        return [
+            None if answer is None else self._reward(answer)
+            for answer in self.token_log_probs(prompts, images, completions, share_prefix)
+        ]
+
+    def token_log_probs(
+        self,
+        prompts: Sequence[Prompt],
+        images: Sequence[Images] | None,
+        completions: Sequence[Completion],
+        share_prefix: bool = True,
+    ) -> list[AnswerLogProbs | None]:
+        """Per-token log-probabilities of each completion under the policy and the reference (arguments as `score`).
+
+        `None` where no answer token can be scored; an answer cut to `max_length` has only the tokens that fit. The
+        reference's are `None` when the scorer has none (`mode="policy_log_prob"` without `ref_model`).
+        """
         if images is None:
             images = [None] * len(prompts)
         if not len(prompts) == len(images) == len(completions):
@@ -259,18 +326,35 @@ class LengthNormalizedRewardScorer:
         ]
         groups = self._prefix_groups(rows)
         policy = self._answer_log_probs(self.model, groups, len(rows), share_prefix)
-        with reference_context(self.model) if self.ref_model is None else contextlib.nullcontext():
-            reference = self._answer_log_probs(self.ref_model or self.model, groups, len(rows), share_prefix)
-        scores: list[float | None] = []
-        for policy_logps, ref_logps in zip(policy, reference):
+        reference: list[torch.Tensor | None] = [None] * len(rows)
+        if self.ref_model is not None or (is_peft_model(self.model) and self.mode in _NEEDS_REFERENCE):
+            with reference_context(self.model) if self.ref_model is None else contextlib.nullcontext():
+                reference = self._answer_log_probs(self.ref_model or self.model, groups, len(rows), share_prefix)
+        answers: list[AnswerLogProbs | None] = []
+        for row, policy_logps, ref_logps in zip(rows, policy, reference):
             if policy_logps is None:
-                scores.append(None)
+                answers.append(None)
                 continue
-            reward = length_normalized_reward(
-                policy_logps.sum(), ref_logps.sum(), torch.tensor(len(policy_logps)), self.beta, self.length_normalize
+            kept = len(policy_logps)
+            answers.append(
+                AnswerLogProbs(
+                    token_ids=row.answer_ids[:kept],
+                    policy=policy_logps.float().cpu(),
+                    reference=None if ref_logps is None else ref_logps.float().cpu(),
+                    num_content_tokens=min(row.num_content_tokens, kept),
+                )
             )
-            scores.append(reward.item())
-        return scores
+        return answers
+
+    def _reward(self, answer: AnswerLogProbs) -> float:
+        """The score of one answer from its per-token log-probabilities, by `self.mode`."""
+        policy, reference = answer.policy, answer.reference
+        if self.mode in ("policy_log_prob", "reference_log_prob"):
+            logps = policy if self.mode == "policy_log_prob" else reference
+            return (logps.mean() if self.length_normalize else logps.sum()).item()
+        return length_normalized_reward(
+            policy.sum(), reference.sum(), torch.tensor(len(policy)), self.beta, self.length_normalize
+        ).item()
 
     def best_of_n(self, prompt: Prompt, image: Images, candidates: Sequence[Completion]) -> BestOfN:
         """Pick the best of N candidate answers to one prompt; the prompt + image prefix is encoded once."""
@@ -300,7 +384,8 @@ class LengthNormalizedRewardScorer:
         if isinstance(prompt, str):  # already rendered by the chat template
             prompt_text = prompt
             answer = completion if isinstance(completion, str) else _message_text(completion[-1])
-            answer_text = answer if answer.endswith(tokenizer.eos_token) else answer + tokenizer.eos_token
+            answer = answer.removesuffix(tokenizer.eos_token)
+            answer_text = answer + tokenizer.eos_token
         else:
             embedded = _embedded_images(prompt)
             if embedded:
@@ -310,12 +395,13 @@ class LengthNormalizedRewardScorer:
                 messages = prepare_multimodal_messages(prompt, images=images)
             if isinstance(completion, str):
                 completion = [{"role": "assistant", "content": completion}]
+            answer = _message_text(completion[-1])
             rendered = apply_chat_template(
                 {"prompt": messages, "completion": prepare_multimodal_messages(completion)}, self.processor
             )
             prompt_text, answer_text = rendered["prompt"], rendered["completion"]
         answer_ids = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
-        return _Row(prompt_text=prompt_text, images=images, answer_ids=answer_ids)
+        return _Row(prompt_text, images, answer_ids, _content_length(tokenizer, answer, answer_text, answer_ids))
 
     def _prefix_groups(self, rows: list[_Row]) -> list[_PrefixGroup]:
         """Rows grouped by prompt + images, with the prompt encoded once and the answers cut to `max_length`."""
@@ -353,6 +439,19 @@ class LengthNormalizedRewardScorer:
             for index, answer_logps in zip(group.rows, logps):
                 results[index] = answer_logps
         return results
+
+
+def _content_length(tokenizer: Any, answer: str, answer_text: str, answer_ids: list[int]) -> int:
+    """How many leading tokens of `answer_ids` (the rendered `answer_text`) are the answer's own text.
+
+    The rest are what the chat template adds after it (end-of-turn tokens). When the rendering does not start with the
+    answer's tokens (a template that rewrites the answer), every token counts as text.
+    """
+    start = answer_text.find(answer) if answer else 0
+    if start < 0:
+        return len(answer_ids)
+    head = tokenizer(answer_text[: start + len(answer)], add_special_tokens=False)["input_ids"]
+    return len(head) if answer_ids[: len(head)] == head else len(answer_ids)
 
 
 def _full_forward_log_probs(model: PreTrainedModel, prompt_inputs: dict, answer_ids: list[int]) -> torch.Tensor:
