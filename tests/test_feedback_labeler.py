@@ -208,8 +208,10 @@ def test_packed_questions_share_one_prefix_cache(vlm, one_thread):
 
 
 def test_packed_next_token_logits_when_the_model_keeps_every_position(vlm, monkeypatch, one_thread):
-    """Models whose forward ignores `logits_to_keep` (MiniCPM-V) return every position's logits: the last token of
-    each packed question is picked from them."""
+    """Models whose forward takes no `logits_to_keep` return every position's logits: the last token of each packed
+    question is picked from them. The one installed family without it (MiniCPM-V 4.6) keeps a recurrent state and so
+    never packs; its absence is simulated on a real LLaVA by patching the project's own signature check (the only
+    stand-in in the tests: no model, trainer, dataset or Hub call is faked)."""
     model, processor = vlm
     labeler = YesNoLabeler(model, processor)
     prefix_text, continuations = labeler._continuations(1, QUESTIONS)

@@ -391,6 +391,8 @@ def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope",
     Each evaluation answers a seeded random subset of `num_prompts` questions.
     """
 
+    loaded: list[Dataset] = []
+
     def evaluator(
         model: PreTrainedModel,
         processor: ProcessorMixin,
@@ -400,7 +402,9 @@ def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope",
         max_new_tokens: int,
         seed: int,
     ) -> dict[str, float]:
-        rows = pope_rows(_subset(load_table(dataset, split), num_prompts, seed))
+        if not loaded:  # read once, on first use: the recipe evaluates after every iteration
+            loaded.append(load_table(dataset, split))
+        rows = pope_rows(_subset(loaded[0], num_prompts, seed))
         answers = generate_answers(
             model, processor, rows, batch_size=batch_size, temperature=temperature, max_new_tokens=max_new_tokens,
             seed=seed,

@@ -17,7 +17,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase, ProcessorMix
 
 from ..feedback.labeler import LabelGroup, YesNoLabel, render_question, single_token_ids
 from ..feedback.llm_claims import render_instruction
-from ..feedback.sampling import derive_seed
+from ..feedback.sampling import derive_seed, nucleus_and_top_k
 from ..generation import render_prompts
 from .vllm_engine import VLLMEngine
 
@@ -88,8 +88,7 @@ class VLLMCandidateSampler(LazyEngine):
             )
         self.processor = processor
         self.num_candidates = num_candidates
-        top_p = top_p if top_p is not None else getattr(generation_config, "top_p", None)
-        top_k = top_k if top_k is not None else getattr(generation_config, "top_k", None)
+        top_p, top_k = nucleus_and_top_k(generation_config, top_p, top_k)
         self.sampling = {
             "n": 1,
             "temperature": temperature,

@@ -31,6 +31,14 @@ def derive_seed(base_seed: int, prompt_id: str, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def nucleus_and_top_k(generation_config, top_p: float | None, top_k: int | None) -> tuple[float | None, int | None]:
+    """`top_p` and `top_k` as given, or the model's generation config's where `None` (as `generate` reads them)."""
+    return (
+        top_p if top_p is not None else getattr(generation_config, "top_p", None),
+        top_k if top_k is not None else getattr(generation_config, "top_k", None),
+    )
+
+
 class SeededSampling(LogitsProcessor):
     """Samples each row's next token with that row's own random generator, inside `generate`.
 
@@ -105,8 +113,7 @@ class CandidateSampler:
         self.num_candidates = num_candidates
         config = model.generation_config
         self.temperature = temperature
-        self.top_p = top_p if top_p is not None else getattr(config, "top_p", None)
-        self.top_k = top_k if top_k is not None else getattr(config, "top_k", None)
+        self.top_p, self.top_k = nucleus_and_top_k(config, top_p, top_k)
         # SeededSampling does the warping and sampling and leaves one finite score per row; generate's own warpers
         # are turned off, so its sampling step can only pick that token.
         self.generation: dict[str, Any] = {
