@@ -176,6 +176,10 @@ def test_options_vllm_cannot_honour_are_refused():
         FeedbackConfig(splitter_backend="vllm")
     with pytest.raises(ValueError, match="labeler_backend must be one of"):
         FeedbackConfig(labeler_backend="onnx")
+    with pytest.raises(ValueError, match="vllm_gpu_memory_utilization must be in"):
+        FeedbackConfig(vllm_gpu_memory_utilization=1.5)
+    with pytest.raises(ValueError, match="vllm_tensor_parallel_size must be at least 1"):
+        FeedbackConfig(vllm_tensor_parallel_size=0)
 
 
 def test_one_recipe_iteration_with_every_backend_on_vllm(llava, llama, vllm_python, tmp_path, one_thread):
