@@ -26,8 +26,8 @@ from accelerate import PartialState
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
-from rlaifv_trl.evaluation import EvaluationSettings, load_evaluators, run_evaluators
-from rlaifv_trl.loading import ModelLoading, load_vlm
+from rlaifv_trl.evaluation import PolicyEvaluation
+from rlaifv_trl.loading import ModelLoading
 from rlaifv_trl.recipe import (
     HubPublisher,
     IterativeDPOArguments,
@@ -54,17 +54,7 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
     revision = model_args.model_revision
 
     # Evaluation: named evaluators, run on the base policy and after every iteration
-    evaluators = load_evaluators(script_args.evaluation)
-    evaluation = EvaluationSettings(
-        script_args.evaluation_prompts, script_args.evaluation_temperature, script_args.evaluation_max_new_tokens,
-        training_args.seed,
-    )  # fmt: skip
-
-    def evaluate(policy):
-        if not evaluators or not PartialState().is_main_process:
-            return None
-        model, processor = load_vlm(policy, policy_loading)
-        return run_evaluators(evaluators, model, processor, evaluation)
+    evaluate = PolicyEvaluation.from_arguments(script_args, training_args.seed, policy_loading)
 
     settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
     with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:
@@ -94,7 +84,7 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
             # DPO with the current policy as reference, then evaluate and publish the next policy
             run.stage(
                 k + 1, "train", train_policy, run, k, training_args, policy_loading, peft_config,
-                script_args.checkpoint_selection, evaluators, evaluation, row_validation,
+                script_args.checkpoint_selection, evaluate.evaluators, evaluate.settings, row_validation,
             )  # fmt: skip
             run.stage(k + 1, "evaluate", evaluate, run.policy(k + 1))
             run.stage(k + 1, "model_card", write_model_card, run, k + 1, script_args, training_args, adapter, revision)

@@ -90,12 +90,19 @@ def test_both_dataset_configs_load_back_from_the_hub(pushed_run):
         )
         local = load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}")
         assert pushed["chosen"] == local["chosen"] and pushed["ref_chosen_logps"] == local["ref_chosen_logps"]
+        rankings = load_preference_dataset(dataset_repo, name=f"iteration-{k}-rankings")
+        assert len(rankings) == state[str(k)]["feedback"]["num_prompts"]
+        assert (
+            rankings["ranking"]
+            == load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}-rankings")["ranking"]
+        )
 
 
 def test_the_dataset_card_has_each_iterations_numbers(pushed_run, hub):
     run, dataset_repo, _, state = pushed_run
     card = DatasetCard.load(dataset_repo, repo_type="dataset")
-    assert [c["config_name"] for c in card.data.configs] == ["iteration-0", "iteration-1"]
+    configs = ["iteration-0", "iteration-0-rankings", "iteration-1", "iteration-1-rankings"]
+    assert [c["config_name"] for c in card.data.configs] == configs
     for k in (0, 1):
         stats = state[str(k)]["feedback"]
         rate = 100 * stats["num_rejected_claims"] / stats["num_claims"]

@@ -3,8 +3,9 @@
 ```
 <root>/
   dataset/                          one dataset repository, one config per iteration
-    README.md                       dataset card (YAML `configs` lists every iteration)
+    README.md                       dataset card (YAML `configs` lists every config)
     iteration-0/train-00000-of-00001.parquet
+    iteration-0-rankings/...        the iteration's candidates ranked per prompt (feedback runs only)
     iteration-1/...
   models/
     iteration-1/                    the policy trained in iteration 1 (model, processor, README.md model card)
@@ -38,6 +39,11 @@ def config_name(iteration: int) -> str:
     return f"iteration-{iteration}"
 
 
+def rankings_config_name(iteration: int) -> str:
+    """The dataset config of an iteration's rankings: "iteration-<k>-rankings"."""
+    return f"{config_name(iteration)}-rankings"
+
+
 def dataset_dir(root: str | Path) -> Path:
     return Path(root) / DATASET_DIR
 
@@ -47,15 +53,21 @@ def model_dir(root: str | Path, iteration: int) -> Path:
 
 
 def write_iteration_dataset(
-    dataset: Dataset, root: str | Path, iteration: int, split: str = "train", max_shard_size: str | int = "500MB"
+    dataset: Dataset,
+    root: str | Path,
+    iteration: int,
+    split: str = "train",
+    max_shard_size: str | int = "500MB",
+    rankings: bool = False,
 ) -> list[Path]:
-    """Write an iteration's preference data as parquet shards, replacing any earlier copy.
+    """Write an iteration's preference data (with `rankings`, its rankings) as parquet shards, replacing any earlier
+    copy.
 
     Images are stored as their bytes, without the names or paths of the files they came from (the data is published).
     Shards are written to a temporary folder and moved into place only when all of them are complete, so a killed
     run never leaves a partial config behind.
     """
-    target = dataset_dir(root) / config_name(iteration)
+    target = dataset_dir(root) / (rankings_config_name(iteration) if rankings else config_name(iteration))
     num_shards = max(1, int(dataset.data.nbytes / convert_file_size_to_int(max_shard_size)) + 1)
     with atomic_directory(target) as scratch:
         for index in range(num_shards):
@@ -67,9 +79,11 @@ def write_iteration_dataset(
 
 
 def dataset_configs(root: str | Path, split: str = "train") -> list[dict]:
-    """The YAML `configs` entries for every iteration written under `root` (what `load_dataset` reads)."""
+    """The YAML `configs` entries for every config written under `root` (what `load_dataset` reads): by iteration,
+    each iteration's pairs before its rankings."""
     configs = []
-    for folder in sorted(dataset_dir(root).glob("iteration-*"), key=lambda p: int(p.name.split("-")[1])):
+    folders = [p for p in dataset_dir(root).glob("iteration-*") if p.name.split("-")[1].isdigit()]
+    for folder in sorted(folders, key=lambda p: (int(p.name.split("-")[1]), p.name)):
         if any(folder.glob("*.parquet")):
             configs.append(
                 {"config_name": folder.name, "data_files": [{"split": split, "path": f"{folder.name}/{split}-*"}]}

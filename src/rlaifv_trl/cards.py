@@ -86,6 +86,7 @@ class DatasetCardInfo:
     license_note: str | None = None
     has_reference_logps: bool = True
     pretty_name: str | None = None
+    has_videos: bool = False
 
 
 def previous_iterations(card_text: str | None) -> list[IterationStats]:
@@ -138,6 +139,8 @@ def render_dataset_card(
         sampling=_Namespace(info.sampling, ("num_candidates", "temperature", "top_p", "max_new_tokens", "seed")),
         pairs=_Namespace(info.pairs, ("min_score_gap", "pairs_per_prompt", "length_balance")),
         has_reference_logps=info.has_reference_logps,
+        rankings_configs=[c["config_name"] for c in configs if c["config_name"].endswith("-rankings")],
+        has_videos=info.has_videos,
         license_note=license_note,
     )
 

@@ -7,6 +7,10 @@
   `image`), `chosen`, `rejected` as messages;
 - the project's own pushed datasets (TRL's format plus provenance columns, one config per iteration);
 and returns rows with `prompt`, `images`, `chosen`, `rejected` as messages, keeping every other column.
+
+A run's rankings configs (`iteration-<k>-rankings`: `prompt`, `images`, `candidates`, `scores`, `ranking`, `ranks`,
+... see `rlaifv_trl.feedback.outputs`) are read by `load_ranking_dataset`; `load_preference_dataset` recognises their
+columns and hands them to it, so either function reads either kind of config.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ from datasets import Dataset, Features, IterableDataset, List, Value, load_datas
 from datasets import Image as ImageFeature
 
 from .cards import public_name
-from .validation import RowValidation, ValidationReport, check_preference_row, decoded, undecoded, validate_dataset
+from .validation import (
+    RowValidation,
+    ValidationReport,
+    check_preference_row,
+    check_ranking_row,
+    decoded,
+    undecoded,
+    validate_dataset,
+)
 
 
 PREFERENCE_COLUMNS = ("prompt", "images", "chosen", "rejected")
 OPENBMB_COLUMNS = ("image", "question", "chosen", "rejected")
+RANKING_COLUMNS = ("prompt", "images", "candidates", "ranking", "ranks")
 
 
 def user_turn(text: str, num_images: int = 1) -> list[dict[str, Any]]:
@@ -33,6 +46,11 @@ def user_turn(text: str, num_images: int = 1) -> list[dict[str, Any]]:
 
 def assistant_turn(text: str) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+def is_ranking_schema(columns: list[str] | tuple[str, ...]) -> bool:
+    """Whether the columns are those of a rankings config (`RANKING_COLUMNS`)."""
+    return set(RANKING_COLUMNS) <= set(columns)
 
 
 def detect_schema(columns: list[str] | tuple[str, ...]) -> str:
@@ -114,13 +132,14 @@ def load_preference_dataset(
     Every row is checked (`rlaifv_trl.validation.check_preference_row`): its images readable (and, given by path,
     inside the dataset's folder or `validation.image_root`), its prompt and answers well formed, its answers
     different. A bad row is skipped and counted in the report (for a stream, as it is read). Images keep their
-    original bytes: decoded pixels are the source's, for map-style and streamed datasets alike.
+    original bytes: decoded pixels are the source's, for map-style and streamed datasets alike. A rankings config
+    (`name="iteration-<k>-rankings"`, recognised by its columns) is read as `load_ranking_dataset` reads it.
 
     Args:
         name_or_path: Hub dataset id (e.g. "openbmb/RLAIF-V-Dataset", "trl-lib/rlaif-v", a run's dataset repo) or a
             local folder.
         split: Split to load.
-        name: Config to load (a run's "iteration-<k>").
+        name: Config to load (a run's "iteration-<k>", or "iteration-<k>-rankings").
         streaming: Return an `IterableDataset` that reads as it goes.
         revision: Git revision of a Hub dataset.
         validation: What rows may contain (`RowValidation`); by default, images given by path are read only from the
@@ -129,6 +148,50 @@ def load_preference_dataset(
         return_report: Also return the `ValidationReport`.
         **load_kwargs: Passed to `datasets.load_dataset`.
     """
+    dataset, local = _load(name_or_path, split, name, streaming, revision, **load_kwargs)
+    if is_ranking_schema(list(dataset.features)):
+        return _validated_rankings(dataset, name_or_path, local, validation, strict, return_report, streaming)
+    dataset = to_preference_format(dataset)
+    validation = (validation or RowValidation()).rooted_at(name_or_path if local else None)
+    report = ValidationReport(f"load_preference_dataset({public_name(name_or_path)!r})")
+    dataset = validate_dataset(
+        dataset, lambda row: check_preference_row(row, validation), report, strict, _row_id, images=validation
+    )
+    if not streaming:
+        report.log()
+    return (dataset, report) if return_report else dataset
+
+
+def load_ranking_dataset(
+    name_or_path: str,
+    split: str = "train",
+    name: str | None = None,
+    streaming: bool = False,
+    revision: str | None = None,
+    validation: RowValidation | None = None,
+    strict: bool = False,
+    return_report: bool = False,
+    **load_kwargs: Any,
+) -> Dataset | IterableDataset | tuple[Dataset | IterableDataset, ValidationReport]:
+    """Load a run's rankings config (e.g. `name="iteration-0-rankings"`), its unusable rows left out.
+
+    Every row is checked (`rlaifv_trl.validation.check_ranking_row`): images readable, prompt well formed,
+    candidates text, `ranking` tie groups covering every candidate id once and `ranks` agreeing with them. A bad row
+    is skipped and counted in the report (`strict`: raises instead). Images are decoded on access, from their
+    original bytes. The arguments are those of `load_preference_dataset`.
+    """
+    dataset, local = _load(name_or_path, split, name, streaming, revision, **load_kwargs)
+    if not is_ranking_schema(list(dataset.features)):
+        raise ValueError(
+            f"Not a rankings dataset: columns {sorted(dataset.features)}, expected at least {list(RANKING_COLUMNS)}"
+        )
+    return _validated_rankings(dataset, name_or_path, local, validation, strict, return_report, streaming)
+
+
+def _load(
+    name_or_path: str, split: str, name: str | None, streaming: bool, revision: str | None, **load_kwargs: Any
+) -> tuple[Dataset | IterableDataset, bool]:
+    """The raw dataset (its features known, also for a stream) and whether it is a local folder."""
     local = Path(name_or_path).is_dir()
     local_files = sorted(Path(name_or_path, name).glob(f"{split}-*.parquet")) if name and local else []
     if local_files:
@@ -143,12 +206,26 @@ def load_preference_dataset(
         )
     else:
         dataset = load_dataset(name_or_path, name, split=split, streaming=streaming, revision=revision, **load_kwargs)
-    dataset = to_preference_format(dataset)
+    if isinstance(dataset, IterableDataset) and dataset.features is None:
+        dataset = dataset._resolve_features()  # a stream of unknown features: read them from its first rows
+    return dataset, local
+
+
+def _validated_rankings(
+    dataset: Dataset | IterableDataset,
+    name_or_path: str,
+    local: bool,
+    validation: RowValidation | None,
+    strict: bool,
+    return_report: bool,
+    streaming: bool,
+) -> Dataset | IterableDataset | tuple[Dataset | IterableDataset, ValidationReport]:
     validation = (validation or RowValidation()).rooted_at(name_or_path if local else None)
-    report = ValidationReport(f"load_preference_dataset({public_name(name_or_path)!r})")
+    report = ValidationReport(f"load_ranking_dataset({public_name(name_or_path)!r})")
     dataset = validate_dataset(
-        dataset, lambda row: check_preference_row(row, validation), report, strict, _row_id, images=validation
+        undecoded(dataset), lambda row: check_ranking_row(row, validation), report, strict, _row_id, images=validation
     )
+    dataset = decoded(dataset)
     if not streaming:
         report.log()
     return (dataset, report) if return_report else dataset

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
 
@@ -28,6 +29,8 @@ BUILTIN_EVALUATORS = {
     "shapesworld": "rlaifv_trl.synthetic.recipe:shapesworld_chair",
     # POPE accuracy, F1 and yes-ratio of yes/no existence questions about the same held-out scenes.
     "shapesworld_pope": "rlaifv_trl.synthetic.recipe:shapesworld_pope",
+    # Hallucination of video descriptions and accuracy on temporal questions about held-out MotionWorld clips.
+    "motionworld": "rlaifv_trl.synthetic.motion_data:motionworld_eval",
 }
 # Evaluators on a dataset of your own (POPE's schema) come from a factory bound in a module of yours:
 # `rlaifv_trl.benchmarks.pope_evaluator` (see its docstring and docs/evaluation.md).
@@ -100,3 +103,34 @@ class EvaluatorCallback(TrainerCallback):
         metrics.update(found)  # read afterwards to pick the best checkpoint
         if state.log_history and "eval_loss" in state.log_history[-1]:
             state.log_history[-1].update(found)  # the Trainer logged this evaluation before this callback
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    """The recipes' evaluation stage: the named evaluators run on a policy given by name or path, loaded as the
+    recipe loads its policy (`loading`), on the main process only (others return `None`, as does a run without
+    evaluators)."""
+
+    evaluators: dict[str, Evaluator]
+    settings: EvaluationSettings
+    loading: Any
+
+    @classmethod
+    def from_arguments(cls, script_args: Any, seed: int, loading: Any) -> PolicyEvaluation:
+        """From a recipe's `evaluation`, `evaluation_prompts`, `evaluation_temperature` and
+        `evaluation_max_new_tokens` arguments."""
+        settings = EvaluationSettings(
+            script_args.evaluation_prompts, script_args.evaluation_temperature, script_args.evaluation_max_new_tokens,
+            seed,
+        )  # fmt: skip
+        return cls(load_evaluators(script_args.evaluation), settings, loading)
+
+    def __call__(self, policy: str) -> dict[str, float] | None:
+        from accelerate import PartialState
+
+        from .loading import load_vlm
+
+        if not self.evaluators or not PartialState().is_main_process:
+            return None
+        model, processor = load_vlm(policy, self.loading)
+        return run_evaluators(self.evaluators, model, processor, self.settings)

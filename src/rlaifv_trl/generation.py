@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
+from .video import Video, processor_inputs
+
 
 def render_prompts(processor: ProcessorMixin, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
     """Conversational prompts rendered with the processor's chat template, ending with the assistant header."""
@@ -22,20 +24,29 @@ def encode(
     texts: Sequence[str],
     images: Sequence[Sequence[Image.Image]] | None,
     device: torch.device,
+    videos: Sequence[Sequence[Video]] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Tokenize texts (left padded) with their images, as model inputs on `device`."""
+    """Tokenize texts (left padded) with their images and videos (one list of each per text), as model inputs on
+    `device`. A processor without a video processor refuses videos, naming its family."""
     # One list of images per text, as TRL's collators pass them: processors that nest images by sample (SmolVLM,
     # Gemma 3) would otherwise give every image to the first text.
-    nested = [list(row) for row in images] if images is not None else None
-    inputs = processor(
-        text=list(texts),
-        images=nested if nested and any(nested) else None,
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
+    inputs = processor_inputs(
+        processor, texts, images, videos, padding=True, padding_side="left", return_tensors="pt",
         add_special_tokens=False,
-    )
+    )  # fmt: skip
     return inputs.to(device)
+
+
+def encode_prompts(
+    processor: ProcessorMixin,
+    prompts: Sequence[list[dict[str, Any]]],
+    images: Sequence[Sequence[Image.Image]] | None,
+    device: torch.device,
+    videos: Sequence[Sequence[Video]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Conversational prompts (with `{"type": "image"}` / `{"type": "video"}` placeholders) rendered with the chat
+    template and encoded with their images and videos, ready for `generate` or a forward pass."""
+    return encode(processor, render_prompts(processor, prompts), images, device, videos)
 
 
 @torch.no_grad()
@@ -45,14 +56,15 @@ def generate_batch(
     prompts: Sequence[list[dict[str, Any]]],
     images: Sequence[Sequence[Image.Image]] | None,
     num_return_sequences: int = 1,
+    videos: Sequence[Sequence[Video]] | None = None,
     **generation_kwargs: Any,
 ) -> list[str]:
-    """Generate answers for a batch of conversational prompts in one `generate` call.
+    """Generate answers for a batch of conversational prompts (with their images and videos) in one `generate` call.
 
     Returns `len(prompts) * num_return_sequences` decoded answers, the `num_return_sequences` answers of each prompt
     next to each other, with special tokens removed and surrounding whitespace stripped.
     """
-    inputs = encode(processor, render_prompts(processor, prompts), images, model.device)
+    inputs = encode_prompts(processor, prompts, images, model.device, videos)
     output = model.generate(**inputs, num_return_sequences=num_return_sequences, **generation_kwargs)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

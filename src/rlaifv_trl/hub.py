@@ -19,7 +19,7 @@ from typing import TypeVar
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from .artifacts import MODELS_DIR, config_name, dataset_dir
+from .artifacts import MODELS_DIR, config_name, dataset_dir, rankings_config_name
 from .atomic_io import atomic_write_text
 from .reward_config import ImplicitRewardConfig
 
@@ -141,7 +141,8 @@ def push_dataset(
     retry: RetryPolicy | None = None,
     endpoint: str | None = None,
 ) -> str:
-    """Mirror `<root>/dataset` (or only the README and the given iterations' configs) to a dataset repo.
+    """Mirror `<root>/dataset` (or only the README and the given iterations' configs, pairs and rankings) to a dataset
+    repo.
 
     Returns the commit id. Files of a re-pushed config that no longer exist locally are deleted from the repo.
     """
@@ -154,7 +155,11 @@ def push_dataset(
         f"Creating {repo_id}",
         retry,
     )
-    names = [config_name(k) for k in iterations] if iterations is not None else None
+    names = (
+        [name for k in iterations for name in (config_name(k), rankings_config_name(k))]
+        if iterations is not None
+        else None
+    )
     allow = ["README.md"] + ([f"{name}/*" for name in names] if names is not None else ["iteration-*/*"])
     delete = [f"{name}/*" for name in names] if names is not None else ["iteration-*/*"]
     message = f"Add {', '.join(names)}" if names else "Update preference data"

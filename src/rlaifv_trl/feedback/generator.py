@@ -7,7 +7,8 @@ Stages, each run shard by shard and saved atomically under `output_dir` (a rerun
 2. `claims`: split every answer into claims and write one polar question per claim;
 3. `labels`: p_yes and p_no of every question from the labeler (the image prefix encoded once per prompt);
 
-then, on the main process, scores, rankings, pairs and length balancing, and the preference and audit datasets.
+then, on the main process, scores, rankings, pairs and length balancing, and the preference, audit and rankings
+datasets.
 Under `torchrun` / `accelerate launch` the shards are spread over the processes (shard i on process i mod N) and the
 main process merges them; since every random draw is seeded per prompt, the output does not depend on N.
 """
@@ -40,16 +41,17 @@ from ..compatibility import check_vision_language_model
 from ..loading import ModelLoading, load_causal_lm, load_vlm
 from ..manifest import Manifest, result_settings
 from ..run_lock import RunLock
-from ..validation import BadRow, BadRowError, RowValidation, check_prompt_row, row_images
+from ..validation import BadRow, BadRowError, RowValidation, check_visual_prompt_row, row_images, row_videos
 from ..validation.images import stored_image
-from ..validation.rows import row_image_values
+from ..validation.rows import row_image_values, row_video_values
+from ..video import require_video_support
 from .backends import require_model_name, vllm_labeler, vllm_runner, vllm_sampler, vlm_processor
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
-from .inputs import image_column, instruction_text, prompt_feature, prompt_ids, raw_rows
+from .inputs import instruction_text, prompt_feature, prompt_ids, raw_rows, visual_columns
 from .labeler import LabelGroup, YesNoLabeler
 from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
-from .outputs import PromptResult, audit_dataset, preference_dataset, select_pairs
+from .outputs import PromptResult, audit_dataset, preference_dataset, rankings_dataset, select_pairs
 from .report import RunReport
 from .rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
 from .sampling import CandidateSampler, derive_seed
@@ -68,12 +70,15 @@ class FeedbackOutput:
         audit: One row per candidate answer with its claims, questions, probabilities, verdicts, score and rank.
         report: Counts per stage, rows without output and why, timings.
         output_dir: Where the shards, datasets and report are saved (None for a temporary run).
+        rankings: One row per prompt with all its candidates, their scores and their ranking as tie groups (columns
+            in `rlaifv_trl.feedback.outputs`).
     """
 
     preference: Dataset
     audit: Dataset
     report: RunReport
     output_dir: Path | None
+    rankings: Dataset
 
 
 def process_state() -> PartialState:
@@ -255,11 +260,15 @@ class RLAIFVFeedbackGenerator:
         disable_tqdm: bool = False,
         strict: bool = False,
     ) -> FeedbackOutput:
-        """Run every stage on `dataset` (columns `prompt`, `images` or `image`, optional `prompt_id`).
+        """Run every stage on `dataset` (columns `prompt`, `images` or `image` and/or `videos`, optional
+        `prompt_id`).
 
         Args:
-            dataset: The (image(s), prompt) rows.
-            output_dir: Folder for the stage shards, the final datasets (`preference/`, `audit/`) and `report.json`.
+            dataset: The (image(s), prompt) rows. With a `videos` column (a list of videos per row, each a list of
+                frames) rows may be video prompts; the preference and rankings datasets then have a `videos` column
+                too. Videos need the transformers backends and processors with a video processor.
+            output_dir: Folder for the stage shards, the final datasets (`preference/`, `audit/`, `rankings/`) and
+                `report.json`.
                 Running again with the same folder resumes: finished shards are not recomputed, and a run with other
                 settings is refused (`manifest.json` records them). Only one run may use a folder at a time.
                 `None` uses a temporary folder that is removed at the end (no resume).
@@ -274,7 +283,9 @@ class RLAIFVFeedbackGenerator:
         args, state = self.args, self.state
         if iteration < 0:
             raise ValueError(f"iteration must be non-negative, got {iteration}")
-        column = image_column(dataset)
+        column, video_column = visual_columns(dataset)
+        if video_column is not None:
+            self._check_video_support()
         ids = prompt_ids(dataset)
         duplicates = _duplicates(ids)
         temporary = output_dir is None
@@ -293,7 +304,9 @@ class RLAIFVFeedbackGenerator:
 
             num_shards = math.ceil(len(dataset) / args.shard_size)
             mine = list(range(state.process_index, num_shards, state.num_processes))
-            context = _RunContext(dataset, column, ids, duplicates, seed, iteration, disable_tqdm, strict)
+            context = _RunContext(
+                dataset, column, ids, duplicates, seed, iteration, disable_tqdm, strict, video_column
+            )
             wall: dict[str, float] = {}
             for stage, run_shard in zip(STAGES, (self._sample_shard, self._divide_shard, self._label_shard)):
                 start = time.perf_counter()
@@ -312,17 +325,19 @@ class RLAIFVFeedbackGenerator:
                 if not temporary:
                     _save_dataset(output.preference, root / "preference")
                     _save_dataset(output.audit, root / "audit")
+                    _save_dataset(output.rankings, root / "rankings")
                     output.report.save(root / "report.json")
             state.wait_for_everyone()
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
-            return FeedbackOutput(output.preference, output.audit, output.report, None)
+            return FeedbackOutput(output.preference, output.audit, output.report, None, output.rankings)
         if not state.is_main_process:
             output = FeedbackOutput(
                 load_from_disk(str(root / "preference")),
                 load_from_disk(str(root / "audit")),
                 RunReport.load(root / "report.json"),
                 root,
+                load_from_disk(str(root / "rankings")),
             )
         return output
 
@@ -331,6 +346,14 @@ class RLAIFVFeedbackGenerator:
         for part in (self.sampler, self.labeler, *self._runners.values()):
             if isinstance(part, LazyEngine):
                 part.close()
+
+    def _check_video_support(self) -> None:
+        """Video prompts run on the transformers backends, with processors that take videos."""
+        for role, backend in (("policy", "sampling_backend"), ("labeler", "labeler_backend")):
+            if getattr(self.args, backend) != "transformers":
+                raise ValueError(f"Video prompts need {backend}='transformers' (the {role} runs on vLLM)")
+        require_video_support(self.processor, "policy")
+        require_video_support(self.labeler_processor, "labeler")
 
     def _settings(self, dataset: Dataset, seed: int, iteration: int) -> dict[str, Any]:
         """What decides this run's results: the config's result fields, the models, the prompts, seed, iteration."""
@@ -378,9 +401,14 @@ class RLAIFVFeedbackGenerator:
                 if index in context.duplicates:
                     first = context.duplicates[index]
                     raise BadRow("id.duplicate", f"the prompt id of row {first} too", "prompt_id")
-                prompt, images = check_prompt_row(row, context.column, self.validation, self._tokenizer)
+                prompt, images, videos = check_visual_prompt_row(
+                    row, context.column, context.video_column, self.validation, self._tokenizer
+                )
                 seed = derive_seed(context.seed, prompt_id, "candidates")
-                ready.append({"row": index, "prompt_id": prompt_id, "seed": seed, "prompt": prompt, "images": images})
+                ready.append(
+                    {"row": index, "prompt_id": prompt_id, "seed": seed, "prompt": prompt, "images": images,
+                     "videos": videos}
+                )  # fmt: skip
             except BadRow as problem:
                 if context.strict:
                     raise BadRowError("RLAIFVFeedbackGenerator", index, prompt_id, problem) from None
@@ -408,11 +436,13 @@ class RLAIFVFeedbackGenerator:
     def _sample(self, batch: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> list[list[str] | None]:
         """The candidates of a batch of prompts from one generate call; if it fails, prompt by prompt, so that only
         the rows that fail on their own are skipped (`None`)."""
+        videos = [item["videos"] for item in batch]
         try:
             return self.sampler.sample_batch(
                 [item["prompt"] for item in batch],
                 [item["images"] for item in batch],
                 [item["seed"] for item in batch],
+                **({"videos": videos} if any(videos) else {}),
             )
         except VLLMEngineError:
             raise
@@ -455,9 +485,10 @@ class RLAIFVFeedbackGenerator:
         full_before = self.labeler.num_full_forwards
         for record in claims:
             try:
-                images = row_images(rows[record["row"] - start].get(context.column), context.column, self.validation)
+                row = rows[record["row"] - start]
+                images, videos = self._visuals(row, context)
                 flat = [question for questions in record["questions"] for question in questions]
-                labels = iter(self.labeler.label_group(LabelGroup(images, flat)))
+                labels = iter(self.labeler.label_group(LabelGroup(images, flat, videos)))
                 pairs = [[next(labels) for _ in questions] for questions in record["questions"]]
                 records.append(
                     {
@@ -473,6 +504,14 @@ class RLAIFVFeedbackGenerator:
             progress.update(1)
         progress.update(len(rows) - len(claims))
         return {"records": records, "skipped": skipped, "full_forwards": self.labeler.num_full_forwards - full_before}
+
+    def _visuals(self, row: dict[str, Any], context: _RunContext) -> tuple[list, list]:
+        """A checked row's decoded images and videos."""
+        if context.video_column is None:
+            return row_images(row.get(context.column), context.column, self.validation), []
+        value = row.get(context.column) if context.column else None
+        images = row_images(value, context.column, self.validation) if value else []
+        return images, row_videos(row.get(context.video_column), context.video_column, self.validation)
 
     # -- merge ---------------------------------------------------------------------------------------------------------
 
@@ -536,14 +575,26 @@ class RLAIFVFeedbackGenerator:
         report.length_gap_before, report.length_gap_after = selection.gap_before, selection.gap_after
         report.rows_without_pairs = selection.rows_without_pairs
 
-        images = {}
-        for row in sorted({pair.result.row for pair in selection.pairs}):
-            values = row_image_values(raw_rows(context.dataset, row, row + 1)[0].get(context.column), context.column)
-            images[row] = [stored_image(value, self.validation, context.column) for value in values]  # original bytes
+        images, videos = {}, {} if context.video_column else None
+        for row in sorted({result.row for result in results}):
+            raw = raw_rows(context.dataset, row, row + 1)[0]
+            values = raw.get(context.column) if context.column else None
+            if context.video_column is None or values:
+                values = row_image_values(values, context.column)
+            images[row] = [stored_image(value, self.validation, context.column) for value in values or []]
+            if videos is not None:  # original bytes of every frame
+                column = context.video_column
+                videos[row] = [
+                    [stored_image(frame, self.validation, column) for frame in video]
+                    for video in row_video_values(raw.get(column), column)
+                ]
         preference = preference_dataset(
-            selection.pairs, images, prompt_feature(context.dataset), context.iteration, self.provenance
+            selection.pairs, images, prompt_feature(context.dataset), context.iteration, self.provenance, videos
         )
         audit = audit_dataset(results, selection.pairs, context.iteration, self.provenance)
+        rankings = rankings_dataset(
+            results, images, prompt_feature(context.dataset), context.iteration, self.provenance, videos
+        )
         report.seconds["pairs"] = time.perf_counter() - start
         logger.info(
             "RLAIF-V feedback: %d prompts, %d candidates, %d claims (%d rejected), %d pairs; %d rows skipped, "
@@ -556,19 +607,20 @@ class RLAIFVFeedbackGenerator:
             len(report.skipped),
             len(report.rows_without_pairs),
         )
-        return FeedbackOutput(preference, audit, report, output_dir)
+        return FeedbackOutput(preference, audit, report, output_dir, rankings)
 
 
 @dataclass
 class _RunContext:
     dataset: Dataset
-    column: str
+    column: str | None
     ids: list[str | None]
     duplicates: dict[int, int]
     seed: int
     iteration: int
     disable_tqdm: bool
     strict: bool
+    video_column: str | None = None
 
 
 def _duplicates(ids: list[str | None]) -> dict[int, int]:

@@ -1,7 +1,7 @@
 """The columns of a prompt dataset, read as stored.
 
 The prompt dataset needs a `prompt` column (conversational, TRL's vision format, or a plain string) and an `images`
-(list of images) or `image` column; `prompt_id` is optional (the row index is used without it). Rows are read with
+(list of images) or `image` column, or a `videos` column (a list of videos per row, each a list of frames); `prompt_id` is optional (the row index is used without it). Rows are read with
 their images undecoded and checked by `rlaifv_trl.validation`, so that a corrupt, missing or refused image is a
 skipped row, not a crash.
 """
@@ -17,6 +17,7 @@ from ..validation import message_text
 
 PROMPT_COLUMN = "prompt"
 IMAGE_COLUMNS = ("images", "image")
+VIDEO_COLUMN = "videos"
 ID_COLUMN = "prompt_id"
 MESSAGE_FEATURE = {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
 
@@ -29,6 +30,17 @@ def image_column(dataset: Dataset) -> str:
         if name in dataset.column_names:
             return name
     raise ValueError(f"The prompt dataset has no 'images' (or 'image') column (columns: {dataset.column_names})")
+
+
+def visual_columns(dataset: Dataset) -> tuple[str | None, str | None]:
+    """The image column (or None) and the video column (`videos`, or None) of a prompt dataset; a clear error when
+    it has neither (or no prompt column). With a `videos` column, rows may hold images, videos or both."""
+    if VIDEO_COLUMN not in dataset.column_names:
+        return image_column(dataset), None
+    if PROMPT_COLUMN not in dataset.column_names:
+        raise ValueError(f"The prompt dataset has no {PROMPT_COLUMN!r} column (columns: {dataset.column_names})")
+    images = next((name for name in IMAGE_COLUMNS if name in dataset.column_names), None)
+    return images, VIDEO_COLUMN
 
 
 def prompt_feature(dataset: Dataset) -> Any:

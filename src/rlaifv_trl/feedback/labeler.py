@@ -1,6 +1,6 @@
-"""Conquer: yes/no probabilities of polar questions about an image from one forward pass each.
+"""Conquer: yes/no probabilities of polar questions about an image (or a video) from one forward pass each.
 
-For every (image, prompt) group the labeler renders its conversation (the image(s), then one question) with the
+For every (image or video, prompt) group the labeler renders its conversation (the image(s), then one question) with the
 processor's chat template, runs the part before the question once and keeps its KV cache
 (`rlaifv_trl.prefix_sharing`), then runs all of the group's questions as continuations of that cache, in batches. The
 next-token distribution at the first answer position gives p_yes = p("yes") + p("Yes") and p_no = p("no") + p("No")
@@ -22,6 +22,7 @@ from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
 from ..prefix_sharing import encode_prefix, next_token_logits, prefix_sharing_refusal
+from ..video import Video, processor_inputs
 
 
 _SENTINEL = "Q7f3e9c1d0bQUESTION"
@@ -29,10 +30,12 @@ _SENTINEL = "Q7f3e9c1d0bQUESTION"
 
 @dataclass
 class LabelGroup:
-    """The questions about one (image(s), prompt): they share the encoded image prefix."""
+    """The questions about one (image(s) or video(s), prompt): they share the encoded visual prefix. `videos` holds
+    videos as lists of frames."""
 
     images: list[Image.Image]
     questions: list[str] = field(default_factory=list)
+    videos: list[Video] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,16 @@ def single_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
     return ids
 
 
-def labeler_messages(num_images: int, question: str) -> list[dict]:
-    """The labeler's conversation: one user turn with the image(s) and the question."""
-    content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": question}]
-    return [{"role": "user", "content": content}]
+def labeler_messages(num_images: int, question: str, num_videos: int = 0) -> list[dict]:
+    """The labeler's conversation: one user turn with the video(s), the image(s) and the question."""
+    visuals = [{"type": "video"} for _ in range(num_videos)] + [{"type": "image"} for _ in range(num_images)]
+    return [{"role": "user", "content": [*visuals, {"type": "text", "text": question}]}]
 
 
-def render_question(processor: ProcessorMixin, num_images: int, question: str) -> str:
-    """The labeler's input text for one question about `num_images` images, ending with the assistant header."""
-    messages = labeler_messages(num_images, question)
+def render_question(processor: ProcessorMixin, num_images: int, question: str, num_videos: int = 0) -> str:
+    """The labeler's input text for one question about `num_images` images (and `num_videos` videos), ending with
+    the assistant header."""
+    messages = labeler_messages(num_images, question, num_videos)
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
@@ -101,11 +105,11 @@ class YesNoLabeler:
         self.yes_ids = torch.tensor(single_token_ids(self.tokenizer, yes_words))
         self.no_ids = torch.tensor(single_token_ids(self.tokenizer, no_words))
         self.num_full_forwards = 0
-        self._templates: dict[tuple[int, str | None], tuple[str, str] | None] = {}
+        self._templates: dict[tuple[int, int, str | None], tuple[str, str] | None] = {}
 
-    def render(self, num_images: int, question: str) -> str:
+    def render(self, num_images: int, question: str, num_videos: int = 0) -> str:
         """The labeler's input text for one question, ending with the assistant header."""
-        return render_question(self.processor, num_images, question)
+        return render_question(self.processor, num_images, question, num_videos)
 
     def _probabilities(self, logits: torch.Tensor) -> list[YesNoLabel]:
         probs = logits.float().softmax(-1)
@@ -113,31 +117,39 @@ class YesNoLabeler:
         p_no = probs[:, self.no_ids.to(probs.device)].sum(-1).tolist()
         return [YesNoLabel(yes, no) for yes, no in zip(p_yes, p_no)]
 
-    def _inputs(self, text: str, images: list[Image.Image]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False)
+    def _inputs(
+        self, text: str, images: list[Image.Image], videos: list[Video] | None = None
+    ) -> dict[str, torch.Tensor]:
+        inputs = processor_inputs(
+            self.processor, [text], [images], [videos or []], return_tensors="pt", add_special_tokens=False
+        )
         return inputs.to(self.model.device)
 
     @torch.no_grad()
-    def full_forward(self, images: list[Image.Image], question: str) -> YesNoLabel:
+    def full_forward(self, images: list[Image.Image], question: str, videos: list[Video] | None = None) -> YesNoLabel:
         """The label of one question from a plain forward over the whole input (no cache reuse)."""
-        logits = self.model(**self._inputs(self.render(len(images), question), images)).logits[:, -1]
+        videos = videos or []
+        text = self.render(len(images), question, len(videos))
+        logits = self.model(**self._inputs(text, images, videos)).logits[:, -1]
         return self._probabilities(logits)[0]
 
-    def _template(self, num_images: int) -> tuple[str, str] | None:
+    def _template(self, num_images: int, num_videos: int = 0) -> tuple[str, str] | None:
         """(text before, text after) the question in the rendered conversation, or None when the chat template does
-        not insert the question verbatim. Cached per number of images and chat template."""
-        key = (num_images, self.processor.chat_template)
+        not insert the question verbatim. Cached per number of images and videos and chat template."""
+        key = (num_images, num_videos, self.processor.chat_template)
         if key not in self._templates:
-            rendered = self.render(num_images, _SENTINEL)
+            rendered = self.render(num_images, _SENTINEL, num_videos)
             parts = rendered.split(_SENTINEL)
             probe = "Is the probe question here? Please answer yes or no."
-            verbatim = len(parts) == 2 and self.render(num_images, probe) == parts[0] + probe + parts[1]
+            verbatim = len(parts) == 2 and self.render(num_images, probe, num_videos) == parts[0] + probe + parts[1]
             self._templates[key] = (parts[0], parts[1]) if verbatim and parts[0] else None
         return self._templates[key]
 
-    def _continuations(self, num_images: int, questions: Sequence[str]) -> tuple[str | None, dict[int, list[int]]]:
+    def _continuations(
+        self, num_images: int, questions: Sequence[str], num_videos: int = 0
+    ) -> tuple[str | None, dict[int, list[int]]]:
         """The shared prefix text and, for each question whose tokens extend the prefix's tokens, its own tokens."""
-        template = self._template(num_images)
+        template = self._template(num_images, num_videos)
         if template is None:
             return None, {}
         before, after = template
@@ -156,10 +168,10 @@ class YesNoLabeler:
         if not group.questions:
             return []
         unique = list(dict.fromkeys(group.questions))
-        prefix_text, continuations = self._continuations(len(group.images), unique)
+        prefix_text, continuations = self._continuations(len(group.images), unique, len(group.videos))
         labels: dict[str, YesNoLabel] = {}
         if continuations:
-            inputs = self._inputs(prefix_text, group.images)
+            inputs = self._inputs(prefix_text, group.images, group.videos)
             longest = inputs["input_ids"].shape[1] + max(len(ids) for ids in continuations.values())
             if prefix_sharing_refusal(self.model, longest):
                 continuations = {}  # plain forwards below
@@ -173,7 +185,7 @@ class YesNoLabeler:
         for question in unique:
             if question not in labels:
                 self.num_full_forwards += 1
-                labels[question] = self.full_forward(group.images, question)
+                labels[question] = self.full_forward(group.images, question, group.videos)
         return [labels[question] for question in group.questions]
 
     def label(self, groups: Sequence[LabelGroup]) -> list[list[YesNoLabel]]:

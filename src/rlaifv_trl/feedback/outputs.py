@@ -1,11 +1,12 @@
-"""Assemble the stage results into the preference dataset, the audit dataset and the pair counts.
+"""Assemble the stage results into the preference, audit and rankings datasets and the pair counts.
 
 Preference dataset: TRL's conversational vision preference format plus provenance columns.
 
 | column | content |
 |---|---|
 | `prompt` | the input prompt, unchanged (a plain-string prompt becomes one user turn with the images first) |
-| `images` | the row's images, converted to RGB |
+| `images` | the row's images, converted to RGB (empty for a video-only row) |
+| `videos` | only when the prompt dataset has a `videos` column: the row's videos, each a list of frames |
 | `chosen`, `rejected` | `[{"role": "assistant", "content": [{"type": "text", "text": answer}]}]` |
 | `prompt_id`, `row_index` | the prompt's id and its row in the input dataset |
 | `chosen_score`, `rejected_score` | minus the number of rejected claims |
@@ -18,6 +19,20 @@ Preference dataset: TRL's conversational vision preference format plus provenanc
 Audit dataset: one row per candidate with its prompt id, row, prompt text (`instruction`), answer, claims, questions, p_yes, p_no, verdicts, score, rank in its prompt
 (1 = best, ties share a rank), status ("scored", "empty answer", "no claims") and how often it was chosen or rejected
 in the preference dataset.
+
+Rankings dataset: one row per prompt with all its candidates ordered by their claim-label scores (the data of
+ranking-based training, e.g. GRPO_rank). Prompts whose candidates all tie are kept (their ranking is one group).
+
+| column | content |
+|---|---|
+| `prompt`, `images` | as in the preference dataset |
+| `prompt_id`, `row_index` | the prompt's id and its row in the input dataset |
+| `candidates` | the prompt's answers, in sampling order (candidate id = position) |
+| `scores` | minus the number of rejected claims per candidate; null for an empty answer or one without claims |
+| `ranking` | candidate ids from best to worst as tie groups, e.g. `[[2], [0, 3], [1]]`: equal scores share a group (in id order); the unscored candidates come last, in one group of their own |
+| `ranks` | per candidate, the position of its group in `ranking` (0 = best; tied candidates share a rank) |
+| `num_candidates` | the number of candidates |
+| `seed`, `iteration`, `policy_model`, `labeler_model`, `claim_splitter`, `question_writer` | as in the preference dataset |
 """
 
 from __future__ import annotations
@@ -28,7 +43,16 @@ from typing import Any
 from datasets import Dataset, Features, Image, List, Value
 
 from .inputs import MESSAGE_FEATURE
-from .pairs import answer_score, candidate_pairs, length_balance, num_words, ranks, sample_pairs
+from .pairs import (
+    answer_score,
+    candidate_pairs,
+    group_ranks,
+    length_balance,
+    num_words,
+    ranks,
+    sample_pairs,
+    tie_groups,
+)
 from .sampling import derive_seed
 
 
@@ -71,6 +95,20 @@ AUDIT_FEATURES = Features(
         "status": Value("string"),
         "times_chosen": Value("int64"),
         "times_rejected": Value("int64"),
+        "iteration": Value("int64"),
+        **{name: Value("string") for name in RUN_PROVENANCE},
+    }
+)
+RANKING_PROVENANCE = Features(
+    {
+        "prompt_id": Value("string"),
+        "row_index": Value("int64"),
+        "candidates": List(Value("string")),
+        "scores": List(Value("float64")),
+        "ranking": List(List(Value("int64"))),
+        "ranks": List(Value("int64")),
+        "num_candidates": Value("int64"),
+        "seed": Value("int64"),
         "iteration": Value("int64"),
         **{name: Value("string") for name in RUN_PROVENANCE},
     }
@@ -167,13 +205,21 @@ def _assistant(text: str) -> list[dict[str, Any]]:
 
 
 def preference_dataset(
-    pairs: list[Pair], images: dict[int, list], prompt_feature: Any, iteration: int, provenance: dict[str, str]
+    pairs: list[Pair],
+    images: dict[int, list],
+    prompt_feature: Any,
+    iteration: int,
+    provenance: dict[str, str],
+    videos: dict[int, list[list]] | None = None,
 ) -> Dataset:
-    """The preference rows of `pairs`, with `images[row]` as each row's images."""
+    """The preference rows of `pairs`, with `images[row]` as each row's images (and `videos[row]` as its videos, a
+    `videos` column `List(List(Image()))`, when `videos` is given)."""
+    video_feature = {"videos": List(List(Image()))} if videos is not None else {}
     features = Features(
         {
             "prompt": prompt_feature,
             "images": List(Image()),
+            **video_feature,
             "chosen": List(MESSAGE_FEATURE),
             "rejected": List(MESSAGE_FEATURE),
             **PREFERENCE_PROVENANCE,
@@ -187,6 +233,7 @@ def preference_dataset(
             {
                 "prompt": result.prompt,
                 "images": images[result.row],
+                **({"videos": videos[result.row]} if videos is not None else {}),
                 "chosen": _assistant(result.answers[chosen]),
                 "rejected": _assistant(result.answers[rejected]),
                 "prompt_id": result.prompt_id,
@@ -247,6 +294,42 @@ def audit_dataset(
                 }
             )
     return _dataset(rows, AUDIT_FEATURES)
+
+
+def rankings_dataset(
+    results: list[PromptResult],
+    images: dict[int, list],
+    prompt_feature: Any,
+    iteration: int,
+    provenance: dict[str, str],
+    videos: dict[int, list[list]] | None = None,
+) -> Dataset:
+    """One row per prompt: its candidates, their scores and their ranking as tie groups (`images[row]`: its images,
+    and `videos[row]` its videos when given, as in `preference_dataset`)."""
+    video_feature = {"videos": List(List(Image()))} if videos is not None else {}
+    features = Features({"prompt": prompt_feature, "images": List(Image()), **video_feature, **RANKING_PROVENANCE})
+    rows = []
+    for result in results:
+        scores = result.scores
+        groups = tie_groups(scores)
+        rows.append(
+            {
+                "prompt": result.prompt,
+                "images": images[result.row],
+                **({"videos": videos[result.row]} if videos is not None else {}),
+                "prompt_id": result.prompt_id,
+                "row_index": result.row,
+                "candidates": result.answers,
+                "scores": scores,
+                "ranking": groups,
+                "ranks": group_ranks(groups, len(result.answers)),
+                "num_candidates": len(result.answers),
+                "seed": result.seed,
+                "iteration": iteration,
+                **provenance,
+            }
+        )
+    return _dataset(rows, features)
 
 
 def _dataset(rows: list[dict[str, Any]], features: Features) -> Dataset:

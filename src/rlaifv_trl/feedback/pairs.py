@@ -1,4 +1,4 @@
-"""Scores, per-prompt rankings, preference pairs and length balancing.
+"""Scores, per-prompt rankings (tie groups), preference pairs and length balancing.
 
 An answer's score is minus its number of rejected claims; an answer with no claim has no score and never enters a
 pair. Within a prompt, every two answers whose scores differ by at least the gap form a pair (the higher one is
@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def answer_score(verdicts: Sequence[bool]) -> float | None:
@@ -33,6 +34,34 @@ def ranking(scores: Sequence[float | None]) -> list[int]:
     """Indices of the scored answers from best to worst (ties in index order)."""
     scored = [i for i, score in enumerate(scores) if score is not None]
     return sorted(scored, key=lambda i: (-scores[i], i))
+
+
+def tie_groups(scores: Sequence[Any]) -> list[list[int]]:
+    """Candidate indices from best to worst as tie groups: the scored answers by descending score (equal scores form
+    one group, in index order), then every unscored (`None`) answer in one last group of its own. Any sortable score
+    works, e.g. a tuple (score, tie-breaker)."""
+    ordered = sorted((i for i, score in enumerate(scores) if score is not None), key=lambda i: scores[i], reverse=True)
+    groups: list[list[int]] = []
+    for i in ordered:  # a stable sort: equal scores stay in index order
+        if groups and scores[groups[-1][0]] == scores[i]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    unscored = [i for i, score in enumerate(scores) if score is None]
+    return groups + ([unscored] if unscored else [])
+
+
+def group_ranks(groups: Sequence[Sequence[int]], num_candidates: int) -> list[int]:
+    """Each candidate's rank: the position of its tie group (0 = best; tied candidates share a rank)."""
+    if sorted(i for group in groups for i in group) != list(range(num_candidates)):
+        raise ValueError(
+            f"Tie groups {[list(g) for g in groups]} do not hold each of {num_candidates} candidate ids once"
+        )
+    ranked = [0] * num_candidates
+    for position, group in enumerate(groups):
+        for i in group:
+            ranked[i] = position
+    return ranked
 
 
 def candidate_pairs(texts: Sequence[str], scores: Sequence[float | None], min_gap: float) -> list[tuple[int, int]]:

@@ -92,7 +92,7 @@ _CONTRACTIONS = [
 ]  # fmt: skip
 _DISCOURSE = re.compile(
     r"^(?:additionally|also|moreover|furthermore|however|overall|finally|lastly|besides|in addition|in general|"
-    r"notably|interestingly|meanwhile|similarly|in summary|in conclusion)\s*,?\s+",
+    r"notably|interestingly|meanwhile|similarly|in summary|in conclusion|then)\s*,?\s+",
     re.IGNORECASE,
 )
 _LEADING_PP = re.compile(

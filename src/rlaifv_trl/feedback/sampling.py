@@ -22,7 +22,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from ..generation import encode, render_prompts
+from ..generation import encode_prompts
+from ..video import Video
 
 
 def derive_seed(base_seed: int, prompt_id: str, purpose: str) -> int:
@@ -125,16 +126,23 @@ class CandidateSampler:
             self.generation["pad_token_id"] = tokenizer.pad_token_id
         self.generation.update(generation_kwargs or {})
 
-    def sample(self, prompt: list[dict[str, Any]], images: list[Image.Image], seed: int) -> list[str]:
-        """The candidates for one conversational prompt and its images."""
-        return self.sample_batch([prompt], [images], [seed])[0]
+    def sample(
+        self, prompt: list[dict[str, Any]], images: list[Image.Image], seed: int, videos: list[Video] | None = None
+    ) -> list[str]:
+        """The candidates for one conversational prompt and its images (and videos)."""
+        return self.sample_batch([prompt], [images], [seed], [videos or []])[0]
 
     @torch.no_grad()
     def sample_batch(
-        self, prompts: Sequence[list[dict[str, Any]]], images: Sequence[list[Image.Image]], seeds: Sequence[int]
+        self,
+        prompts: Sequence[list[dict[str, Any]]],
+        images: Sequence[list[Image.Image]],
+        seeds: Sequence[int],
+        videos: Sequence[list[Video]] | None = None,
     ) -> list[list[str]]:
-        """The candidates of several prompts from one `generate` call: one list of `num_candidates` per prompt."""
-        inputs = encode(self.processor, render_prompts(self.processor, prompts), images, self.model.device)
+        """The candidates of several prompts from one `generate` call: one list of `num_candidates` per prompt.
+        `videos` holds one list of videos (each a list of frames) per prompt."""
+        inputs = encode_prompts(self.processor, prompts, images, self.model.device, videos)
         generators = [
             torch.Generator().manual_seed(derive_seed(seed, str(index), "candidate"))
             for seed in seeds

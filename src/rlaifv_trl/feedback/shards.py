@@ -46,7 +46,7 @@ class ShardStore:
 
     def clear(self) -> None:
         """Remove every result of an earlier run (not its manifest)."""
-        for name in (*STAGES, "preference", "audit"):
+        for name in (*STAGES, "preference", "audit", "rankings"):
             shutil.rmtree(self.root / name, ignore_errors=True)
         (self.root / "report.json").unlink(missing_ok=True)
 

@@ -1,5 +1,5 @@
 """An iteration's preference data: generated feedback (and published pairs), then the reference log-probs, written
-as the iteration's config of the run's dataset."""
+as the iteration's config of the run's dataset; generated feedback's rankings are written as its rankings config."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def collect_preferences(
     row_validation: RowValidation,
 ) -> dict[str, Any]:
     """Sample, divide, conquer and pair on this iteration's prompts (or take published pairs for iteration 0 when a
-    seed dataset is given), mix in published pairs if asked, and save the pairs. Returns the iteration's statistics.
+    seed dataset is given), mix in published pairs if asked, and save the pairs (and, for generated feedback, the
+    rankings as the iteration's `iteration-<k>-rankings` config). Returns the iteration's statistics.
     """
+    rankings = None
     folder = run.feedback_dir(iteration)
     if iteration == 0 and script_args.seed_preference_dataset:
         source = script_args.seed_preference_dataset
@@ -68,6 +70,7 @@ def collect_preferences(
         labeler = public_name(feedback_args.labeler_model_name_or_path or policy)
         names = {"policy_model": policy, "labeler_model": labeler}
         pairs = output.preference.map(lambda _: names, desc="Naming the models")
+        rankings = output.rankings.map(lambda _: names, desc="Naming the models")
         stats = _stats(pairs, iteration, policy=policy, labeler=labeler, report=output.report)
         del model, generator
         gc.collect()
@@ -86,6 +89,8 @@ def collect_preferences(
     if run.process.is_main_process:
         with atomic_directory(folder / "pairs") as scratch:
             pairs.save_to_disk(str(scratch))
+        if rankings is not None:
+            write_iteration_dataset(rankings, run.root, iteration, rankings=True)
     return stats
 
 

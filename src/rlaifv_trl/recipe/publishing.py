@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from ..artifacts import config_name, dataset_configs, dataset_dir, model_dir
 from ..atomic_io import atomic_write_text
 from ..cards import DatasetCardInfo, IterationStats, public_name, render_dataset_card, render_model_card
@@ -45,6 +47,9 @@ def write_dataset_card(
         },
         license=script_args.license,
         has_reference_logps=training_args.precompute_ref_log_probs,
+        has_videos=any(
+            "videos" in pq.read_schema(path).names for path in dataset_dir(run.root).glob("iteration-*/*.parquet")
+        ),
     )  # fmt: skip
     readme = dataset_dir(run.root) / "README.md"
     previous = readme.read_text(encoding="utf-8") if readme.is_file() else None

@@ -128,13 +128,10 @@ class RecipeRun:
 
 
 def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> dict[str, Any]:
-    """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`)."""
-    settings = {
-        "recipe": result_settings(script_args),
-        "feedback": result_settings(feedback_args),
-        "training": result_settings(training_args),
-        "model": result_settings(model_args),
-    }
+    """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`); `feedback_args` is
+    `None` for a recipe without a feedback stage."""
+    parts = {"recipe": script_args, "feedback": feedback_args, "training": training_args, "model": model_args}
+    settings = {name: result_settings(part) for name, part in parts.items() if part is not None}
     if row_validation is not None:
         settings["rows"] = result_settings(row_validation)
     return settings

@@ -50,15 +50,21 @@ class RunSummary:
         if not self.evaluation:
             return ""
         metrics = list(dict.fromkeys(name for values in self.evaluation.values() for name in values))
-        lines = ["| policy | " + " | ".join(metrics) + " | pairs trained on |", "|---" * (len(metrics) + 2) + "|"]
+        pairs_column = " pairs trained on |" if self.num_pairs else ""  # a recipe without pairs (GRPO_rank): none
+        lines = [
+            "| policy | " + " | ".join(metrics) + " |" + pairs_column,
+            "|---" * (len(metrics) + 1 + bool(pairs_column)) + "|",
+        ]
         for k in sorted(self.evaluation):
             values = " | ".join(_number(self.evaluation[k].get(name)) for name in metrics)
-            pairs = self.num_pairs.get(k - 1, "") if k else ""
-            lines.append(f"| {'base' if k == 0 else f'iteration {k}'} | {values} | {pairs} |")
+            pairs = f" {self.num_pairs.get(k - 1, '') if k else ''} |" if pairs_column else ""
+            lines.append(f"| {'base' if k == 0 else f'iteration {k}'} | {values} |{pairs}")
         return "\n".join(lines)
 
     def artifacts(self) -> str:
-        where = [f"preference data: {dataset_dir(self.output_dir)} (one config per iteration)"]
+        where = []
+        if dataset_dir(self.output_dir).is_dir():
+            where.append(f"preference data: {dataset_dir(self.output_dir)} (one config per iteration)")
         where += [f"policy of iteration {k}: {path}" for k, path in sorted(self.policies.items()) if k > 0]
         pushed = [target for target, result in self.pushes.items() if "commit" in result]
         failed = {target: result for target, result in self.pushes.items() if "failed" in result}

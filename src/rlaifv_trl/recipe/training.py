@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, TrainerCallback, TrainerState
+from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainerState
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -78,7 +78,6 @@ def train_policy(
     `checkpoint_selection="best"` the model is evaluated (evaluators included) every quarter epoch and the best
     checkpoint by `metric_for_best_model` is kept.
     """
-    process = run.process
     output_dir = run.training_dir(iteration + 1)
     train_dataset = load_preference_dataset(str(dataset_dir(run.root)), name=config_name(iteration))
     init_kwargs = {key: value for key, value in policy_loading.model_kwargs().items() if key != "quantization_config"}
@@ -96,17 +95,32 @@ def train_policy(
             range(min(len(train_dataset), 2 * training_args.per_device_eval_batch_size))
         )
     policy = policy_loading.locate(run.policy(iteration))
-    trainer = RLAIFVDPOTrainer(
-        model=policy,
-        args=dataclasses.replace(training_args, **overrides),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        callbacks=callbacks,
-        peft_config=peft_config,
-        quantization_config=policy_loading.quantization_config(),
-        row_validation=row_validation,
-    )
-    checkpoint = last_complete_checkpoint(output_dir)
+    holder = [
+        RLAIFVDPOTrainer(
+            model=policy,
+            args=dataclasses.replace(training_args, **overrides),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            peft_config=peft_config,
+            quantization_config=policy_loading.quantization_config(),
+            row_validation=row_validation,
+        )
+    ]
+    return train_and_save(holder, run, iteration, policy, peft_config, policy_loading)
+
+
+def train_and_save(
+    holder: list[Trainer], run: RecipeRun, iteration: int, policy: str, peft_config, policy_loading: ModelLoading
+) -> dict[str, Any]:
+    """Train (from the last complete checkpoint in the trainer's `output_dir`, if any) and save the result as the
+    full policy of `iteration + 1` (a LoRA adapter merged into `policy`); returns the training metrics.
+
+    `holder` holds the only reference to the trainer, emptied before a LoRA adapter is merged, so that the trained
+    model's memory is freed first."""
+    process = run.process
+    trainer = holder.pop()
+    checkpoint = last_complete_checkpoint(Path(trainer.args.output_dir))
     if checkpoint:
         logger.info("Resuming the training of iteration %d from %s", iteration, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)

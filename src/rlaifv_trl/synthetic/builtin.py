@@ -1,7 +1,7 @@
-"""The embedded default models: small LLaVAs already trained on ShapesWorld (a policy and a labeler), shipped with
-the package.
+"""The embedded default models, shipped with the package: small LLaVAs already trained on ShapesWorld (a policy, a
+labeler and a listwise ranker) and small Qwen2-VLs trained on MotionWorld videos (a policy and a labeler).
 
-Their weights (`weights/*.safetensors`, about 3 MB each) come from `scripts/train_builtin_policy.py`, which
+Their weights (`weights/*.safetensors`, a few MB each) come from `scripts/train_builtin_policy.py`, which
 runs `train_builtin_policy` below. Only the weights are shipped: the architecture, processor and tokenizer are rebuilt
 offline by `make_tiny_vlm`, which is deterministic, so `materialize_builtin` needs neither network nor training.
 `"builtin:<name>"` works wherever a model name does (`rlaifv_trl.loading.resolve_model_name`): the model is saved once
@@ -25,11 +25,31 @@ from ..atomic_io import atomic_directory
 from ..loading import BUILTIN_PREFIX
 from .models import build_tiny_vlm, make_tiny_vlm
 from .policy import train_base_policy
+from .ranker import train_listwise_ranker
 
 
 @dataclass(frozen=True)
 class BuiltinPolicy:
-    """How a built-in policy is made: the tiny architecture and the `train_base_policy` settings."""
+    """How a built-in policy is made: the tiny architecture and the `train_base_policy` settings (for `task`
+    "rank": the `train_listwise_ranker` settings, starting from the built-in `start_from`).
+
+    Attributes:
+        arch: The family of `make_tiny_vlm` ("llava", "qwen2_vl", ...).
+        preset: Its sizes ("small").
+        weights_file: The shipped safetensors file, under `weights/`.
+        vision_steps: Steps of vision pretraining.
+        sft_steps: Steps of supervised fine-tuning.
+        batch_size: Examples per step, in both stages.
+        learning_rate: Peak learning rate.
+        hallucination_rate: Fraction of descriptions with one error.
+        num_scenes: Scenes (or clips) described.
+        num_question_scenes: Scenes (or clips) with yes/no questions (default: from `num_scenes`).
+        seed: Seed of the initial weights, the data and the training run.
+        task: "describe" (descriptions and yes/no questions) or "rank" (listwise ranking queries).
+        start_from: For "rank": the built-in whose weights the training starts from.
+        world: "shapesworld" (images) or "motionworld" (videos).
+        freeze_vision: Keep the pretrained vision tower fixed during fine-tuning.
+    """
 
     arch: str
     preset: str
@@ -42,6 +62,10 @@ class BuiltinPolicy:
     num_scenes: int = 16_000
     num_question_scenes: int | None = None
     seed: int = 0
+    task: str = "describe"
+    start_from: str | None = None
+    world: str = "shapesworld"
+    freeze_vision: bool = True
 
 
 BUILTIN_POLICIES: dict[str, BuiltinPolicy] = {
@@ -52,9 +76,29 @@ BUILTIN_POLICIES: dict[str, BuiltinPolicy] = {
         arch="llava", preset="small", weights_file="shapesworld_llava_labeler.safetensors", hallucination_rate=0.0,
         num_question_scenes=16_000, seed=1,
     ),
+    # A listwise ranker: the labeler fine-tuned on ranking queries (`ranking_data`), 4 candidates per query.
+    "shapesworld-llava-ranker": BuiltinPolicy(
+        arch="llava", preset="small", weights_file="shapesworld_llava_ranker.safetensors", sft_steps=560,
+        batch_size=8, num_scenes=4_480, seed=1, task="rank",
+        start_from="shapesworld-llava-labeler",
+    ),
+    # The video policy: describes MotionWorld clips (an absent object or a wrong motion under sampling).
+    "motionworld-qwen2vl": BuiltinPolicy(
+        arch="qwen2_vl", preset="small", weights_file="motionworld_qwen2vl.safetensors", world="motionworld",
+        vision_steps=500, sft_steps=420, batch_size=32, num_scenes=3000, freeze_vision=False,
+    ),
+    # Its labeler: another seed, faithful descriptions and more yes/no questions about objects and motions.
+    "motionworld-qwen2vl-labeler": BuiltinPolicy(
+        arch="qwen2_vl", preset="small", weights_file="motionworld_qwen2vl_labeler.safetensors", world="motionworld",
+        vision_steps=500, sft_steps=420, batch_size=32, num_scenes=1500, hallucination_rate=0.0,
+        num_question_scenes=2500, seed=1, freeze_vision=False,
+    ),
 }  # fmt: skip
 BUILTIN_POLICY = BUILTIN_PREFIX + "shapesworld-llava"
 BUILTIN_LABELER = BUILTIN_PREFIX + "shapesworld-llava-labeler"
+BUILTIN_RANKER = BUILTIN_PREFIX + "shapesworld-llava-ranker"
+BUILTIN_VIDEO_POLICY = BUILTIN_PREFIX + "motionworld-qwen2vl"
+BUILTIN_VIDEO_LABELER = BUILTIN_PREFIX + "motionworld-qwen2vl-labeler"
 
 
 def _spec(name: str) -> BuiltinPolicy:
@@ -104,30 +148,53 @@ def cached_builtin(name: str) -> Path:
 
 
 def train_builtin_policy(name: str = BUILTIN_POLICY, weights_path: str | Path | None = None) -> Path:
-    """Train a built-in policy from scratch (about 7.5 minutes on one CPU thread) and write its safetensors file."""
+    """Train a built-in policy from scratch (each takes at most about 10 minutes on one CPU thread) and write its
+    safetensors file."""
     spec = _spec(name)
     weights_path = Path(weights_path) if weights_path else builtin_weights_path(name)
     with tempfile.TemporaryDirectory() as scratch:
-        initial = build_tiny_vlm(Path(scratch) / "initial", spec.arch, spec.preset, seed=spec.seed)
-        trained = train_base_policy(
-            initial,
-            Path(scratch) / "trained",
-            num_steps=spec.sft_steps,
-            batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate,
-            hallucination_rate=spec.hallucination_rate,
-            num_scenes=spec.num_scenes,
-            num_question_scenes=spec.num_question_scenes,
-            vision_steps=spec.vision_steps,
-            freeze_vision=True,
-            seed=spec.seed,
-        )
+        if spec.task == "rank":
+            trained = _train_ranker(spec, Path(scratch) / "trained")
+        else:
+            trained = _train_policy(spec, Path(scratch))
         model = AutoModelForImageTextToText.from_pretrained(trained)
         state = {key: value.contiguous() for key, value in model.state_dict().items() if key not in _tied_keys(model)}
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(weights_path), metadata={"format": "pt", "builtin": name})
     weights_path.chmod(0o644)
     return weights_path
+
+
+def _train_ranker(spec: BuiltinPolicy, output_dir: Path) -> Path:
+    return train_listwise_ranker(
+        cached_builtin(BUILTIN_PREFIX + spec.start_from),
+        output_dir,
+        policy=BUILTIN_POLICY,
+        num_steps=spec.sft_steps,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        num_scenes=spec.num_scenes,
+        num_sampled_scenes=spec.num_scenes // 2,
+        seed=spec.seed,
+    )
+
+
+def _train_policy(spec: BuiltinPolicy, scratch: Path) -> Path:
+    initial = build_tiny_vlm(scratch / "initial", spec.arch, spec.preset, seed=spec.seed)
+    return train_base_policy(
+        initial,
+        scratch / "trained",
+        num_steps=spec.sft_steps,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        hallucination_rate=spec.hallucination_rate,
+        num_scenes=spec.num_scenes,
+        num_question_scenes=spec.num_question_scenes,
+        vision_steps=spec.vision_steps,
+        freeze_vision=spec.freeze_vision,
+        seed=spec.seed,
+        world=spec.world,
+    )
 
 
 def _tied_keys(model) -> set[str]:

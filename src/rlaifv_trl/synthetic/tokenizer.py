@@ -23,23 +23,28 @@ SPECIAL_TOKENS = [PAD_TOKEN, BOS_CHAT, EOS_TOKEN, LLAVA_IMAGE_TOKEN, *QWEN_VISIO
 YES_NO_WORDS = ("yes", "no", "Yes", "No")
 
 _QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+_QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 _IMAGE_MARKUP = {
     "llava": LLAVA_IMAGE_TOKEN,
     "llava_next": LLAVA_IMAGE_TOKEN,
     "qwen2_vl": _QWEN_IMAGE,
     "qwen2_5_vl": _QWEN_IMAGE,
 }
+# Video markup of the architectures whose processor takes videos (the others render no video placeholder).
+_VIDEO_MARKUP = {"qwen2_vl": _QWEN_VIDEO, "qwen2_5_vl": _QWEN_VIDEO}
 # Architectures whose tokenizer gets its family's real chat template (from TRL's `chat_templates`); the others use
 # this module's ChatML, which the shipped built-in models were trained with.
 _FAMILY_TEMPLATES = {"qwen2_5_vl": "qwen2_5_vl"}
 
-# ChatML that accepts string content and TRL's list content ({"type": "image"} / {"type": "text"} items).
+# ChatML that accepts string content and TRL's list content ({"type": "image"} / {"type": "video"} / {"type": "text"}
+# items).
 _CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for item in message['content'] %}"
     "{% if item['type'] == 'image' %}{{ '__IMAGE__' }}"
+    "{% elif item['type'] == 'video' %}{{ '__VIDEO__' }}"
     "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ '<|im_end|>\\n' }}"
@@ -106,10 +111,10 @@ def train_tokenizer(vocab_size: int = 1024, corpus: list[str] | None = None) -> 
 
 def chat_template(arch: str) -> str:
     """The chat template of `arch`: its family's real one where `_FAMILY_TEMPLATES` names it, else ChatML with the
-    architecture's image placeholder."""
+    architecture's image (and video) placeholder."""
     if arch in _FAMILY_TEMPLATES:
         return family_chat_template(_FAMILY_TEMPLATES[arch])
-    return _CHAT_TEMPLATE.replace("__IMAGE__", _IMAGE_MARKUP[arch])
+    return _CHAT_TEMPLATE.replace("__IMAGE__", _IMAGE_MARKUP[arch]).replace("__VIDEO__", _VIDEO_MARKUP.get(arch, ""))
 
 
 def family_chat_template(name: str) -> str:

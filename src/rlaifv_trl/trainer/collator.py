@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import ProcessorMixin
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from ..validation import BadRow, RowValidation, ValidationReport, check_preference_row, row_images, validate_dataset
+from ..validation import (
+    BadRow,
+    RowValidation,
+    ValidationReport,
+    check_preference_row,
+    row_images,
+    row_videos,
+    validate_dataset,
+)
+from ..video import VIDEO_COLUMN, require_video_support, supports_video
 
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -42,10 +52,15 @@ def check_answers_fit_row(
     """Raise `BadRow` when `max_length` leaves no token of the row's chosen or rejected answer (TRL's collator
     would train on it with nothing), or when the processor cannot encode the row at all."""
     column = "images" if "images" in row else "image"
-    example = {key: value for key, value in row.items() if key not in ("images", "image")}
-    example["images"] = row_images(row.get(column), column, validation)
+    example = {key: value for key, value in row.items() if key not in ("images", "image", VIDEO_COLUMN)}
+    videos = row.get(VIDEO_COLUMN) or []
+    example["images"] = row_images(row.get(column), column, validation) if row.get(column) or not videos else []
+    if videos:
+        if not supports_video(collator.processor):
+            raise BadRow("video.unsupported", f"{type(collator.processor).__name__} takes no videos", VIDEO_COLUMN)
+        example[VIDEO_COLUMN] = row_videos(videos, VIDEO_COLUMN, validation)
     try:
-        counts = collator.torch_call([example])["completion_mask"].sum(dim=1).tolist()
+        counts = collate_with_videos(collator, [example])["completion_mask"].sum(dim=1).tolist()
     except Exception as error:  # the processor's own checks (image tokens, sizes, ...)
         raise BadRow("row.unprocessable", f"the processor cannot encode the row ({type(error).__name__})") from None
     for side, count in zip(("chosen", "rejected"), counts):
@@ -100,18 +115,72 @@ def check_answers_fit(completion_mask: torch.Tensor, labels: list[str], max_leng
                 )
 
 
+class _PromptVideos:
+    """The processor, with the batch's videos added to the call that encodes the prompts (the one given `images`).
+
+    TRL's vision collator encodes the prompts (with their images) in one processor call and the answers (text only)
+    in two more; everything else (chat template, attribute reads) goes to the processor itself.
+    """
+
+    def __init__(self, processor: ProcessorMixin, videos: list[list[Any]]):
+        self._processor, self._videos = processor, videos
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "images" in kwargs:
+            kwargs["videos"] = self._videos
+        return self._processor(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+
+def collate_with_videos(
+    collator: DataCollatorForVisionPreference | DataCollatorForVisionLanguageModeling,
+    examples: list[dict[str, Any]],
+    base: type = DataCollatorForVisionPreference,
+    copies: int = 2,
+) -> dict[str, Any]:
+    """TRL's vision collation of `examples` by the `base` collator class, with the videos of examples that have a
+    `videos` key encoded along with their prompts (TRL's collators alone drop them). `copies` is how many times the
+    prompts are encoded in the processor call (2 for preferences: chosen, then rejected; 1 for SFT)."""
+    # Frames as PIL images (a dataset whose features were inferred may hold them as {"bytes", "path"} structs).
+    videos = [video for example in examples for video in row_videos(example.pop(VIDEO_COLUMN, None), VIDEO_COLUMN)]
+    if not videos:
+        return base.torch_call(collator, examples)
+    require_video_support(collator.processor)
+    for example in examples:
+        if "image" not in example:
+            example["images"] = example.get("images") or []
+    with_videos = replace(collator, processor=_PromptVideos(collator.processor, videos * copies))
+    return base.torch_call(with_videos, examples)
+
+
+@dataclass
+class DataCollatorForVisionLanguageModelingWithVideos(DataCollatorForVisionLanguageModeling):
+    """[`~trl.trainer.sft_trainer.DataCollatorForVisionLanguageModeling`] that encodes the `videos` of examples (a
+    list of videos, each a list of frames, matching the prompt's `{"type": "video"}` placeholders) with their prompts,
+    as TRL's collator encodes images. `SFTTrainer` needs `remove_unused_columns=False` to pass the `videos` column."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_with_videos(self, examples, base=DataCollatorForVisionLanguageModeling, copies=1)
+
+
 @dataclass
 class DataCollatorForVisionPreferenceWithRef(DataCollatorForVisionPreference):
-    """[`~trl.trainer.dpo_trainer.DataCollatorForVisionPreference`] that keeps `ref_chosen_logps` / `ref_rejected_logps`.
+    """[`~trl.trainer.dpo_trainer.DataCollatorForVisionPreference`] that keeps `ref_chosen_logps` / `ref_rejected_logps`
+    and encodes videos.
 
     The batch gets the two columns as float32 tensors of shape `(batch,)` when the examples have them (TRL's vision
     collator drops them), and a `ValueError` naming the row is raised when `max_length` cuts a whole answer away.
+    Examples with a `videos` key (a list of videos, each a list of frames, matching the prompt's `{"type": "video"}`
+    placeholders) are encoded with them, as TRL's collator encodes images: the batch gets the processor's video
+    inputs (e.g. `pixel_values_videos` and `video_grid_thw`), once for the chosen and once for the rejected rows.
     """
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         labels = [row_label(example) for example in examples]
         ref = {key: [example[key] for example in examples] for key in REF_COLUMNS if key in examples[0]}
-        output = super().torch_call(examples)
+        output = collate_with_videos(self, examples)
         check_answers_fit(output["completion_mask"], labels, self.max_length)
         for key, values in ref.items():
             output[key] = torch.tensor(values, dtype=torch.float32)

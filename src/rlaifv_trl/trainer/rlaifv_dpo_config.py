@@ -153,10 +153,15 @@ class RLAIFVDPOConfig(DPOConfig):
     )
 
     def __post_init__(self):
-        if self.bf16 is None and not self.fp16 and _trains_on_cpu(self.use_cpu) and not cpu_has_native_bf16():
-            logger.info("Training on a CPU without native bfloat16: bf16 defaults to False (float32 is faster here)")
-            self.bf16 = False
+        follow_cpu_bf16(self)
         super().__post_init__()
+
+
+def follow_cpu_bf16(config) -> None:
+    """Unless set, turn a TRL config's bf16 default off on a CPU without native bfloat16 (float32 is faster there)."""
+    if config.bf16 is None and not config.fp16 and _trains_on_cpu(config.use_cpu) and not cpu_has_native_bf16():
+        logger.info("Training on a CPU without native bfloat16: bf16 defaults to False (float32 is faster here)")
+        config.bf16 = False
 
 
 def _trains_on_cpu(use_cpu: bool) -> bool:

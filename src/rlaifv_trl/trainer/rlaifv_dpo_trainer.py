@@ -24,13 +24,14 @@ from typing import Any
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, Image, IterableDataset, List
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
 from ..validation import RowValidation, ValidationReport
+from ..video import VIDEO_COLUMN, require_video_support
 from .checkpoints import load_checkpoint_weights
 from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef, trainable_rows
 from .image_features import ImageFeaturesOncePerPair
@@ -42,9 +43,32 @@ logger = get_logger(__name__)
 
 
 def _is_vision_dataset(dataset: Dataset | IterableDataset) -> bool:
-    """The test `trl.DPOTrainer` applies: the first row has an `image` or `images` column."""
+    """The test `trl.DPOTrainer` applies (the first row has an `image` or `images` column), or a `videos` column."""
     sample = next(iter(dataset))
-    return "image" in sample or "images" in sample
+    return "image" in sample or "images" in sample or VIDEO_COLUMN in sample
+
+
+def _is_video_dataset(dataset: Dataset | IterableDataset | None) -> bool:
+    return dataset is not None and VIDEO_COLUMN in (dataset.column_names or next(iter(dataset)))
+
+
+def with_images_column(dataset: Dataset | IterableDataset) -> Dataset | IterableDataset:
+    """A video dataset with an `images` column (empty lists) where it has none, so that `trl.DPOTrainer` treats it
+    as a vision dataset (it looks for `image` / `images`)."""
+    columns = dataset.column_names or list(next(iter(dataset)))
+    if "images" in columns or "image" in columns:
+        return dataset
+    if isinstance(dataset, Dataset):
+        return dataset.add_column("images", [[] for _ in range(len(dataset))], feature=List(Image()))
+    return dataset.map(lambda row: {"images": []})
+
+
+def _processor_of(model) -> Any:
+    """The processor saved with a model given by name or path (what `trl.DPOTrainer` loads without one)."""
+    from transformers import AutoProcessor
+
+    name = model if isinstance(model, str) else get_config_model_id(model.config)
+    return AutoProcessor.from_pretrained(name)
 
 
 class _FusedForwardRecorder:
@@ -93,6 +117,10 @@ class RLAIFVDPOTrainer(DPOTrainer):
       leave no answer token of is one of them. `row_validation` (a `RowValidation`) says where image paths may be
       read from and how large images may be.
 
+    - Video prompts: a dataset with a `videos` column (one list of videos per row, each a list of frames) is encoded
+      with the processor's video processor (TRL's vision collator drops videos), for processors that have one; the
+      others are refused, naming the family. A dataset with only `videos` gets an empty `images` column.
+
     A custom `data_collator` used with precomputed reference log-probabilities must pass the two columns through.
 
     Example:
@@ -139,6 +167,16 @@ class RLAIFVDPOTrainer(DPOTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = RLAIFVDPOConfig(f"{model_name.split('/')[-1]}-RLAIF-V")
+        video_datasets = [train_dataset] + (
+            list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
+        )
+        if any(_is_video_dataset(dataset) for dataset in video_datasets):
+            require_video_support(kwargs.get("processing_class") or _processor_of(model), "policy")
+            train_dataset = with_images_column(train_dataset) if train_dataset is not None else None
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {name: with_images_column(data) for name, data in eval_dataset.items()}
+            elif eval_dataset is not None:
+                eval_dataset = with_images_column(eval_dataset)
         self._vision_precompute = bool(
             args.precompute_ref_log_probs and train_dataset is not None and _is_vision_dataset(train_dataset)
         )
@@ -227,7 +265,9 @@ class RLAIFVDPOTrainer(DPOTrainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self._is_vision_dataset:  # TRL keeps only the columns its vision collator reads
-            extra = [column for column in (*REF_COLUMNS, "prompt_id") if column not in self._signature_columns]
+            extra = [
+                column for column in (*REF_COLUMNS, "prompt_id", VIDEO_COLUMN) if column not in self._signature_columns
+            ]
             self._signature_columns = [*self._signature_columns, *extra]
 
     def _checked_rows(self, dataset: Dataset | IterableDataset, name: str) -> Dataset | IterableDataset:

@@ -23,11 +23,23 @@ def undecoded(dataset: Dataset | IterableDataset) -> Dataset | IterableDataset:
     if features is None:
         return dataset
     for name, feature in features.items():
-        if isinstance(feature, ImageFeature) and feature.decode:
-            dataset = dataset.cast_column(name, ImageFeature(decode=False))
-        elif isinstance(feature, List) and isinstance(feature.feature, ImageFeature) and feature.feature.decode:
-            dataset = dataset.cast_column(name, List(ImageFeature(decode=False)))
+        if _image_decode(feature) is True:
+            dataset = dataset.cast_column(name, _set_image_decode(feature, False))
     return dataset
+
+
+def _image_decode(feature: Any) -> bool | None:
+    """Whether an image column (`Image`, `List(Image)` or, for videos, `List(List(Image))`) decodes; None for others."""
+    while isinstance(feature, List):
+        feature = feature.feature
+    return feature.decode if isinstance(feature, ImageFeature) else None
+
+
+def _set_image_decode(feature: Any, decode: bool) -> Any:
+    """An image column's feature, decoding or not."""
+    if isinstance(feature, List):
+        return List(_set_image_decode(feature.feature, decode))
+    return ImageFeature(decode=decode)
 
 
 def decoded(dataset: Dataset | IterableDataset) -> Dataset | IterableDataset:
@@ -44,10 +56,8 @@ def decoding(features: Features) -> Features:
     """`features` with every image column decoded on access."""
     output = Features(features)
     for name, feature in features.items():
-        if isinstance(feature, ImageFeature) and not feature.decode:
-            output[name] = ImageFeature()
-        elif isinstance(feature, List) and isinstance(feature.feature, ImageFeature) and not feature.feature.decode:
-            output[name] = List(ImageFeature())
+        if _image_decode(feature) is False:
+            output[name] = _set_image_decode(feature, True)
     return output
 
 
@@ -108,17 +118,30 @@ def embed_image_paths(row: dict[str, Any], validation: RowValidation) -> dict[st
             row = {**row, column: stored_image(value, validation, column)}
         elif isinstance(value, list) and any(isinstance(v, dict) and not v.get("bytes") for v in value):
             row = {**row, column: [stored_image(v, validation, column) if isinstance(v, dict) else v for v in value]}
+    videos = row.get("videos")
+    if isinstance(videos, list) and any(_path_only(frame) for video in videos or [] for frame in video or []):
+        row = {
+            **row,
+            "videos": [
+                [stored_image(frame, validation, "videos") if _path_only(frame) else frame for frame in video or []]
+                for video in videos
+            ],
+        }
     return row
+
+
+def _path_only(value: Any) -> bool:
+    return isinstance(value, dict) and not value.get("bytes")
 
 
 def has_image_paths(dataset: Dataset) -> bool:
     """Whether some image of the dataset is stored as a path without bytes."""
     table = dataset.with_format("arrow")[:]
-    for name in ("images", "image"):
+    for name in ("images", "image", "videos"):
         if name not in table.column_names:
             continue
         column = table.column(name).combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        while pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             column = column.flatten()
         if pa.types.is_struct(column.type) and column.field("bytes").null_count > column.null_count:
             return True

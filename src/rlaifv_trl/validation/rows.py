@@ -21,13 +21,78 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def count_image_placeholders(prompt: list[dict[str, Any]]) -> int:
+def count_placeholders(prompt: list[dict[str, Any]], kind: str) -> int:
+    """The number of `{"type": kind}` parts ("image" or "video") in the prompt's messages."""
     return sum(
-        isinstance(item, dict) and item.get("type") == "image"
+        isinstance(item, dict) and item.get("type") == kind
         for message in prompt
         if isinstance(message.get("content"), list)
         for item in message["content"]
     )
+
+
+def count_image_placeholders(prompt: list[dict[str, Any]]) -> int:
+    return count_placeholders(prompt, "image")
+
+
+def count_video_placeholders(prompt: list[dict[str, Any]]) -> int:
+    return count_placeholders(prompt, "video")
+
+
+def row_video_values(value: Any, column: str = "videos") -> list[list[Any]]:
+    """The videos of a row's video column (a list of videos, each a non-empty list of frame values); `[]` for none."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRow("video.malformed", f"a videos value of type {type(value).__name__}", column)
+    for index, video in enumerate(value):
+        if video is None:
+            raise BadRow("video.missing", f"video {index} is None", column)
+        if not isinstance(video, list):
+            raise BadRow("video.malformed", f"video {index} is a {type(video).__name__}, not a list of frames", column)
+        if not video:
+            raise BadRow("video.empty", f"video {index} has no frame", column)
+    return value
+
+
+def _video_frames(video: list[Any], index: int, column: str, validation: RowValidation | None, keep: bool) -> list:
+    frames, size = [], None
+    for position, value in enumerate(video):
+        try:
+            frame = (
+                decode_image(value, validation, column)
+                if keep
+                else open_image(value, validation or RowValidation(), column)
+            )
+            if not keep:
+                frame.load()
+        except BadRow as problem:
+            raise BadRow(
+                "video.frame_unreadable", f"frame {position} of video {index}: {problem.message}", column
+            ) from None
+        except Exception as error:
+            message = f"frame {position} of video {index}: cannot decode it ({type(error).__name__})"
+            raise BadRow("video.frame_unreadable", message, column) from None
+        if size is not None and frame.size != size:
+            message = f"frame {position} of video {index} is {frame.size}, frame 0 is {size}"
+            raise BadRow("video.frame_size_mismatch", message, column)
+        size = frame.size
+        frames.append(frame if keep else value)
+    return frames
+
+
+def row_videos(value: Any, column: str = "videos", validation: RowValidation | None = None) -> list[list[Image.Image]]:
+    """The decoded RGB frames of each video of a row's video column."""
+    videos = row_video_values(value, column)
+    return [_video_frames(video, index, column, validation, keep=True) for index, video in enumerate(videos)]
+
+
+def check_row_videos(value: Any, column: str, validation: RowValidation) -> int:
+    """Check that every frame of every video of the row can be decoded, without keeping it; returns their number."""
+    videos = row_video_values(value, column)
+    for index, video in enumerate(videos):
+        _video_frames(video, index, column, validation, keep=False)
+    return len(videos)
 
 
 def row_image_values(value: Any, column: str) -> list[Any]:
@@ -59,16 +124,19 @@ def check_row_images(value: Any, column: str, validation: RowValidation) -> int:
     return len(values)
 
 
-def conversational_prompt(prompt: Any, num_images: int, field: str = "prompt") -> list[dict[str, Any]]:
-    """The prompt as a conversation ending with a user turn whose image placeholders match the images.
+def conversational_prompt(
+    prompt: Any, num_images: int, field: str = "prompt", num_videos: int = 0
+) -> list[dict[str, Any]]:
+    """The prompt as a conversation ending with a user turn whose image (and video) placeholders match the row's.
 
-    A plain string becomes one user turn with the images first.
+    A plain string becomes one user turn with the videos, then the images, first.
     """
     if isinstance(prompt, str):
         if not prompt.strip():
             raise BadRow("prompt.missing", "empty prompt", field)
+        videos = [{"type": "video", "text": None} for _ in range(num_videos)]
         images = [{"type": "image", "text": None} for _ in range(num_images)]
-        return [{"role": "user", "content": [*images, {"type": "text", "text": prompt}]}]
+        return [{"role": "user", "content": [*videos, *images, {"type": "text", "text": prompt}]}]
     if prompt is None or (isinstance(prompt, list) and not prompt):
         raise BadRow("prompt.missing", "empty prompt", field)
     if not isinstance(prompt, list):
@@ -84,6 +152,9 @@ def conversational_prompt(prompt: Any, num_images: int, field: str = "prompt") -
     placeholders = count_image_placeholders(prompt)
     if placeholders != num_images:
         raise BadRow("image.count_mismatch", f"{placeholders} image placeholder(s) but {num_images} image(s)", field)
+    placeholders = count_video_placeholders(prompt)
+    if placeholders != num_videos:
+        raise BadRow("video.count_mismatch", f"{placeholders} video placeholder(s) but {num_videos} video(s)", field)
     return prompt
 
 
@@ -141,17 +212,62 @@ def check_prompt_row(
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """A prompt row (image(s), question): its conversational prompt and its images (decoded RGB images, or with
     `decode=False` the checked raw values)."""
-    values = row_image_values(row.get(image_column), image_column)
-    if decode:
-        images = row_images(values, image_column, validation)
+    prompt, images, _ = check_visual_prompt_row(row, image_column, None, validation, tokenizer, decode)
+    return prompt, images
+
+
+def check_visual_prompt_row(
+    row: dict[str, Any],
+    image_column: str | None,
+    video_column: str | None,
+    validation: RowValidation,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    decode: bool = True,
+) -> tuple[list[dict[str, Any]], list[Any], list[list[Any]]]:
+    """A prompt row with images and/or videos: its conversational prompt, its images and its videos (lists of
+    frames), decoded to RGB or, with `decode=False`, the checked raw values.
+
+    Without a video column the row needs an image. With one, the images are optional, but the row needs at least one
+    image or video.
+    """
+    if video_column is None:
+        values = row_image_values(row.get(image_column), image_column)
     else:
-        check_row_images(values, image_column, validation)
+        value = row.get(image_column) if image_column else None
+        values = row_image_values(value, image_column) if value else []
+    if decode:
+        images = row_images(values, image_column, validation) if values else []
+    else:
+        if values:
+            check_row_images(values, image_column, validation)
         images = values
-    prompt = conversational_prompt(row.get("prompt"), len(values))
+    videos: list[list[Any]] = []
+    if video_column is not None:
+        videos = row_video_values(row.get(video_column), video_column)
+        if not videos and not images:
+            raise BadRow("video.missing", "no video and no image", video_column)
+        if decode:
+            videos = row_videos(videos, video_column, validation)
+        else:
+            check_row_videos(videos, video_column, validation)
+    prompt = conversational_prompt(row.get("prompt"), len(values), num_videos=len(videos))
     user_text = " ".join(message_text(message["content"]) for message in prompt if message["role"] != "assistant")
     check_text(user_text, "prompt", tokenizer)
     check_prompt_length(user_text, tokenizer, validation.max_prompt_tokens)
-    return prompt, images
+    return prompt, images, videos
+
+
+def check_row_visuals(row: dict[str, Any], validation: RowValidation) -> tuple[int, int]:
+    """The numbers of images (`images` or `image`) and videos (`videos`) of a stored row, each readable. A row with a
+    `videos` column may leave its images empty, but needs at least one image or video."""
+    column = "images" if "images" in row else "image"
+    if "videos" not in row:
+        return check_row_images(row.get(column), column, validation), 0
+    num_images = check_row_images(row[column], column, validation) if row.get(column) else 0
+    num_videos = check_row_videos(row.get("videos"), "videos", validation)
+    if not num_images and not num_videos:
+        raise BadRow("video.missing", "no video and no image", "videos")
+    return num_images, num_videos
 
 
 def check_preference_row(
@@ -159,12 +275,45 @@ def check_preference_row(
 ) -> None:
     """A preference row (`prompt`, `images` or `image`, `chosen`, `rejected`, any schema `load_preference_dataset`
     reads): every image readable, the prompt and answers well formed, the answers different."""
-    column = "images" if "images" in row else "image"
-    num_images = check_row_images(row.get(column), column, validation)
-    prompt = conversational_prompt(row.get("prompt", row.get("question")), num_images)
+    num_images, num_videos = check_row_visuals(row, validation)
+    prompt = conversational_prompt(row.get("prompt", row.get("question")), num_images, num_videos=num_videos)
     texts = {side: answer_text(row.get(side), side) for side in ("chosen", "rejected")}
     if texts["chosen"].strip() == texts["rejected"].strip():
         raise BadRow("answer.identical", "the chosen and rejected answers are the same", "rejected")
     check_text(" ".join(message_text(message["content"]) for message in prompt), "prompt", tokenizer)
     for side, text in texts.items():
         check_text(text, side, tokenizer)
+
+
+def check_ranking_row(
+    row: dict[str, Any], validation: RowValidation, tokenizer: PreTrainedTokenizerBase | None = None
+) -> None:
+    """A rankings row (`prompt`, `images`, `candidates`, `ranking`, `ranks`, optional `scores` and `num_candidates`):
+    every image readable, the prompt well formed, the candidates strings, `ranking` tie groups that cover every
+    candidate id once, and `ranks` the position of each candidate's group."""
+    num_images, num_videos = check_row_visuals(row, validation)
+    prompt = conversational_prompt(row.get("prompt"), num_images, num_videos=num_videos)
+    check_text(" ".join(message_text(message["content"]) for message in prompt), "prompt", tokenizer)
+    candidates = row.get("candidates")
+    if not isinstance(candidates, list) or not candidates or not all(isinstance(c, str) for c in candidates):
+        raise BadRow("ranking.malformed", "no candidates, or a candidate that is not text", "candidates")
+    for text in candidates:
+        check_text(text, "candidates", tokenizer)
+    n = len(candidates)
+    if row.get("num_candidates") is not None and row["num_candidates"] != n:
+        raise BadRow(
+            "ranking.malformed", f"num_candidates is {row['num_candidates']} for {n} candidates", "num_candidates"
+        )
+    scores = row.get("scores")
+    if scores is not None and len(scores) != n:
+        raise BadRow("ranking.malformed", f"{len(scores)} scores for {n} candidates", "scores")
+    groups = row.get("ranking")
+    ids = [i for group in groups or [] for i in (group or [])]
+    if not groups or any(not group for group in groups) or sorted(ids) != list(range(n)):
+        raise BadRow("ranking.malformed", f"the tie groups do not hold each of the {n} candidate ids once", "ranking")
+    expected = [0] * n
+    for position, group in enumerate(groups):
+        for i in group:
+            expected[i] = position
+    if row.get("ranks") != expected:
+        raise BadRow("ranking.malformed", "the ranks are not the positions of the candidates' groups", "ranks")

@@ -1,0 +1,39 @@
+"""Oracle rankers: order a prompt's candidate answers, for ranking-based training (Oracle-RLAIF's GRPO_rank).
+
+- `DivideAndConquerRanker`: by claim-label scores (RLAIF-V's divide and conquer);
+- `ListwiseRanker`: by asking a VLM or language model for the order (`parse_ranking` reads its reply);
+- `RankerReward`: either one as a TRL reward function.
+"""
+
+from .divide_and_conquer import TIE_BREAKS, DivideAndConquerRanker
+from .listwise import (
+    DEFAULT_TEMPLATE,
+    ListwiseQuery,
+    ListwiseRanker,
+    ListwiseReport,
+    aggregate,
+    presentation_orders,
+    render_query,
+)
+from .parsing import ParsedRanking, parse_ranking
+from .reward import RankerReward, dcg_gain
+from .types import Ranker, Ranking
+
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "TIE_BREAKS",
+    "DivideAndConquerRanker",
+    "ListwiseQuery",
+    "ListwiseRanker",
+    "ListwiseReport",
+    "ParsedRanking",
+    "Ranker",
+    "RankerReward",
+    "Ranking",
+    "aggregate",
+    "dcg_gain",
+    "parse_ranking",
+    "presentation_orders",
+    "render_query",
+]

@@ -1,0 +1,147 @@
+"""The GRPO_rank recipe behind `recipes/grpo_rank.py` (Oracle-RLAIF): online GRPO whose advantages come from an
+oracle's ranking of each prompt's answers, round by round, the reference refreshed at each round."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..loading import ModelLoading, load_vlm
+from ..ranking import DivideAndConquerRanker, ListwiseRanker, RankerReward
+from ..trainer import GRPORankConfig, GRPORankTrainer
+from .prompts import iteration_prompts
+from .run import RecipeRun
+from .training import ResumableCheckpoints, train_and_save
+
+
+ORACLES = ("divide_and_conquer", "listwise")
+
+
+@dataclass
+class GRPORankArguments:
+    r"""
+    Arguments of the GRPO_rank recipe: which prompts, how many rounds, which oracle ranks the answers, and how
+    policies are evaluated. The policy lives in TRL's `ModelConfig`, the training settings (generations per prompt,
+    advantage form, KL, entropy bonus, learning rate, ...) in [`GRPORankConfig`], whose `output_dir` is the run folder.
+
+    Parameters:
+        prompt_dataset (`str`):
+            Source of the (image, instruction) prompts, as in the iterative DPO recipe: a Hub dataset id, a local
+            folder, or a function `"package.module:function"` called as `function(iteration=k, count=n, seed=s)`.
+        prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
+            Config of the prompt dataset.
+        prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split of the prompt dataset.
+        prompts_per_round (`int`, *optional*, defaults to `4000`):
+            Prompts trained on in each round (disjoint across rounds); each is sampled `num_generations` times per
+            epoch. (`num_iterations` is TRL's updates per generation batch, μ.)
+        num_rounds (`int`, *optional*, defaults to `4`):
+            Rounds; each starts from the previous round's policy, which is also its reference (the KL anchor), and
+            saves its policy as `models/iteration-<k>` of the run folder.
+        oracle (`str`, *optional*, defaults to `"divide_and_conquer"`):
+            The oracle ranker: `"divide_and_conquer"` (RLAIF-V's claim labels: a labeler VLM judges every claim; the
+            answer with fewer rejected claims ranks higher, ties kept) or `"listwise"` (a model is shown the
+            answers labelled 1..n and asked for their order, under `oracle_num_permutations` presentation orders;
+            unusable replies fall back to the divide-and-conquer ranking with the same model).
+        oracle_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            The oracle's model (a Hub id, a folder or a `builtin:` name); `None`: the policy of iteration 0 itself.
+        oracle_tie_break (`str`, *optional*, defaults to `"keep"`):
+            How the divide-and-conquer oracle orders answers with equal scores (see `DivideAndConquerRanker`).
+        oracle_num_permutations (`int`, *optional*, defaults to `3`):
+            Presentation orders per prompt of the listwise oracle (position-bias control).
+        oracle_batch_size (`int`, *optional*, defaults to `64`):
+            Questions (divide and conquer) or queries (listwise) per oracle forward pass.
+        evaluation (`list[str]`, *optional*, defaults to `[]`):
+            Evaluators run on the base policy and after every round (as in the iterative DPO recipe).
+        evaluation_prompts (`int`, *optional*, defaults to `200`):
+            Prompts each evaluator answers.
+        evaluation_temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature of the evaluated answers (0: greedy).
+        evaluation_max_new_tokens (`int`, *optional*, defaults to `64`):
+            Longest evaluated answer, in tokens.
+    """
+
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"oracle_batch_size"})
+
+    prompt_dataset: str | None = field(
+        default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}
+    )
+    prompt_dataset_config: str | None = field(default=None, metadata={"help": "Config of the prompt dataset."})
+    prompt_dataset_split: str = field(default="train", metadata={"help": "Split of the prompt dataset."})
+    prompts_per_round: int = field(default=4000, metadata={"help": "Prompts per round (disjoint)."})
+    num_rounds: int = field(default=4, metadata={"help": "Rounds (the reference is refreshed at each)."})
+    oracle: str = field(default="divide_and_conquer", metadata={"help": f"The oracle ranker: one of {ORACLES}."})
+    oracle_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The oracle's model; None: the base policy itself."}
+    )
+    oracle_tie_break: str = field(default="keep", metadata={"help": "Tie rule of the divide-and-conquer oracle."})
+    oracle_num_permutations: int = field(default=3, metadata={"help": "Presentation orders (listwise oracle)."})
+    oracle_batch_size: int = field(default=64, metadata={"help": "Questions or queries per oracle forward pass."})
+    evaluation: list[str] = field(
+        default_factory=list, metadata={"help": "Evaluators: built-in names (shapesworld) or package.module:function."}
+    )
+    evaluation_prompts: int = field(default=200, metadata={"help": "Prompts each evaluator answers."})
+    evaluation_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    evaluation_max_new_tokens: int = field(default=64, metadata={"help": "Longest evaluated answer, in tokens."})
+
+    def __post_init__(self) -> None:
+        if not self.prompt_dataset:
+            raise ValueError(
+                "Set prompt_dataset: a Hub dataset id or local folder of (image, question) rows, or a function "
+                "'package.module:function' (e.g. rlaifv_trl.synthetic.recipe:shapesworld_prompts for ShapesWorld)."
+            )
+        if self.oracle not in ORACLES:
+            raise ValueError(f"oracle must be one of {ORACLES}, got {self.oracle!r}")
+        self.evaluation = [name for name in (self.evaluation or []) if name.lower() not in ("none", "")]
+        for name in ("num_rounds", "prompts_per_round", "oracle_num_permutations", "oracle_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def oracle_reward(script_args: GRPORankArguments, base_model: str, loading: ModelLoading) -> RankerReward:
+    """The oracle ranker of `script_args` as a TRL reward function (only the order of its values counts)."""
+    name = script_args.oracle_model_name_or_path or base_model
+    model, processor = load_vlm(name, loading, "oracle")
+    judge = DivideAndConquerRanker(
+        model, processor, tie_break=script_args.oracle_tie_break, batch_size=script_args.oracle_batch_size
+    )
+    if script_args.oracle == "divide_and_conquer":
+        return RankerReward(judge, reward="neg_rank", name="divide_and_conquer_rank")
+    ranker = ListwiseRanker(
+        model, processor, num_permutations=script_args.oracle_num_permutations, fallback=judge,
+        batch_size=script_args.oracle_batch_size,
+    )  # fmt: skip
+    return RankerReward(ranker, reward="neg_rank", name="listwise_rank")
+
+
+def train_grpo_rank(
+    run: RecipeRun,
+    iteration: int,
+    script_args: GRPORankArguments,
+    training_args: GRPORankConfig,
+    policy_loading: ModelLoading,
+    reward: RankerReward,
+    peft_config=None,
+) -> dict[str, Any]:
+    """GRPO_rank on the prompts of `iteration`, from its policy (also the reference) to the policy of
+    `iteration + 1`; resumes from the last complete checkpoint; returns training metrics."""
+    prompts = iteration_prompts(
+        script_args.prompt_dataset, iteration, script_args.prompts_per_round, script_args.prompt_dataset_split,
+        script_args.prompt_dataset_config, training_args.seed,
+    )  # fmt: skip
+    policy = policy_loading.locate(run.policy(iteration))
+    model_init_kwargs = {k: v for k, v in policy_loading.model_kwargs().items() if k != "quantization_config"}
+    args = copy.deepcopy(training_args)  # not dataclasses.replace: GRPOConfig refuses its own derived batch fields
+    args.output_dir, args.model_init_kwargs = str(run.training_dir(iteration + 1)), model_init_kwargs
+    holder = [
+        GRPORankTrainer(
+            model=policy,
+            reward_funcs=reward,
+            args=args,
+            train_dataset=prompts,
+            peft_config=peft_config,
+            callbacks=[ResumableCheckpoints()],
+        )  # fmt: skip
+    ]
+    return train_and_save(holder, run, iteration, policy, peft_config, policy_loading)

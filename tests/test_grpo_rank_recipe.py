@@ -1,0 +1,90 @@
+"""`recipes/grpo_rank.py` end to end with its shipped CPU config, shrunk: train, evaluate, save, resume."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+
+from rlaifv_trl.manifest import MANIFEST_FILE
+from rlaifv_trl.synthetic.builtin import cached_builtin
+
+
+ROOT = Path(__file__).parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def recipe_args(output_dir: Path, *extra: str) -> list[str]:
+    """The shipped config with only sizes shrunk: 8 prompts x 4 answers, 2 steps, 8 evaluation scenes."""
+    return [
+        *("--config", str(ROOT / "recipes/configs/grpo_rank_tiny_cpu.yaml"), "--output_dir", str(output_dir)),
+        *("--prompts_per_round", "8", "--num_generations", "4", "--per_device_train_batch_size", "16"),
+        *("--max_completion_length", "24", "--evaluation_prompts", "8", "--disable_tqdm", "true"),
+        *extra,
+    ]  # fmt: skip
+
+
+def run_recipe(argv: list[str]):
+    spec = importlib.util.spec_from_file_location("grpo_rank_recipe", ROOT / "recipes/grpo_rank.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(*module.make_parser().parse_args_and_config(argv))
+
+
+def stages(run: Path) -> dict[str, object]:
+    return json.loads((run / MANIFEST_FILE).read_text())["done"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grpo-rank") / "run"
+    summary = run_recipe(recipe_args(folder))
+    return folder, summary
+
+
+def test_the_recipe_trains_evaluates_and_saves_the_policy(run):
+    folder, summary = run
+    done = stages(folder)
+    assert {"iteration-0/evaluate", "iteration-1/train", "iteration-1/evaluate"} <= set(done)
+    assert done["iteration-1/train"]["global_step"] == 2
+    assert set(done["iteration-1/evaluate"]) == {"chair_response", "chair_mention", "chair_recall"}
+    policy = folder / "models" / "iteration-1"
+    AutoModelForImageTextToText.from_pretrained(policy)  # a full model, through the Auto classes
+    trained = load_file(policy / "model.safetensors")
+    base = load_file(cached_builtin("builtin:shapesworld-llava") / "model.safetensors")
+    assert any(not torch.equal(trained[name], base[name]) for name in base if name in trained)
+    table = (folder / "summary.md").read_text()
+    assert "| base |" in table and "| iteration 1 |" in table
+    assert "pairs trained on" not in table
+    assert "preference data" not in summary.artifacts()  # GRPO_rank writes no pairs
+
+
+def test_a_rerun_resumes_with_nothing_left_to_do(run):
+    folder, _ = run
+    before = stages(folder)
+    run_recipe(recipe_args(folder))
+    assert stages(folder) == before
+
+
+def test_other_settings_in_the_same_folder_are_refused(run):
+    folder, _ = run
+    with pytest.raises(ValueError, match="settings"):
+        run_recipe(recipe_args(folder, "--rank_advantage", "rank_gap"))
+
+
+def test_the_listwise_oracle_runs_with_its_fallback(tmp_path):
+    run_recipe(
+        recipe_args(
+            tmp_path / "listwise", "--oracle", "listwise", "--oracle_num_permutations", "2", "--max_steps", "1",
+            "--evaluation", "none",
+        )
+    )  # fmt: skip
+    assert stages(tmp_path / "listwise")["iteration-1/train"]["global_step"] == 1
+
+
+def test_unknown_oracle_is_refused():
+    with pytest.raises(ValueError, match="oracle must be one of"):
+        run_recipe(recipe_args(Path("unused"), "--oracle", "pairwise"))
