@@ -150,6 +150,7 @@ def test_listwise_replies_are_mapped_back_through_the_presentation_orders(labele
     queries = ranker.queries(["q1", "q2"], candidates)
     assert [q.prompt for q in queries] == [0, 0, 0, 1, 1, 1]
     assert "Answer 1: a" in queries[0].text and "Answer 3: c" in queries[0].text
+    assert queries[0].text.startswith("Question about the image: q1") and "video" not in queries[0].text
     order = queries[1].order
     assert f"Answer 1: {candidates[0][order[0]]}" in queries[1].text
     # Prompt 0: the identity order says 3 > 1 > 2; the other two orders name the same candidates in the same way.
@@ -339,6 +340,9 @@ def test_listwise_query_carries_the_video_and_falls_back_with_it(qwen_labeler):
     tokens = int(grid.prod()) // processor.video_processor.merge_size**2
     assert (first["input_ids"] == video_token).sum(dim=1).tolist() == [tokens, tokens]
     assert (first["mm_token_type_ids"] == 2).sum().item() == 2 * tokens
+    query = processor.tokenizer.decode(first["input_ids"][0])
+    assert "Question about the video:" in query and "describes the video correctly" in query
+    assert "image" not in query
     assert ranker.report.num_queries == 2
     assert ranking.status == "fallback"  # the tiny model writes no ranking: the fallback ranks with the video too
     assert ranking.groups == fallback.rank("Describe the video.", [], candidates, videos=[frames]).groups

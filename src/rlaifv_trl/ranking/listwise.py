@@ -40,11 +40,11 @@ from .types import Ranker, Ranking
 
 
 DEFAULT_TEMPLATE = (
-    "Question about the image: {question}\n\n"
+    "Question about the {medium}: {question}\n\n"
     "Here are {num_candidates} answers to it.\n\n"
     "{candidates}\n\n"
-    "Rank the answers from best to worst. The best answer describes the image correctly and mentions nothing that is "
-    'not in it. Reply with the answer numbers only, best first, separated by ">", for example: {example}.'
+    "Rank the answers from best to worst. The best answer describes the {medium} correctly and mentions nothing that "
+    'is not in it. Reply with the answer numbers only, best first, separated by ">", for example: {example}.'
 )
 CANDIDATE_TEMPLATE = "Answer {label}: {text}"
 AGGREGATIONS = ("borda", "mean_rank")
@@ -124,14 +124,18 @@ def render_query(
     order: Sequence[int],
     template: str = DEFAULT_TEMPLATE,
     candidate_template: str = CANDIDATE_TEMPLATE,
+    medium: str = "image",
 ) -> str:
     """The query showing `candidates` in `order` (shown label k is `candidates[order[k - 1]]`), as
-    `ListwiseRanker.query` writes it."""
+    `ListwiseRanker.query` writes it; `medium` fills the template's `{medium}` ("image", or "video" for a prompt with
+    videos)."""
     shown = "\n".join(
         candidate_template.format(label=k + 1, text=" ".join(candidates[i].split())) for k, i in enumerate(order)
     )
     example = " > ".join(str(label) for label in [2, 1, *range(3, len(order) + 1)][: len(order)])
-    return template.format(question=prompt_text(prompt), num_candidates=len(order), candidates=shown, example=example)
+    return template.format(
+        question=prompt_text(prompt), num_candidates=len(order), candidates=shown, example=example, medium=medium
+    )
 
 
 class ListwiseRanker:
@@ -141,7 +145,8 @@ class ListwiseRanker:
         model: A vision-language model (`AutoModelForImageTextToText`) or a text-only causal language model.
         processor: The VLM's processor, or the language model's tokenizer.
         template: The query, with `{question}`, `{num_candidates}`, `{candidates}` (the labelled answers, one per
-            line, as `candidate_template` writes them) and `{example}` (e.g. "2 > 1 > 3") fields.
+            line, as `candidate_template` writes them), `{example}` (e.g. "2 > 1 > 3") and `{medium}` ("image", or
+            "video" for a prompt with videos) fields.
         candidate_template: How one answer is shown, with `{label}` (1..n) and `{text}`.
         num_permutations: Presentation orders per prompt (1: the given order only).
         aggregation: "borda" or "mean_rank", to combine the orders' replies.
@@ -179,9 +184,9 @@ class ListwiseRanker:
         self.name = name or f"listwise ({public_name(getattr(model.config, '_name_or_path', '') or None)})"
         self.report = ListwiseReport()
 
-    def query(self, prompt: Any, candidates: Sequence[str], order: Sequence[int]) -> str:
+    def query(self, prompt: Any, candidates: Sequence[str], order: Sequence[int], medium: str = "image") -> str:
         """The query text showing `candidates` in `order` (shown label k is `candidates[order[k - 1]]`)."""
-        return render_query(prompt, candidates, order, self.template, self.candidate_template)
+        return render_query(prompt, candidates, order, self.template, self.candidate_template, medium)
 
     def rank(
         self,
@@ -201,7 +206,7 @@ class ListwiseRanker:
     ) -> list[Ranking]:
         """Rank several prompts: all their queries run in batches of `batch_size`; each query carries its prompt's
         images and `videos`."""
-        queries = self.queries(prompts, candidates)
+        queries = self.queries(prompts, candidates, videos)
         replies = self._generate(
             [q.text for q in queries],
             [list(images_or_videos[q.prompt] or []) for q in queries],
@@ -209,14 +214,21 @@ class ListwiseRanker:
         )
         return self.combine(queries, replies, prompts, images_or_videos, candidates, videos)
 
-    def queries(self, prompts: Sequence[Any], candidates: Sequence[Sequence[str]]) -> list[ListwiseQuery]:
-        """The queries of several prompts: one per presentation order, each prompt's orders together."""
+    def queries(
+        self,
+        prompts: Sequence[Any],
+        candidates: Sequence[Sequence[str]],
+        videos: Sequence[Sequence[Video]] | None = None,
+    ) -> list[ListwiseQuery]:
+        """The queries of several prompts: one per presentation order, each prompt's orders together; a prompt with
+        `videos` is asked about "the video"."""
         queries = []
         for index, (prompt, answers) in enumerate(zip(prompts, candidates, strict=True)):
             key = prompt_text(prompt) + "\x1f" + "\x1f".join(answers)
             seed = derive_seed(self.seed, key, "presentation orders")
+            medium = "video" if videos and videos[index] else "image"
             for order in presentation_orders(len(answers), self.num_permutations, seed):
-                queries.append(ListwiseQuery(index, order, self.query(prompt, answers, order)))
+                queries.append(ListwiseQuery(index, order, self.query(prompt, answers, order, medium)))
         return queries
 
     def combine(
