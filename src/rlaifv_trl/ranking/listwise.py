@@ -1,8 +1,9 @@
 """`ListwiseRanker`: a model reads all the candidates at once and replies with their order.
 
 The model is any vision-language model (it sees the prompt's images, and its videos when passed as `videos=`, which
-needs a family with a video processor) or any text-only causal language model (it sees the text only). The candidates are shown labelled 1..n in one prompt
-(`DEFAULT_TEMPLATE`, configurable) and the reply is read by `parse_ranking`; decoding is greedy.
+needs a family with a video processor) or any text-only causal language model (it sees the text only). The candidates
+are shown labelled 1..n in one prompt (`DEFAULT_TEMPLATE`, configurable) and the reply is read by `parse_ranking`;
+decoding is greedy.
 
 Position bias: with `num_permutations=k` the candidates are shown in k presentation orders (the given order, then
 k - 1 shuffles seeded by the ranker's seed and the prompt's text and candidates), each reply is mapped back to
