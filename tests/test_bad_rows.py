@@ -77,7 +77,10 @@ CORPUS = {
     "good (png)": (row(), (K, K, K, K)),
     "good (relative path)": (row(images=[image(None, "scene.png")]), (K, K, K, K)),
     "image None": (row(images=[None]), ("image.missing",) * 4),
-    "no image": (row(images=[], prompt=user("Describe.", images=0)), ("image.missing",) * 4),
+    "no image": (  # a text-only row: TRL trains them mixed into vision datasets, the feedback needs an image
+        row(images=[], prompt=user("Describe.", images=0)),
+        ("image.missing",) * 2 + (K, K),
+    ),  # fmt: skip
     "zero bytes": (row(images=[image(b"")]), ("image.empty",) * 4),
     "random bytes": (row(images=[image(b"\x00\x01garbage" * 20)]), ("image.unreadable",) * 4),
     "text bytes": (row(images=[image(b"hello, I am not an image")]), ("image.unreadable",) * 4),

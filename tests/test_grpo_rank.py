@@ -1,5 +1,6 @@
 """GRPO_rank: rank-aware advantages (hand-computed cases) and `GRPORankTrainer` training a tiny VLM with TRL."""
 
+import dataclasses
 import math
 
 import pytest
@@ -170,14 +171,37 @@ def test_predicted_ranks_use_the_policys_own_log_probs(tiny_vlm_dirs, tmp_path):
     assert trainer._metrics["train"]["rank/policy_oracle_kendall_tau"]
 
 
-def test_trainer_takes_only_its_own_config(tiny_vlm_dirs, tmp_path):
-    with pytest.raises(TypeError, match="GRPORankConfig"):
-        GRPORankTrainer(
-            model=str(tiny_vlm_dirs["llava"]),
-            reward_funcs=words,
-            args=GRPOConfig(str(tmp_path), **CPU),
-            train_dataset=prompt_dataset(2),
+def test_a_grpo_config_converts_keeping_every_setting(tmp_path):
+    grpo = GRPOConfig(
+        str(tmp_path), learning_rate=3e-6, num_generations=3, per_device_train_batch_size=6, steps_per_generation=2,
+        beta=0.02, temperature=0.7, max_completion_length=17, loss_type="dr_grpo", hub_token="secret", **CPU,
+    )  # fmt: skip
+    converted = GRPORankConfig.from_grpo_config(grpo, rank_advantage="rank_gap")
+    assert converted.rank_advantage == "rank_gap" and converted.scale_rewards == "none"
+    changed = {
+        field.name
+        for field in dataclasses.fields(GRPOConfig)
+        if field.init and getattr(converted, field.name) != getattr(grpo, field.name)
+    }
+    assert changed == {"scale_rewards"}  # generation_batch_size too is what it was (derived again)
+    assert (converted.generation_batch_size, converted.steps_per_generation, converted.beta) == (12, 2, 0.02)
+    with pytest.raises(ValueError, match="multi_objective_aggregation"):
+        GRPORankConfig.from_grpo_config(
+            GRPOConfig(str(tmp_path), multi_objective_aggregation="normalize_then_sum", **CPU)
         )
+
+
+def test_the_trainer_takes_a_grpo_config_converted(tiny_vlm_dirs, tmp_path):
+    trainer = GRPORankTrainer(
+        model=str(tiny_vlm_dirs["llava"]),
+        reward_funcs=words,
+        args=GRPOConfig(str(tmp_path), learning_rate=2e-5, num_generations=2, per_device_train_batch_size=2, **CPU),
+        train_dataset=prompt_dataset(2),
+    )
+    assert isinstance(trainer.args, GRPORankConfig)
+    assert (trainer.args.learning_rate, trainer.args.num_generations, trainer.args.scale_rewards) == (2e-5, 2, "none")
+    with pytest.raises(TypeError, match="GRPORankConfig or a trl.GRPOConfig"):
+        GRPORankTrainer(model=str(tiny_vlm_dirs["llava"]), reward_funcs=words, args=object())
 
 
 @pytest.mark.usefixtures("one_torch_thread")

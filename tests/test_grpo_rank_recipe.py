@@ -1,7 +1,14 @@
-"""`recipes/grpo_rank.py` end to end with its shipped CPU config, shrunk: train, evaluate, save, resume."""
+"""`recipes/grpo_rank.py` end to end with its shipped CPU config, shrunk: train, evaluate, save, resume (also after
+real kills)."""
 
 import importlib.util
 import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,7 @@ from transformers import AutoModelForImageTextToText
 
 from rlaifv_trl.manifest import MANIFEST_FILE
 from rlaifv_trl.synthetic.builtin import cached_builtin
+from support.recipe_process import finish, run_recipe_process
 
 
 ROOT = Path(__file__).parents[1]
@@ -88,3 +96,73 @@ def test_the_listwise_oracle_runs_with_its_fallback(tmp_path):
 def test_unknown_oracle_is_refused():
     with pytest.raises(ValueError, match="oracle must be one of"):
         run_recipe(recipe_args(Path("unused"), "--oracle", "pairwise"))
+
+
+# -- killed and resumed ----------------------------------------------------------------------------------------------
+
+
+def two_iterations(output_dir: Path) -> list[str]:
+    """Two iterations of 2 steps, a checkpoint after every step, no evaluation."""
+    return recipe_args(output_dir, "--num_rounds", "2", "--save_steps", "1", "--evaluation", "none")
+
+
+def start(output_dir: Path, kill_at: str | None = None) -> subprocess.Popen:
+    launcher = [str(ROOT / "tests" / "scripts" / "kill_while_saving.py")] if kill_at else None
+    if kill_at:
+        os.environ["KILL_AT"] = kill_at  # read by the launcher in the child process
+    try:
+        return run_recipe_process(two_iterations(output_dir), launcher=launcher, script="recipes/grpo_rank.py")
+    finally:
+        os.environ.pop("KILL_AT", None)
+
+
+def model_bytes(run: Path) -> dict[int, bytes]:
+    return {k: (run / "models" / f"iteration-{k}" / "model.safetensors").read_bytes() for k in (1, 2)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[int, bytes]:
+    run = tmp_path_factory.mktemp("grpo-rank-uninterrupted") / "run"
+    finish(start(run))
+    models = model_bytes(run)
+    assert models[1] != models[2]
+    return models
+
+
+def test_a_run_killed_during_its_second_iteration_resumes_with_its_weights(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    killed = start(run)
+    checkpoint = run / "training" / "iteration-2" / "checkpoint-1"
+    deadline = time.monotonic() + 600
+    while not (checkpoint / "trainer_state.json").is_file() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before the second iteration saved a checkpoint"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert "iteration-2/train" not in stages(run) and "iteration-1/train" in stages(run)
+
+    log = finish(start(run))
+    assert re.search(
+        rf"Resuming the training of iteration \d from {re.escape(str(run))}.*/iteration-2/checkpoint-", log
+    )
+    assert model_bytes(run) == uninterrupted  # the second iteration resumed its own weights, not the first's
+
+
+@pytest.mark.parametrize("kill_at", ["rng_state", "after_checkpoint"])
+def test_a_run_killed_while_saving_a_checkpoint_resumes_to_the_same_models(kill_at, uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    killed = start(run, kill_at)
+    killed.communicate(timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    last = run / "training" / "iteration-1" / "checkpoint-2"
+    assert (last / "trainer_state.json").is_file() == (kill_at == "after_checkpoint")
+
+    log = finish(start(run))
+    if kill_at == "rng_state":
+        assert f"Removing {last}" in log
+    assert model_bytes(run) == uninterrupted
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [run, *run.rglob("*")]:  # every file written with the umask's modes, checkpoints included
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

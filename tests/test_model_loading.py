@@ -18,7 +18,7 @@ from trl import ModelConfig
 
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.loading import ModelLoading, load_causal_lm, load_vlm
-from rlaifv_trl.synthetic.models import build_tiny_causal_lm
+from rlaifv_trl.synthetic.models import PRESETS, build_tiny_causal_lm, build_tiny_vlm
 from support.stand_ins import undecided_labeler
 
 
@@ -160,7 +160,10 @@ def test_a_qlora_run_with_an_8_bit_labeler(tiny_vlm_dir, tmp_path, one_thread):
     """4-bit policy with LoRA: the adapter trains and is merged into the base loaded unquantized in `dtype`."""
     from test_recipe import done, recipe_args, run_recipe
 
-    base = tiny_vlm_dir("llava")
+    # bitsandbytes' CPU 4-bit kernels need layers at least one quantization block (64) wide: the tiny preset's
+    # vision tower (32) is narrower than any real model's
+    preset = dataclasses.replace(PRESETS["tiny"], vision_hidden=64, vision_intermediate=128)
+    base = build_tiny_vlm(tmp_path / "policy", "llava", preset)
     labeler = undecided_labeler(shutil.copytree(tiny_vlm_dir("llava", seed=1), tmp_path / "labeler"))
     argv = recipe_args(base, tmp_path / "run", "--num_iterations", "1", "--evaluation", "none")
     run_recipe(

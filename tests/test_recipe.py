@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import load_preference_dataset
 from rlaifv_trl.manifest import MANIFEST_FILE
+from support.recipe_process import finish, run_recipe_process
 
 
 ROOT = Path(__file__).parents[1]
@@ -189,27 +188,6 @@ def test_plain_trl_dpo_trainer_trains_on_the_pushed_data(pushed_run, tmp_path):
 
 
 # ---------------------------------------------------------------------------- killed and resumed
-
-
-def run_recipe_process(argv: list[str], launcher: list[str] | None = None, offline: bool = True) -> subprocess.Popen:
-    """`python recipes/iterative_dpo.py ARGV` in its own process (the loopback Hub is reachable unless `offline`)."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",  # bitwise-reproducible CPU math across processes
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    if offline:
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.Popen(
-        [sys.executable, *(launcher or []), str(ROOT / "recipes/iterative_dpo.py"), *argv],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-
-
-def finish(process: subprocess.Popen) -> str:
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-4000:]
-    return output
 
 
 def final_artifacts(run: Path) -> dict:

@@ -1,5 +1,7 @@
 """Reference log-probs of vision preference data: computed once, stored as columns, used without a reference model."""
 
+import math
+
 import pytest
 import torch
 from datasets import load_dataset, load_from_disk
@@ -142,3 +144,79 @@ def test_streaming_data_and_ld_alpha_are_refused_with_precompute(tiny_vlm_dirs, 
     with pytest.raises(ValueError, match="ld_alpha"):
         RLAIFVDPOTrainer(model=load(path), args=args, train_dataset=data, processing_class=processor)
     assert args.precompute_ref_log_probs is True
+
+
+def test_non_finite_stored_reference_log_probs_are_bad_rows(tiny_vlm_dirs, dpo_args):
+    """A NaN or an infinite stored value would make the loss NaN and every weight NaN: such rows are skipped and
+    counted (strict mode raises), and the others train to finite weights."""
+    from rlaifv_trl.validation import BadRowError
+
+    reference = tiny_vlm_dirs["llava"]
+    processor = AutoProcessor.from_pretrained(reference)
+    data = precompute_ref_log_probs(load(reference), processor, oracle_preference_dataset(6), batch_size=3)
+    chosen, rejected = list(data["ref_chosen_logps"]), list(data["ref_rejected_logps"])
+    chosen[1], rejected[4] = float("nan"), float("-inf")
+    data = data.remove_columns(list(COLUMNS)).add_column(COLUMNS[0], chosen).add_column(COLUMNS[1], rejected)
+
+    trainer = RLAIFVDPOTrainer(
+        model=load(tiny_vlm_dirs["llava_policy"]),
+        args=dpo_args(precompute_ref_log_probs=True, learning_rate=1e-3),
+        train_dataset=data,
+        processing_class=processor,
+    )
+    report = trainer.row_validation_reports["train"]
+    assert report.num_kept == 4 and sorted(entry["row"] for entry in report.skipped) == [1, 4]
+    assert {(entry["code"], entry["field"]) for entry in report.skipped} == {
+        ("ref_logps.non_finite", "ref_chosen_logps"), ("ref_logps.non_finite", "ref_rejected_logps"),
+    }  # fmt: skip
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert all(
+        math.isfinite(log["loss"]) and math.isfinite(log["rewards/margins"])
+        for log in trainer.state.log_history
+        if "loss" in log
+    )
+
+    with pytest.raises(BadRowError, match=r"row 1 .*ref_logps\.non_finite"):
+        RLAIFVDPOTrainer(
+            model=load(tiny_vlm_dirs["llava_policy"]),
+            args=dpo_args(precompute_ref_log_probs=True, strict_rows=True),
+            train_dataset=data,
+            processing_class=processor,
+        )
+
+
+def test_rows_whose_computed_reference_log_probs_are_not_finite_are_skipped(tiny_vlm_dirs, dpo_args):
+    """A reference model that overflows on one row's tokens (here: NaN embeddings of tokens only that row's chosen
+    answer has) loses that row, counted, not the weights of the trained model."""
+    processor = AutoProcessor.from_pretrained(tiny_vlm_dirs["llava"])
+    data = oracle_preference_dataset(4)
+    chosen = list(data["chosen"])
+    chosen[2] = [{"role": "assistant", "content": [{"type": "text", "text": "zyzzyva quixotic"}]}]
+    data = data.remove_columns("chosen").add_column("chosen", chosen)
+    others = {
+        token
+        for index, row in enumerate(data)
+        for text in (str(row["prompt"]), str(row["rejected"]), *([] if index == 2 else [str(row["chosen"])]))
+        for token in processor.tokenizer(text)["input_ids"]
+    }
+    only_row_2 = sorted(set(processor.tokenizer("zyzzyva quixotic")["input_ids"]) - others)
+    assert only_row_2, processor.tokenizer.convert_ids_to_tokens(only_row_2)
+    reference = load(tiny_vlm_dirs["llava"])
+    with torch.no_grad():
+        reference.get_input_embeddings().weight[only_row_2] = float("nan")
+
+    trainer = RLAIFVDPOTrainer(
+        model=load(tiny_vlm_dirs["llava_policy"]),
+        ref_model=reference,
+        args=dpo_args(precompute_ref_log_probs=True, learning_rate=1e-3),
+        train_dataset=data,
+        processing_class=processor,
+    )
+    report = trainer.row_validation_reports["train"]
+    assert [(entry["row"], entry["code"], entry["field"]) for entry in report.skipped] == [
+        (2, "ref_logps.non_finite", "ref_chosen_logps")
+    ]
+    assert report.num_kept == 3 and len(trainer.train_dataset) == 3
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

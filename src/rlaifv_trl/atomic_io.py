@@ -107,6 +107,14 @@ def follow_umask(root: str | os.PathLike) -> None:
                 os.chmod(path, 0o666 & ~umask)
 
 
+def follow_umask_files(folder: str | os.PathLike, pattern: str) -> None:
+    """Give the files matching `pattern` in `folder` (not below it) the mode the process's umask gives new files."""
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).glob(pattern):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where the platform allows."""
     try:

@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText, Trainer, TrainerCallback, TrainerState
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..artifacts import config_name, dataset_dir, model_dir
-from ..atomic_io import TEMPORARY_SUFFIX, follow_umask, move_into_place
+from ..atomic_io import TEMPORARY_SUFFIX, move_into_place
 from ..data import load_preference_dataset
 from ..evaluation import EvaluationSettings, Evaluator, EvaluatorCallback
 from ..loading import ModelLoading, copy_custom_code
@@ -31,20 +30,17 @@ logger = logging.getLogger(__name__)
 
 
 class ResumableCheckpoints(TrainerCallback):
-    """Makes checkpoints resume into the same run and look like the run's other files.
+    """Makes checkpoints resume into the same run.
 
     The running loss is logged at every checkpoint and at the last step: a run resumed from a checkpoint restarts the
     Trainer's running loss there, so logging at every checkpoint makes its log history, and the training loss
-    computed from it, the same as an uninterrupted run's. Saved checkpoints get the modes of the process's umask.
+    computed from it, the same as an uninterrupted run's. (The trainers' `CheckpointsMixin` gives the checkpoints'
+    files the modes of the process's umask.)
     """
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save or state.global_step >= state.max_steps:
             control.should_log = True
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            follow_umask(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
 
 
 def training_metrics(state: TrainerState) -> dict[str, Any]:

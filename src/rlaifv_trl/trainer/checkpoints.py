@@ -1,11 +1,13 @@
-"""The Trainer's own checkpoints: which ones are complete, and loading them back into vision-language models.
+"""The Trainer's own checkpoints: which ones are complete, loading them back into vision-language models, and the
+modes of the files they hold.
 
 `transformers.Trainer` resumes (`resume_from_checkpoint`) and picks the best checkpoint (`load_best_model_at_end`)
 with a raw `model.load_state_dict(..., strict=False)`. Models whose saved key names differ from their module names
 (LLaVA, Qwen2-VL and other VLMs with a checkpoint conversion mapping) then load no weight at all, with only a
 warning (huggingface/transformers#43701): a resumed run silently restarts from the initial weights and the "best"
 model is the last one. `load_checkpoint_weights` loads such checkpoints through `from_pretrained`, which converts
-the key names, and copies the weights in strictly.
+the key names, and copies the weights in strictly. `CheckpointsMixin` puts this (and the file modes) into every
+trainer of the project.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from transformers import PreTrainedModel
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+from ..atomic_io import follow_umask_files
 
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,35 @@ def load_checkpoint_weights(model: PreTrainedModel, folder: str | Path) -> bool:
     loaded = type(model).from_pretrained(folder, dtype=parameter.dtype)
     model.load_state_dict(loaded.state_dict(), strict=True)
     return True
+
+
+class CheckpointsMixin:
+    """A `transformers.Trainer` mixin (put it before the trainer class) that makes checkpoints round-trip:
+
+    - resuming (`train(resume_from_checkpoint=...)`) and `load_best_model_at_end` load the checkpoint's weights even
+      when its key names need converting (`load_checkpoint_weights`); DeepSpeed and FSDP keep their own loading;
+    - the safetensors files a save writes get the modes of the process's umask as soon as they are written, before
+      the checkpoint's `trainer_state.json` (written last) makes it complete: safetensors 0.8 creates its files
+      readable by their owner only (safetensors/safetensors#782), whatever the umask.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if (
+            self.is_deepspeed_enabled
+            or self.is_fsdp_enabled
+            or not load_checkpoint_weights(model or self.model, resume_from_checkpoint)
+        ):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not load_checkpoint_weights(self.model, best):
+            super()._load_best_model()
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            follow_umask_files(Path(output_dir if output_dir is not None else self.args.output_dir), "*.safetensors")
 
 
 def is_complete_checkpoint(folder: str | Path) -> bool:

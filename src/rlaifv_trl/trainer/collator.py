@@ -12,6 +12,7 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from ..validation import (
+    REF_LOG_PROB_COLUMNS,
     BadRow,
     RowValidation,
     ValidationReport,
@@ -23,7 +24,7 @@ from ..validation import (
 from ..video import VIDEO_COLUMN, require_video_support, supports_video
 
 
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+REF_COLUMNS = REF_LOG_PROB_COLUMNS
 # Set by `precompute_ref_log_probs` on each example so that errors can name the dataset row.
 ROW_INDEX_KEY = "row_index"
 
@@ -54,7 +55,8 @@ def check_answers_fit_row(
     column = "images" if "images" in row else "image"
     example = {key: value for key, value in row.items() if key not in ("images", "image", VIDEO_COLUMN)}
     videos = row.get(VIDEO_COLUMN) or []
-    example["images"] = row_images(row.get(column), column, validation) if row.get(column) or not videos else []
+    text_only = row.get(column) == [] or (videos and not row.get(column))
+    example["images"] = [] if text_only else row_images(row.get(column), column, validation)
     if videos:
         if not supports_video(collator.processor):
             raise BadRow("video.unsupported", f"{type(collator.processor).__name__} takes no videos", VIDEO_COLUMN)
@@ -62,7 +64,8 @@ def check_answers_fit_row(
     try:
         counts = collate_with_videos(collator, [example])["completion_mask"].sum(dim=1).tolist()
     except Exception as error:  # the processor's own checks (image tokens, sizes, ...)
-        raise BadRow("row.unprocessable", f"the processor cannot encode the row ({type(error).__name__})") from None
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise BadRow("row.unprocessable", f"the processor cannot encode the row ({reason})") from None
     for side, count in zip(("chosen", "rejected"), counts):
         if count == 0:
             raise BadRow("answer.cut_by_max_length", f"max_length={collator.max_length} leaves no answer token", side)
@@ -77,16 +80,18 @@ def trainable_rows(
     what: str = "preference dataset",
 ) -> tuple[Dataset | IterableDataset, ValidationReport]:
     """The rows of a vision preference dataset that DPO can train on, and the report of the others: each row's
-    images, prompt and answers checked (`check_preference_row`, special tokens with the processor's tokenizer), and
-    with `max_length`, whether truncation leaves a token of each answer (the processor run as TRL's collator runs
-    it). Images given by path get their bytes. With `strict`, the first bad row raises `BadRowError`."""
+    images, prompt and answers checked (`check_preference_row`, special tokens with the processor's tokenizer, any
+    row format `trl.DPOTrainer` trains on), and with `max_length`, whether truncation leaves a token of each answer
+    (the processor run as TRL's collator runs it; also without `max_length` for TRL's standard format, whose prompt
+    text only the processor can check). Images given by path get their bytes. With `strict`, the first bad row
+    raises `BadRowError`."""
     report = ValidationReport(what)
     tokenizer = getattr(processor, "tokenizer", processor)
     collator = DataCollatorForVisionPreference(processor=processor, max_length=max_length)
 
     def check(row: dict[str, Any]) -> None:
-        check_preference_row(row, validation, tokenizer)
-        if max_length is not None:
+        check_preference_row(row, validation, tokenizer, raw_string_prompts=True)
+        if max_length is not None or isinstance(row.get("prompt"), str):
             check_answers_fit_row(row, collator, validation)
 
     row_id = lambda row, index: row.get("prompt_id")  # noqa: E731

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl import GRPOConfig
 
@@ -41,6 +43,8 @@ class GRPORankConfig(GRPOConfig):
             Must stay `"none"`: rank advantages are not divided by a standard deviation.
 
     > As in [`RLAIFVDPOConfig`], `bf16` defaults to `False` when training on a CPU without native bfloat16.
+
+    A [`~trl.GRPOConfig`] converts with [`GRPORankConfig.from_grpo_config`] (`GRPORankTrainer` does it for you).
     """
 
     rank_advantage: str = field(
@@ -78,3 +82,21 @@ class GRPORankConfig(GRPOConfig):
                 "GRPO_rank orders answers by the weighted sum of the reward functions: "
                 f"multi_objective_aggregation={self.multi_objective_aggregation!r} has no meaning here."
             )
+
+    @classmethod
+    def from_grpo_config(cls, config: GRPOConfig, **changes: Any) -> GRPORankConfig:
+        """The GRPO_rank config with every setting of a `trl.GRPOConfig`, by these rules:
+
+        - every field keeps its value (`beta` included: TRL's default there is 0, no KL term);
+        - `scale_rewards` becomes `"none"`: rank advantages are not divided by a standard deviation;
+        - `generation_batch_size` is derived again from `steps_per_generation` (a built `GRPOConfig` holds both, and
+          only one may be given);
+        - the GRPO_rank fields (`rank_advantage`, `predicted_rank_score`) take their defaults, or `changes`;
+        - `changes` override any field. A setting GRPO_rank cannot honour (`multi_objective_aggregation` other than
+          `"sum_then_normalize"`) is refused.
+        """
+        values = {item.name: getattr(config, item.name) for item in dataclasses.fields(config) if item.init}
+        values = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
+        values.update(generation_batch_size=None, scale_rewards="none")
+        values.update(changes)
+        return cls(**values)

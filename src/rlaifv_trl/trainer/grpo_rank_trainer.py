@@ -7,9 +7,10 @@ import math
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from .checkpoints import CheckpointsMixin
 from .grpo_rank_config import GRPORankConfig
 from .grpo_video import VideoPromptsMixin
 from .rank_advantages import kendall_tau, rank_advantages
@@ -24,7 +25,7 @@ FORWARD_FIELDS = (
 )  # fmt: skip
 
 
-class GRPORankTrainer(VideoPromptsMixin, GRPOTrainer):
+class GRPORankTrainer(CheckpointsMixin, VideoPromptsMixin, GRPOTrainer):
     """GRPO_rank: online GRPO whose advantages come from an oracle's ranking of each group of answers.
 
     A drop-in `trl.GRPOTrainer`: same arguments, same datasets (images included), same generation, loss, KL,
@@ -66,11 +67,16 @@ class GRPORankTrainer(VideoPromptsMixin, GRPOTrainer):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = GRPORankConfig(f"{name.split('/')[-1]}-GRPO-rank")
-        elif not isinstance(args, GRPORankConfig):
-            raise TypeError(
-                f"GRPORankTrainer takes a GRPORankConfig, got {type(args).__name__}: build one with the same fields "
-                "(GRPORankConfig(**grpo_config.to_dict()) keeps them) and choose `rank_advantage`."
+        elif isinstance(args, GRPOConfig) and not isinstance(args, GRPORankConfig):
+            logger.warning(
+                "GRPORankTrainer got a trl.GRPOConfig: converted with GRPORankConfig.from_grpo_config (scale_rewards "
+                "%r -> 'none', beta %s kept, rank_advantage='gain'). Pass a GRPORankConfig to choose them.",
+                args.scale_rewards,
+                args.beta,
             )
+            args = GRPORankConfig.from_grpo_config(args)
+        elif not isinstance(args, GRPORankConfig):
+            raise TypeError(f"GRPORankTrainer takes a GRPORankConfig or a trl.GRPOConfig, got {type(args).__name__}")
         self._oracle_rewards: torch.Tensor | None = None
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._check_video_support()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
@@ -30,9 +31,9 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
-from ..validation import RowValidation, ValidationReport
+from ..validation import BadRow, RowValidation, ValidationReport
 from ..video import VIDEO_COLUMN, require_video_support
-from .checkpoints import load_checkpoint_weights
+from .checkpoints import CheckpointsMixin
 from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef, trainable_rows
 from .image_features import ImageFeaturesOncePerPair
 from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
@@ -61,6 +62,20 @@ def with_images_column(dataset: Dataset | IterableDataset) -> Dataset | Iterable
     if isinstance(dataset, Dataset):
         return dataset.add_column("images", [[] for _ in range(len(dataset))], feature=List(Image()))
     return dataset.map(lambda row: {"images": []})
+
+
+def _require_explicit_prompts(dataset: Dataset | IterableDataset | None) -> None:
+    """Refuse a vision dataset without a `prompt` column (TRL's vision collator reads it; `trl.DPOTrainer` extracts
+    implicit prompts for text datasets only and fails on the first batch of such a vision dataset)."""
+    if dataset is None or not _is_vision_dataset(dataset):
+        return
+    columns = dataset.column_names or list(next(iter(dataset)))
+    if "prompt" not in columns:
+        raise ValueError(
+            f"The vision dataset has no `prompt` column (columns: {columns}): its prompts are implicit, inside "
+            "`chosen` and `rejected`, and TRL's vision collator needs them apart. Extract them first: "
+            "`dataset = dataset.map(trl.extract_prompt)`."
+        )
 
 
 def _processor_of(model) -> Any:
@@ -97,7 +112,7 @@ class _FusedForwardRecorder:
             self._records = None
 
 
-class RLAIFVDPOTrainer(DPOTrainer):
+class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
     """
     Trainer for the DPO stage of RLAIF-V ([paper](https://huggingface.co/papers/2405.17220)): a [`~trl.DPOTrainer`] that
     takes the same arguments (the ones not listed in the signature, e.g. `processing_class` or `peft_config`, are passed
@@ -170,6 +185,8 @@ class RLAIFVDPOTrainer(DPOTrainer):
         video_datasets = [train_dataset] + (
             list(eval_dataset.values()) if isinstance(eval_dataset, dict) else [eval_dataset]
         )
+        for dataset in video_datasets:
+            _require_explicit_prompts(dataset)
         if any(_is_video_dataset(dataset) for dataset in video_datasets):
             require_video_support(kwargs.get("processing_class") or _processor_of(model), "policy")
             train_dataset = with_images_column(train_dataset) if train_dataset is not None else None
@@ -247,21 +264,6 @@ class RLAIFVDPOTrainer(DPOTrainer):
         if getattr(self, "_vision_precompute", False):
             self.args.precompute_ref_log_probs = True  # see __init__
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume with the checkpoint's weights even when its key names need converting (see `checkpoints`)."""
-        if (
-            self.is_deepspeed_enabled
-            or self.is_fsdp_enabled
-            or not load_checkpoint_weights(model or self.model, resume_from_checkpoint)
-        ):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def _load_best_model(self) -> None:
-        """Load the best checkpoint even when its key names need converting (see `checkpoints`)."""
-        best = self.state.best_model_checkpoint
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not load_checkpoint_weights(self.model, best):
-            super()._load_best_model()
-
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self._is_vision_dataset:  # TRL keeps only the columns its vision collator reads
@@ -280,10 +282,34 @@ class RLAIFVDPOTrainer(DPOTrainer):
             f"RLAIFVDPOTrainer {name} dataset",
         )  # fmt: skip
         self.row_validation_reports[name] = report
-        if isinstance(dataset, Dataset) and self.args.should_save:
-            report.save(Path(self.args.output_dir) / "row_validation" / f"{name}.json")
+        if isinstance(dataset, Dataset):
+            self._save_report(name)
         self._checked_datasets.add(id(checked))
         return checked
+
+    def _save_report(self, name: str) -> None:
+        if self.args.should_save:
+            self.row_validation_reports[name].save(Path(self.args.output_dir) / "row_validation" / f"{name}.json")
+
+    def _finite_ref_rows(self, dataset: Dataset, name: str) -> Dataset:
+        """The rows whose computed reference log-probs are finite; the others (e.g. a reference model overflowing in
+        half precision) are skipped and counted like bad stored values (`strict_rows` raises)."""
+        values = dataset.with_format("numpy", columns=list(REF_COLUMNS))[:]
+        finite = np.isfinite(values[REF_COLUMNS[0]]) & np.isfinite(values[REF_COLUMNS[1]])
+        if finite.all():
+            return dataset
+        report = self.row_validation_reports.setdefault(name, ValidationReport(f"RLAIFVDPOTrainer {name} dataset"))
+        strict = getattr(self.args, "strict_rows", False)
+        ids = dataset["prompt_id"] if "prompt_id" in dataset.column_names else [None] * len(dataset)
+        for index in np.flatnonzero(~finite).tolist():
+            column = REF_COLUMNS[0] if not np.isfinite(values[REF_COLUMNS[0]][index]) else REF_COLUMNS[1]
+            message = f"the reference model gives {values[column][index]} (computed)"
+            report.withdraw(index, ids[index], BadRow("ref_logps.non_finite", message, column), strict)
+        report.log()
+        self._save_report(name)
+        if not finite.any():
+            raise ValueError(f"No usable row in the RLAIFVDPOTrainer {name} dataset:\n{report.summary()}")
+        return dataset.select(np.flatnonzero(finite).tolist())
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         if not self._is_vision_dataset:
@@ -298,7 +324,7 @@ class RLAIFVDPOTrainer(DPOTrainer):
                 "with `precompute_ref_log_probs` before training, or pass this dataset as `eval_dataset` at "
                 "initialization."
             )
-        return precompute_ref_log_probs(
+        dataset = precompute_ref_log_probs(
             self.ref_model if self.ref_model is not None else self.model,
             self.processing_class,
             dataset,
@@ -307,6 +333,9 @@ class RLAIFVDPOTrainer(DPOTrainer):
             num_workers=self.args.dataloader_num_workers,
             desc=f"Computing reference log probs for {name} dataset",
         )
+        dataset = self._finite_ref_rows(dataset, name)
+        self._checked_datasets.add(id(dataset))  # checked above: not again after `__init__`
+        return dataset
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         # DPOTrainer prepares a dataset passed here only for text data; vision data needs its reference columns.

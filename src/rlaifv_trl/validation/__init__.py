@@ -11,6 +11,7 @@ from .images import RowValidation, decode_image, open_image, to_rgb
 from .problems import CODES, BadRow, clean_message
 from .report import BadRowError, ValidationReport
 from .rows import (
+    REF_LOG_PROB_COLUMNS,
     answer_text,
     check_preference_row,
     check_prompt_row,
@@ -27,6 +28,7 @@ from .rows import (
 
 __all__ = [
     "CODES",
+    "REF_LOG_PROB_COLUMNS",
     "BadRow",
     "BadRowError",
     "RowValidation",

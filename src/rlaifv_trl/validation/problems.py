@@ -40,6 +40,7 @@ CODES = {
     "answer.wrong_role": "an answer message is not from the assistant",
     "answer.identical": "the chosen and rejected answers are the same",
     "answer.cut_by_max_length": "max_length leaves no token of an answer",
+    "ref_logps.non_finite": "a stored reference log-probability is missing, NaN or infinite",
     "ranking.malformed": "a rankings row's candidates, scores, ranking or ranks are missing or do not agree",
     "row.unprocessable": "the model's processor cannot encode the row (image and text together)",
     "stage.failed": "a stage (sampling, splitting, labeling) raised on this row",

@@ -55,6 +55,12 @@ class ValidationReport:
         self.skipped.append(entry)
         logger.debug("%s: skipping row %d: [%s] %s", self.what, row, problem.code, problem)
 
+    def withdraw(self, row: int, row_id: Any, problem: BadRow, strict: bool = False) -> None:
+        """Skip a row that was kept, found unusable by a later step (e.g. a value computed from it)."""
+        self.num_kept -= 1
+        self.num_rows -= 1
+        self.skip(row, row_id, problem, strict)
+
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)

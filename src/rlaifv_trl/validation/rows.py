@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PIL import Image
@@ -125,11 +126,14 @@ def check_row_images(value: Any, column: str, validation: RowValidation) -> int:
 
 
 def conversational_prompt(
-    prompt: Any, num_images: int, field: str = "prompt", num_videos: int = 0
+    prompt: Any, num_images: int, field: str = "prompt", num_videos: int = 0, allow_prefill: bool = False
 ) -> list[dict[str, Any]]:
-    """The prompt as a conversation ending with a user turn whose image (and video) placeholders match the row's.
+    """The prompt as a conversation whose image (and video) placeholders match the row's, normalised as TRL does.
 
-    A plain string becomes one user turn with the videos, then the images, first.
+    A plain string becomes one user turn with the videos, then the images, first. In a conversation, messages whose
+    content is a string get the images' placeholders the way TRL's `prepare_multimodal_messages` inserts them (before
+    the text of the first such user message), so the rows TRL trains on are accepted as TRL reads them. The last
+    message must be the user's, or with `allow_prefill` the start of the assistant's answer (TRL continues it).
     """
     if isinstance(prompt, str):
         if not prompt.strip():
@@ -145,10 +149,14 @@ def conversational_prompt(
         raise BadRow("prompt.malformed", "every message needs a role and a content", field)
     if not all(isinstance(message["content"], (str, list)) for message in prompt):
         raise BadRow("prompt.malformed", "a message content is neither text nor a list of parts", field)
-    if prompt[-1]["role"] != "user":
+    last = ("user", "assistant") if allow_prefill else ("user",)
+    if prompt[-1]["role"] not in last:
         raise BadRow("prompt.malformed", f"the last message is from {prompt[-1]['role']!r}, not the user", field)
-    if not message_text(prompt[-1]["content"]).strip():
+    if not any(message["role"] == "user" for message in prompt):
+        raise BadRow("prompt.malformed", "no message from the user", field)
+    if not any(message_text(m["content"]).strip() for m in prompt if m["role"] == "user"):
         raise BadRow("prompt.missing", "empty prompt", field)
+    prompt = with_image_placeholders(prompt, num_images, field)
     placeholders = count_image_placeholders(prompt)
     if placeholders != num_images:
         raise BadRow("image.count_mismatch", f"{placeholders} image placeholder(s) but {num_images} image(s)", field)
@@ -156,6 +164,35 @@ def conversational_prompt(
     if placeholders != num_videos:
         raise BadRow("video.count_mismatch", f"{placeholders} video placeholder(s) but {num_videos} video(s)", field)
     return prompt
+
+
+def with_image_placeholders(prompt: list[dict[str, Any]], num_images: int, field: str) -> list[dict[str, Any]]:
+    """The messages with string contents turned into parts and the images' placeholders inserted, by TRL's own
+    `prepare_multimodal_messages` (the collators of its trainers call it); unchanged when every content is a list."""
+    if all(isinstance(message["content"], list) for message in prompt):
+        return prompt
+    from trl.data_utils import prepare_multimodal_messages
+
+    try:
+        messages = prepare_multimodal_messages(prompt, images=[_PLACEHOLDER] * num_images)
+    except (ValueError, KeyError, TypeError) as error:
+        code = "image.count_mismatch" if "placeholders" in str(error) else "prompt.malformed"
+        raise BadRow(code, str(error).split("\n")[0], field) from None
+    return [
+        {**message, "content": [_unfilled(part) for part in message["content"]]}
+        if isinstance(message.get("content"), list)
+        else message
+        for message in messages
+    ]
+
+
+_PLACEHOLDER = object()  # what `with_image_placeholders` fills image parts with, then removes
+
+
+def _unfilled(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") == "image" and part.get("image") is _PLACEHOLDER:
+        return {key: value for key, value in part.items() if key != "image"}
+    return part
 
 
 def answer_text(answer: Any, field: str) -> str:
@@ -257,10 +294,15 @@ def check_visual_prompt_row(
     return prompt, images, videos
 
 
-def check_row_visuals(row: dict[str, Any], validation: RowValidation) -> tuple[int, int]:
+def check_row_visuals(
+    row: dict[str, Any], validation: RowValidation, allow_text_only: bool = False
+) -> tuple[int, int]:
     """The numbers of images (`images` or `image`) and videos (`videos`) of a stored row, each readable. A row with a
-    `videos` column may leave its images empty, but needs at least one image or video."""
+    `videos` column may leave its images empty, but needs at least one image or video; with `allow_text_only`, an
+    empty `images` list is a text-only row (TRL trains vision datasets that mix them in)."""
     column = "images" if "images" in row else "image"
+    if allow_text_only and column == "images" and row.get("images") == [] and not row.get("videos"):
+        return 0, 0
     if "videos" not in row:
         return check_row_images(row.get(column), column, validation), 0
     num_images = check_row_images(row[column], column, validation) if row.get(column) else 0
@@ -271,18 +313,50 @@ def check_row_visuals(row: dict[str, Any], validation: RowValidation) -> tuple[i
 
 
 def check_preference_row(
-    row: dict[str, Any], validation: RowValidation, tokenizer: PreTrainedTokenizerBase | None = None
+    row: dict[str, Any],
+    validation: RowValidation,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    raw_string_prompts: bool = False,
 ) -> None:
     """A preference row (`prompt`, `images` or `image`, `chosen`, `rejected`, any schema `load_preference_dataset`
-    reads): every image readable, the prompt and answers well formed, the answers different."""
-    num_images, num_videos = check_row_visuals(row, validation)
-    prompt = conversational_prompt(row.get("prompt", row.get("question")), num_images, num_videos=num_videos)
+    reads, or any vision row `trl.DPOTrainer` trains on): every image readable, the prompt and answers well formed,
+    the answers different, their stored reference log-probs (if any) finite numbers.
+
+    A prompt given as a plain string is a question, turned into a user turn with the row's images, unless
+    `raw_string_prompts`: then it is TRL's standard format, the model's raw input with the image tokens written in
+    it, whose text (image and special tokens included) goes to the processor as it is and is not searched for special
+    tokens; the processor checks it when the row is encoded. An empty `images` list is a text-only row.
+    """
+    num_images, num_videos = check_row_visuals(row, validation, allow_text_only=True)
+    value = row.get("prompt", row.get("question"))
     texts = {side: answer_text(row.get(side), side) for side in ("chosen", "rejected")}
     if texts["chosen"].strip() == texts["rejected"].strip():
         raise BadRow("answer.identical", "the chosen and rejected answers are the same", "rejected")
-    check_text(" ".join(message_text(message["content"]) for message in prompt), "prompt", tokenizer)
+    check_ref_log_probs(row)
+    if raw_string_prompts and isinstance(value, str):
+        if not value.strip():
+            raise BadRow("prompt.missing", "empty prompt", "prompt")
+        return
+    prompt = conversational_prompt(value, num_images, num_videos=num_videos, allow_prefill=True)
+    check_text(" ".join(message_text(m["content"]) for m in prompt if m["role"] != "assistant"), "prompt", tokenizer)
     for side, text in texts.items():
         check_text(text, side, tokenizer)
+
+
+REF_LOG_PROB_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def check_ref_log_probs(row: dict[str, Any]) -> None:
+    """Stored reference log-probabilities, where the row has them, must be finite numbers (a NaN or an infinity
+    would turn the DPO loss and every weight it updates into NaN)."""
+    for column in REF_LOG_PROB_COLUMNS:
+        if column not in row:
+            continue
+        value = row[column]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadRow("ref_logps.non_finite", f"{type(value).__name__} instead of a number", column)
+        if not math.isfinite(value):
+            raise BadRow("ref_logps.non_finite", f"{value} is not a finite log-probability", column)
 
 
 def check_ranking_row(
