@@ -19,6 +19,7 @@ same `output_dir` is refused, and so is a second run while the first one is goin
 """
 
 import logging
+import sys
 
 import datasets
 import transformers
@@ -27,6 +28,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
 from rlaifv_trl.evaluation import PolicyEvaluation
+from rlaifv_trl.hub import HubAccessError, HubPushError, HubUnavailableError
 from rlaifv_trl.loading import ModelLoading
 from rlaifv_trl.recipe import (
     HubPublisher,
@@ -107,7 +109,10 @@ if __name__ == "__main__":
     # loading weights and of datasets' bookkeeping.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    summary = main(script_args, feedback_args, training_args, model_args, row_validation)
+    try:
+        summary = main(script_args, feedback_args, training_args, model_args, row_validation)
+    except (HubAccessError, HubUnavailableError, HubPushError) as error:  # said in one line, without a traceback
+        sys.exit(f"iterative_dpo.py: {error}")
     if PartialState().is_main_process:
         table = summary.table()
         print(f"\nEvaluation (lower hallucination is better):\n\n{table}\n" if table else "")

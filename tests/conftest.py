@@ -27,7 +27,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from support import network_guard  # noqa: E402
-from support.hub_server import LoopbackHub, start_loopback_hub  # noqa: E402
+from support.hub_server import LoopbackHub, start_hub_server, start_loopback_hub  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -97,6 +97,14 @@ def _forget_injected_failures():
 def hub_repo_id(hub: LoopbackHub) -> str:
     """A fresh repository id under the test user's namespace (not created yet)."""
     return f"{hub.user}/test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def down_hub_url(hub: LoopbackHub) -> str:
+    """The URL of a hub that was started and stopped: nothing listens there any more."""
+    server, url = start_hub_server(tokens={hub.token: hub.user})
+    server.stop()
+    return url
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Run artifacts on disk and on the (loopback) Hub: configs per iteration, cards, model branches, retries."""
 
+import os
 import random
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from rlaifv_trl.cards import (
 from rlaifv_trl.hub import (
     HubAccessError,
     HubPushError,
+    HubUnavailableError,
     RetryPolicy,
     check_hub_access,
     push_dataset,
@@ -34,7 +36,6 @@ from rlaifv_trl.hub import (
 )
 from rlaifv_trl.synthetic import ShapesWorld, build_tiny_vlm
 from rlaifv_trl.synthetic.data import assistant_turn, user_turn
-from support.hub_server import start_hub_server
 
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
@@ -161,15 +162,40 @@ def test_a_push_that_keeps_failing_says_how_to_push_later(hub, hub_repo_id, tmp_
     assert (tmp_path / "dataset" / "iteration-0").is_dir()  # nothing lost
 
 
-def test_a_server_that_is_down_fails_cleanly_and_the_push_works_later(hub, tmp_path):
+def test_a_server_that_is_down_fails_cleanly_and_the_push_works_later(down_hub_url, hub, tmp_path):
     write_run(tmp_path, iterations=(0,))
-    server, url = start_hub_server(tokens={hub.token: hub.user})
-    server.stop()  # nothing listens there any more
     repo_id = f"{hub.user}/down-{tmp_path.name[-8:]}"
-    with pytest.raises(HubPushError, match="push them later"):
-        push_run(tmp_path, dataset_repo=repo_id, retry=FAST, endpoint=url)
+    with pytest.raises(HubPushError, match="push them later") as failure:
+        push_run(tmp_path, dataset_repo=repo_id, retry=FAST, endpoint=down_hub_url)
+    message = str(failure.value)
+    assert f"The Hub at {down_hub_url} is unavailable (ConnectError" in message and "\n" not in message
     push_run(tmp_path, dataset_repo=repo_id, retry=FAST)  # the session's hub is up
     assert len(load_dataset(repo_id, "iteration-0", split="train")) == 3
+
+
+def test_an_unavailable_hub_is_named_in_one_line_not_taken_for_a_token_problem(down_hub_url, hub):
+    with pytest.raises(HubUnavailableError) as down:
+        check_hub_access([f"{hub.user}/a"], api=HfApi(endpoint=down_hub_url), retry=FAST)
+    hub.server.hub.inject_failures("/api/whoami-v2", status=503, count=FAST.attempts)
+    with pytest.raises(HubUnavailableError) as failing:
+        check_hub_access([f"{hub.user}/a"], retry=FAST)
+    for error, endpoint in ((down.value, down_hub_url), (failing.value, hub.url)):
+        assert str(error).startswith(f"The Hub at {endpoint} is unavailable (") and "HF_ENDPOINT" in str(error)
+        assert "\n" not in str(error) and hub.token not in str(error)
+    assert "ConnectError" in str(down.value) and "503" in str(failing.value)
+
+
+def test_cli_push_to_an_unavailable_hub_fails_in_one_line(down_hub_url, hub, tmp_path):
+    write_run(tmp_path, iterations=(0,))
+    command = [sys.executable, "-m", "rlaifv_trl.cli", "push", str(tmp_path), "--dataset-repo", f"{hub.user}/down"]
+    environment = {**os.environ, "HF_ENDPOINT": down_hub_url}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "httpx" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # the error, in one line
+    assert last.startswith(f"rlaifv-trl push: The Hub at {down_hub_url} is unavailable (ConnectError")
+    assert "HF_ENDPOINT" in last
+    assert f"push them later with: rlaifv-trl push {tmp_path} --dataset-repo {hub.user}/down" in last
 
 
 def test_token_problems_are_caught_before_any_work(hub):

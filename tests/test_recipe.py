@@ -18,6 +18,7 @@ from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import load_preference_dataset
 from rlaifv_trl.manifest import MANIFEST_FILE
+from rlaifv_trl.run_lock import RunLock
 from support.recipe_process import finish, run_recipe_process
 
 
@@ -282,7 +283,34 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, tiny_vlm_d
 # ---------------------------------------------------------------------------- configs, Hub trouble, published data
 
 
-def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(tmp_path, tiny_vlm_dir, hub, one_thread):
+def push_results(run: Path) -> dict[str, dict]:
+    """The recorded results of a run's push stages, by manifest key ("iteration-k/push_model": {...})."""
+    recorded = json.loads((run / MANIFEST_FILE).read_text())["done"]
+    return {key: result for key, result in recorded.items() if key.rpartition("/")[2].startswith("push_")}
+
+
+def assert_pushes_recorded(run: Path, dataset_repo: str | None, model_repo: str | None) -> None:
+    """The manifest's push stages hold the commits now on the Hub, and summary.md says they were pushed."""
+    api, results = HfApi(), push_results(run)
+    branches = (
+        {branch.name: branch.target_commit for branch in api.list_repo_refs(model_repo).branches} if model_repo else {}
+    )
+    assert results
+    for key, result in results.items():
+        iteration, _, stage = key.rpartition("/")
+        if stage == "push_dataset":
+            assert result == {"commit": api.dataset_info(dataset_repo).sha, "repo": dataset_repo}
+        else:
+            assert result == {"commit": branches[iteration], "repo": model_repo}
+    summary = (run / "summary.md").read_text()
+    assert "NOT pushed" not in summary and "pushed to the Hub: " in summary
+    pushed = next(line for line in summary.splitlines() if line.startswith("pushed to the Hub: "))
+    assert all(repo in pushed for repo in (dataset_repo, model_repo) if repo)
+
+
+def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(
+    tmp_path, tiny_vlm_dir, hub, one_thread, capsys
+):
     from rlaifv_trl.cli import main as cli
 
     model_repo = f"{hub.user}/flaky-{tmp_path.name[-8:]}"
@@ -292,24 +320,76 @@ def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(tm
     summary = run_recipe([*argv, "--hub_failure", "continue", "--hub_retry_initial_delay", "0.01"])
     result = done(run)["1"]["push_model"]
     assert "503" in result["failed"] and f"rlaifv-trl push {run}" in result["push_later"]
+    assert "\n" not in result["failed"] and "Injected failure" not in result["failed"]  # one line: the first
     assert (run / "models" / "iteration-1" / "model.safetensors").is_file()  # nothing lost
     for text in (summary.artifacts(), (run / "summary.md").read_text()):
         assert f"NOT pushed: {model_repo}@iteration-1" in text and f"rlaifv-trl push {run} --model-repo" in text
         assert "pushed to the Hub" not in text
+        (failed,) = [line for line in text.splitlines() if line.startswith("NOT pushed")]
+        assert f"push later with: rlaifv-trl push {run} --model-repo {model_repo}" in failed  # the entry in one line
     hub.server.hub.clear_failures()
+    with RunLock(run):  # a run holds the folder: nothing is pushed, nothing rewritten
+        assert cli(["push", str(run), "--model-repo", model_repo]) == 1
+    assert f"{run} is in use by process {os.getpid()}" in capsys.readouterr().err
+    assert done(run)["1"]["push_model"] == result
+    assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {"main"}
     assert cli(["push", str(run), "--model-repo", model_repo]) == 0
     assert AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1") is not None
     # only trained policies are pushed: no copy of the base as iteration-0
     assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {"main", "iteration-1"}
+    assert_pushes_recorded(run, None, model_repo)
 
 
-def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub, monkeypatch):
+def test_a_hub_down_at_the_start_stops_the_run_in_one_line(down_hub_url, tmp_path, tiny_vlm_dir, hub):
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--dataset_repo", f"{hub.user}/never-made")
+    process = run_recipe_process(
+        [*argv, "--hub_retry_initial_delay", "0.01"], offline=False, hub_endpoint=down_hub_url
+    )
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 1, output[-4000:]
+    assert "Traceback" not in output and "httpx" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"iterative_dpo.py: The Hub at {down_hub_url} is unavailable (ConnectError"), last
+    assert "HF_ENDPOINT" in last and "hub_failure: continue" in last
+    assert not (run / "feedback").exists()
+
+
+def test_a_hub_down_at_the_start_with_hub_failure_continue_runs_on_and_pushes_later(
+    down_hub_url, tmp_path, tiny_vlm_dir, hub
+):
+    from rlaifv_trl.cli import main as cli
+
+    run, name = tmp_path / "run", tmp_path.name[-8:]
+    dataset_repo, model_repo = f"{hub.user}/down-data-{name}", f"{hub.user}/down-model-{name}"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1", "--evaluation", "none")
+    argv += ["--dataset_repo", dataset_repo, "--model_repo", model_repo]
+    argv += ["--hub_failure", "continue", "--hub_retry_initial_delay", "0.01"]
+    log = finish(run_recipe_process(argv, offline=False, hub_endpoint=down_hub_url))
+    assert "Traceback" not in log
+    (warning,) = [line for line in log.splitlines() if " WARNING " in line and "unavailable" in line]
+    assert f"The Hub at {down_hub_url} is unavailable (ConnectError" in warning and "hub_failure: continue" in warning
+    failures = push_results(run)
+    assert {key.rpartition("/")[2] for key in failures} == {"push_dataset", "push_model"}
+    hint = f"rlaifv-trl push {run} --dataset-repo {dataset_repo} --model-repo {model_repo}"
+    for result in failures.values():
+        assert result["failed"].startswith("ConnectError") and "\n" not in result["failed"]
+        assert result["push_later"] == hint
+    lines = (run / "summary.md").read_text().splitlines()
+    assert len([line for line in lines if line.startswith("NOT pushed") and line.endswith(hint)]) == 2
+
+    assert cli(["push", str(run), "--dataset-repo", dataset_repo, "--model-repo", model_repo]) == 0  # the Hub is up
+    assert_pushes_recorded(run, dataset_repo, model_repo)
+
+
+@pytest.mark.parametrize("hub_failure", ["stop", "continue"])  # a wrong token is not a Hub that is down
+def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub, monkeypatch, hub_failure):
     from rlaifv_trl.hub import HubAccessError
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
     argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--dataset_repo", f"{hub.user}/never-made")
     with pytest.raises(HubAccessError, match="rejected the token"):
-        run_recipe([*argv, "--hub_retry_initial_delay", "0.01"])
+        run_recipe([*argv, "--hub_retry_initial_delay", "0.01", "--hub_failure", hub_failure])
     assert not (tmp_path / "run" / "feedback").exists()
 
 

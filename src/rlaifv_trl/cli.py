@@ -1,6 +1,7 @@
 """The `rlaifv-trl` command line:
 
-- `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...`;
+- `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...` (a recipe run's manifest and summary then record the
+  commits);
 - `rlaifv-trl evaluate MODEL --benchmark {pope,shapesworld,chair} [--dataset ...] [--output-dir ...]`.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .hub import HubAccessError, HubPushError, push_run
+from .run_lock import RunLock, RunLockedError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,15 +95,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "push":
         if not args.dataset_repo and not args.model_repo:
             _parser().error("push needs --dataset-repo, --model-repo or both")
-        try:
+        return _push(args)
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    """Push a run folder, holding its lock (a running run is not pushed), and record the commits in its manifest."""
+    from .recipe.publishing import record_later_push
+
+    if not Path(args.run_dir).is_dir():
+        print(f"rlaifv-trl push: {args.run_dir} is not a folder", file=sys.stderr)
+        return 1
+    try:
+        with RunLock(args.run_dir):
             pushed = push_run(
                 args.run_dir, dataset_repo=args.dataset_repo, model_repo=args.model_repo, private=args.private
             )
-        except (HubAccessError, HubPushError, FileNotFoundError) as error:
-            print(f"rlaifv-trl push: {error}", file=sys.stderr)
-            return 1
-        for target, commit in pushed.items():
-            print(f"{target} {commit}")
+            record_later_push(args.run_dir, pushed, args.dataset_repo, args.model_repo)
+    except (RunLockedError, HubAccessError, HubPushError, FileNotFoundError) as error:
+        print(f"rlaifv-trl push: {error}", file=sys.stderr)
+        return 1
+    for target, commit in pushed.items():
+        print(f"{target} {commit}")
     return 0
 
 

@@ -3,7 +3,8 @@ per iteration, `main` = latest).
 
 Everything is written to a local folder first (`rlaifv_trl.artifacts`); pushing mirrors that folder, so a failed
 push loses nothing and can be repeated later with `rlaifv-trl push`. Transient failures (5xx, 429, timeouts,
-refused connections) are retried with exponential backoff. Tokens are never logged.
+refused connections) are retried with exponential backoff. Failures are reported in one line (`failure_reason`), and
+tokens are never logged.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from huggingface_hub import HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
 from .artifacts import MODELS_DIR, config_name, dataset_dir, rankings_config_name
 from .atomic_io import atomic_write_text
@@ -34,6 +35,10 @@ class HubAccessError(RuntimeError):
 
 class HubPushError(RuntimeError):
     """A push failed after every retry; the artifacts are still on disk."""
+
+
+class HubUnavailableError(RuntimeError):
+    """The Hub endpoint could not be reached, or kept failing, through every retry of the token check."""
 
 
 @dataclass
@@ -63,6 +68,18 @@ def is_transient(error: BaseException) -> bool:
     return any(cls.__name__ in transport for cls in type(error).__mro__)
 
 
+def failure_reason(error: BaseException) -> str:
+    """A failed Hub request in one line: the exception type, the HTTP status and the first line of the message,
+    without the token."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    name = type(error).__name__ if status is None or str(status) in first else f"{type(error).__name__} {status}"
+    token = get_token()
+    reason = f"{name}: {first}" if first else name
+    return reason.replace(token, "***") if token else reason
+
+
 def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
     """Run `action`, retrying transient failures; the last failure propagates."""
     policy = policy or RetryPolicy()
@@ -73,11 +90,10 @@ def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy | None 
         except Exception as error:  # noqa: BLE001 - filtered by is_transient
             if attempt == policy.attempts or not is_transient(error):
                 raise
-            logger.warning(
-                "%s failed (%s: %s); retry %d/%d in %.1fs",
+            logger.info(
+                "%s failed (%s); retry %d/%d in %.1fs",
                 what,
-                type(error).__name__,
-                error,
+                failure_reason(error),
                 attempt,
                 policy.attempts - 1,
                 delay,
@@ -93,24 +109,32 @@ def check_hub_access(
     """Check, before any long work, that a valid token may write to every namespace in `repo_ids`.
 
     Returns the user name. Raises `HubAccessError` with what to do when there is no token, it is invalid, or a
-    repository lies in a namespace the user cannot write to.
+    repository lies in a namespace the user cannot write to; `HubUnavailableError`, naming the endpoint, when the
+    Hub cannot be reached or keeps failing (after the retries).
     """
     api = api or HfApi(token=token)
     try:
         identity = with_retries(lambda: api.whoami(token=token), "Checking the Hub token", retry)
-    except HfHubHTTPError as error:
+    except LocalTokenNotFoundError:
+        raise HubAccessError(
+            "No Hub token found. Log in with `hf auth login` or set `HF_TOKEN`; or leave the Hub repositories "
+            "unset to keep the artifacts in the local output folder."
+        ) from None
+    except Exception as error:  # noqa: BLE001 - every failure of the check ends here, in one line
+        if is_transient(error):
+            raise HubUnavailableError(
+                f"The Hub at {api.endpoint} is unavailable ({failure_reason(error)}); check the network connection "
+                "and the endpoint (HF_ENDPOINT)."
+            ) from None
         status = getattr(getattr(error, "response", None), "status_code", None)
         if status == 401:
             raise HubAccessError(
                 "The Hub rejected the token (401). Log in again with `hf auth login` or set a valid `HF_TOKEN`; "
                 "or leave the Hub repositories unset to keep the artifacts in the local output folder."
             ) from None
-        raise
-    except Exception as error:  # noqa: BLE001 - only here to turn "no token" into a clear message
-        if "token" in str(error).lower():
+        if isinstance(error, HfHubHTTPError):
             raise HubAccessError(
-                "No Hub token found. Log in with `hf auth login` or set `HF_TOKEN`; or leave the Hub repositories "
-                "unset to keep the artifacts in the local output folder."
+                f"The Hub at {api.endpoint} refused the token check ({failure_reason(error)})."
             ) from None
         raise
     user = identity["name"]
@@ -233,11 +257,11 @@ def push_run(
     if not dataset_repo and not model_repo:
         raise ValueError("Give a dataset repo, a model repo or both")
     api = HfApi(endpoint=endpoint, token=token)
-    with pushing(root, dataset_repo, model_repo):
+    with pushing(root, dataset_repo, model_repo, endpoint):
         check_hub_access([repo for repo in (dataset_repo, model_repo) if repo], token=token, api=api, retry=retry)
     pushed: dict[str, str] = {}
     common = {"private": private, "token": token, "retry": retry, "endpoint": endpoint}
-    with pushing(root, dataset_repo, model_repo):
+    with pushing(root, dataset_repo, model_repo, endpoint):
         if dataset_repo:
             _name_repository(dataset_dir(root) / "README.md", root, dataset_repo)
             pushed[f"datasets/{dataset_repo}"] = push_dataset(root, dataset_repo, **common)
@@ -282,14 +306,22 @@ def _record_hub_reference(folder: Path, model_repo: str, iteration: int) -> None
 
 
 @contextmanager
-def pushing(root: str | Path, dataset_repo: str | None, model_repo: str | None) -> Iterator[None]:
-    """Turn a push that failed for good into a `HubPushError` that says the data is safe and how to push later."""
+def pushing(
+    root: str | Path, dataset_repo: str | None, model_repo: str | None, endpoint: str | None = None
+) -> Iterator[None]:
+    """Turn a push that failed for good into a one-line `HubPushError` that says the data is safe and how to push
+    later."""
     try:
         yield
     except (HubAccessError, FileNotFoundError, ValueError):
         raise
     except Exception as error:  # noqa: BLE001 - any failure of the Hub client ends here
+        failure = (
+            str(error)
+            if isinstance(error, HubUnavailableError)
+            else f"Pushing to the Hub at {endpoint or constants.ENDPOINT} failed ({failure_reason(error)})."
+        )
         raise HubPushError(
-            f"Pushing to the Hub failed ({type(error).__name__}: {error}). The artifacts are kept in {root}; push "
-            f"them later with: {push_later_hint(root, dataset_repo, model_repo)}"
+            f"{failure} The artifacts are kept in {root}; push them later with: "
+            f"{push_later_hint(root, dataset_repo, model_repo)}"
         ) from error

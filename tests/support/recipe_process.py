@@ -16,9 +16,10 @@ def run_recipe_process(
     launcher: list[str] | None = None,
     offline: bool = True,
     script: str = "recipes/iterative_dpo.py",
+    hub_endpoint: str | None = None,
 ) -> subprocess.Popen:
-    """`python SCRIPT ARGV` in its own process group (the loopback Hub is reachable unless `offline`); `launcher` is a
-    script that runs the recipe (e.g. tests/scripts/kill_while_saving.py)."""
+    """`python SCRIPT ARGV` in its own process group (the loopback Hub, or `hub_endpoint`, is reachable unless
+    `offline`); `launcher` is a script that runs the recipe (e.g. tests/scripts/kill_while_saving.py)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",  # bitwise-reproducible CPU math across processes
@@ -26,6 +27,8 @@ def run_recipe_process(
     }
     if offline:
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if hub_endpoint:
+        env.update(HF_ENDPOINT=hub_endpoint)
     return subprocess.Popen(
         [sys.executable, *(launcher or []), str(ROOT / script), *argv],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

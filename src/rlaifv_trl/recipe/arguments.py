@@ -63,8 +63,9 @@ class IterativeDPOArguments:
         private (`bool`, *optional*, defaults to `False`):
             Create the Hub repositories as private.
         hub_failure (`str`, *optional*, defaults to `"stop"`):
-            What to do when a push fails after its retries: `"stop"` the run, or `"continue"` it (the artifacts stay
-            in the run folder, and the summary says how to push them later).
+            What to do when the Hub cannot be reached at the start or a push fails after its retries: `"stop"` the
+            run, or `"continue"` it (the artifacts stay in the run folder, and the summary says how to push them later
+            with `rlaifv-trl push`). A token the Hub rejects stops the run either way.
         hub_retry_attempts (`int`, *optional*, defaults to `5`):
             Tries of each Hub request in all, with exponential backoff between them.
         hub_retry_initial_delay (`float`, *optional*, defaults to `2.0`):
@@ -113,7 +114,9 @@ class IterativeDPOArguments:
     dataset_repo: str | None = field(default=None, metadata={"help": "Hub dataset repo (one config per iteration)."})
     model_repo: str | None = field(default=None, metadata={"help": "Hub model repo (one branch per iteration)."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repositories as private."})
-    hub_failure: str = field(default="stop", metadata={"help": "After a failed push: stop or continue."})
+    hub_failure: str = field(
+        default="stop", metadata={"help": "When the Hub is unavailable or a push fails: stop or continue."}
+    )
     hub_retry_attempts: int = field(default=5, metadata={"help": "Tries of each Hub request, with backoff."})
     hub_retry_initial_delay: float = field(default=2.0, metadata={"help": "Seconds before the first Hub retry."})
     license: str | None = field(default=None, metadata={"help": "License written in the cards."})

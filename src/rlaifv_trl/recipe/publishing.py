@@ -1,9 +1,11 @@
 """What the recipe publishes: the dataset card, each policy's model card and implicit-reward settings, and the pushes
-to the Hub (retried, and with `hub_failure="continue"` recorded as failed with the command that pushes later)."""
+to the Hub (retried, and with `hub_failure="continue"` recorded as failed with the command that pushes later; a later
+`rlaifv-trl push` records its commits in their place)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -12,12 +14,24 @@ from ..artifacts import config_name, dataset_configs, dataset_dir, model_dir
 from ..atomic_io import atomic_write_text
 from ..cards import DatasetCardInfo, IterationStats, public_name, render_dataset_card, render_model_card
 from ..feedback import FeedbackConfig
-from ..hub import HubPushError, RetryPolicy, check_hub_access, push_dataset, push_later_hint, push_model, pushing
+from ..hub import (
+    HubPushError,
+    HubUnavailableError,
+    RetryPolicy,
+    check_hub_access,
+    failure_reason,
+    push_dataset,
+    push_later_hint,
+    push_model,
+    pushing,
+)
 from ..loading import is_builtin
+from ..manifest import MANIFEST_FILE, Manifest
 from ..reward_config import ImplicitRewardConfig
 from ..trainer import RLAIFVDPOConfig
 from .arguments import IterativeDPOArguments
 from .run import RecipeRun
+from .summary import SUMMARY_FILE, RunSummary
 
 
 logger = logging.getLogger(__name__)
@@ -126,37 +140,86 @@ class HubPublisher:
         )
 
     def check_access(self) -> None:
-        """Stop before any long work when the token cannot write to the repositories."""
+        """Stop before any long work when the token cannot write to the repositories, or when the Hub is unavailable
+        (with `hub_failure="continue"`, go on: each push is still tried, and recorded as failed if it fails)."""
         repos = [repo for repo in (self.args.dataset_repo, self.args.model_repo) if repo]
-        if repos and self.run.process.is_main_process:
+        if not repos or not self.run.process.is_main_process:
+            return
+        try:
             check_hub_access(repos, retry=self.retry)
+        except HubUnavailableError as error:
+            if self.args.hub_failure == "stop":
+                raise HubUnavailableError(
+                    f"{error} Run again once it is back (the run resumes where it stopped), or set "
+                    "hub_failure: continue to run without it and push later with `rlaifv-trl push`."
+                ) from None
+            logger.warning(
+                "%s The run goes on (hub_failure: continue): each push is tried when its artifacts are ready, and "
+                "%s lists those that failed with the command that pushes them later.",
+                error,
+                SUMMARY_FILE,
+            )
 
     def push_dataset(self, iteration: int) -> dict[str, Any]:
         return self._push(
+            self.args.dataset_repo,
             lambda: push_dataset(
                 self.run.root, self.args.dataset_repo, iterations=[iteration], private=self.args.private,
                 retry=self.retry,
-            )
+            ),
         )  # fmt: skip
 
     def push_model(self, iteration: int) -> dict[str, Any]:
         folder = model_dir(self.run.root, iteration)
         return self._push(
-            lambda: push_model(folder, self.args.model_repo, iteration, private=self.args.private, retry=self.retry)
+            self.args.model_repo,
+            lambda: push_model(folder, self.args.model_repo, iteration, private=self.args.private, retry=self.retry),
         )
 
-    def _push(self, push) -> dict[str, Any]:
-        """`{"commit": id}`, or after the retries, stop or (`hub_failure="continue"`) return `{"failed": ...}`."""
+    def _push(self, repo: str, push) -> dict[str, Any]:
+        """`{"commit": id, "repo": repo}`, or after the retries, stop or (`hub_failure="continue"`) return
+        `{"failed": one-line reason, "push_later": command, "repo": repo}`."""
         if not self.run.process.is_main_process:
             return {}
         try:
             with pushing(self.run.root, self.args.dataset_repo, self.args.model_repo):
-                return {"commit": push()}
+                return {"commit": push(), "repo": repo}
         except HubPushError as error:
             if self.args.hub_failure == "stop":
                 raise
             logger.error("%s", error)
             return {
-                "failed": str(error.__cause__ or error),
+                "failed": failure_reason(error.__cause__ or error),
                 "push_later": push_later_hint(self.run.root, self.args.dataset_repo, self.args.model_repo),
+                "repo": repo,
             }
+
+
+def record_later_push(
+    root: str | Path, pushed: dict[str, str], dataset_repo: str | None, model_repo: str | None
+) -> bool:
+    """Record what `rlaifv-trl push` pushed (`push_run`'s targets and commits) in a recipe run's manifest: the push
+    stages of the pushed repositories get the new commits, and the run's `summary.md`, if it wrote one, is rewritten
+    from the manifest.
+
+    The caller holds the run's lock. Returns whether the manifest changed; a folder without a manifest (not a recipe
+    run) is left as it is.
+    """
+    if not (Path(root) / MANIFEST_FILE).is_file():
+        return False
+    manifest = Manifest.read(root)
+    updates = {}
+    for key in manifest.done:
+        config, _, stage = key.rpartition("/")  # an iteration's stages are named like its dataset config and branch
+        target, repo = {
+            "push_dataset": (f"datasets/{dataset_repo}", dataset_repo),
+            "push_model": (f"{model_repo}@{config}", model_repo),
+        }.get(stage, (None, None))
+        if target in pushed:
+            updates[key] = {"commit": pushed[target], "repo": repo}
+    for key, result in updates.items():
+        manifest.record(key, result)
+    if updates and (Path(root) / SUMMARY_FILE).is_file():
+        run = RecipeRun.recorded(root)
+        RunSummary.of(run, max(run.iterations()), dataset_repo, model_repo).write()
+    return bool(updates)

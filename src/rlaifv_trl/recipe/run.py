@@ -55,6 +55,14 @@ class RecipeRun:
         self.process = process_state()
         self._lock = RunLock(self.root)
 
+    @classmethod
+    def recorded(cls, output_dir: str | Path) -> RecipeRun:
+        """The run in `output_dir` as its manifest records it, to read (no lock is taken, nothing is cleaned)."""
+        manifest = Manifest.read(output_dir)
+        run = cls(output_dir, manifest.settings, manifest.settings["model"]["model_name_or_path"])
+        run.manifest = manifest
+        return run
+
     def __enter__(self) -> RecipeRun:
         if self.process.is_main_process:
             self._lock.acquire()
@@ -88,6 +96,11 @@ class RecipeRun:
 
     def result(self, iteration: int, stage: str) -> Any:
         return self.manifest.result(self.key(iteration, stage))
+
+    def iterations(self) -> list[int]:
+        """The iterations the manifest records a stage of, in order."""
+        recorded = {key.rpartition("/")[0] for key in self.manifest.done}
+        return [k for k in range(len(recorded) + 1) if config_name(k) in recorded]
 
     def stage(self, iteration: int, stage: str, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `work(*args, **kwargs)` as stage `stage` of `iteration` unless it is done; record the main process's

@@ -13,6 +13,9 @@ from ..atomic_io import atomic_write_text
 from .run import RecipeRun
 
 
+SUMMARY_FILE = "summary.md"
+
+
 @dataclass
 class RunSummary:
     """What a run produced, read from its manifest."""
@@ -37,6 +40,7 @@ class RunSummary:
                     summary.num_pairs[k] = run.result(k, stage)["num_pairs"]
             for stage, repo in (("push_dataset", dataset_repo), ("push_model", model_repo)):
                 if run.finished(k, stage):
+                    repo = run.result(k, stage).get("repo", repo)  # where it went (or failed to go)
                     target = (
                         f"datasets/{repo} ({config_name(k)})"
                         if stage == "push_dataset"
@@ -79,7 +83,7 @@ class RunSummary:
         if not PartialState().is_main_process:
             return
         table = self.table()
-        atomic_write_text(self.output_dir / "summary.md", (table + "\n\n" if table else "") + self.artifacts() + "\n")
+        atomic_write_text(self.output_dir / SUMMARY_FILE, (table + "\n\n" if table else "") + self.artifacts() + "\n")
 
 
 def _number(value: float | None) -> str:
