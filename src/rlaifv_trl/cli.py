@@ -10,8 +10,6 @@ import argparse
 import logging
 import sys
 
-from .hub import HubAccessError, HubPushError, push_run
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlaifv-trl", description="RLAIF-V for TRL.")
@@ -84,24 +82,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import HubAccessError, HubPushError, push_run
+
+    if not args.dataset_repo and not args.model_repo:
+        _parser().error("push needs --dataset-repo, --model-repo or both")
+    try:
+        pushed = push_run(
+            args.run_dir, dataset_repo=args.dataset_repo, model_repo=args.model_repo, private=args.private
+        )
+    except (HubAccessError, HubPushError, FileNotFoundError) as error:
+        print(f"rlaifv-trl push: {error}", file=sys.stderr)
+        return 1
+    for target, commit in pushed.items():
+        print(f"{target} {commit}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Each command imports what it needs when it runs, so that `rlaifv-trl --help` answers at once.
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "evaluate":
         return _evaluate(args)
-    if args.command == "push":
-        if not args.dataset_repo and not args.model_repo:
-            _parser().error("push needs --dataset-repo, --model-repo or both")
-        try:
-            pushed = push_run(
-                args.run_dir, dataset_repo=args.dataset_repo, model_repo=args.model_repo, private=args.private
-            )
-        except (HubAccessError, HubPushError, FileNotFoundError) as error:
-            print(f"rlaifv-trl push: {error}", file=sys.stderr)
-            return 1
-        for target, commit in pushed.items():
-            print(f"{target} {commit}")
-    return 0
+    return _push(args)
 
 
 if __name__ == "__main__":
