@@ -69,7 +69,7 @@ def main() -> dict:
             "bf16": False,
             "report_to": "none",
             "save_strategy": "no",
-            "gradient_checkpointing": False,
+            "activation_checkpointing": False,
             "disable_tqdm": True,
             "per_device_train_batch_size": options.batch_size,
             "max_steps": options.steps,

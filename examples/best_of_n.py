@@ -78,7 +78,7 @@ def train_tiny_policy(args: BestOfNArguments) -> tuple[str, str]:
         precompute_ref_log_probs=True,
         use_cpu=not torch.cuda.is_available(),
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         report_to="none",
         seed=args.seed,

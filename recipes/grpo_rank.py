@@ -37,7 +37,9 @@ def main(script_args, training_args, model_args):
     policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
     policy_loading.check()
     peft_config = get_peft_config(model_args)
-    evaluate = PolicyEvaluation.from_arguments(script_args, training_args.seed, policy_loading)
+    evaluate = PolicyEvaluation.from_arguments(
+        script_args, training_args.seed, policy_loading, disable_tqdm=training_args.disable_tqdm
+    )
 
     settings = run_settings(script_args, None, training_args, model_args)
     with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path) as run:

@@ -56,7 +56,9 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
     revision = model_args.model_revision
 
     # Evaluation: named evaluators, run on the base policy and after every iteration
-    evaluate = PolicyEvaluation.from_arguments(script_args, training_args.seed, policy_loading)
+    evaluate = PolicyEvaluation.from_arguments(
+        script_args, training_args.seed, policy_loading, disable_tqdm=training_args.disable_tqdm
+    )
 
     settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
     with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:

@@ -184,7 +184,7 @@ def dpo_args(tmp_path):
             "max_steps": 2,
             "logging_steps": 1,
             "save_strategy": "no",
-            "gradient_checkpointing": False,
+            "activation_checkpointing": False,
             "disable_tqdm": True,
             "seed": 0,
         }

@@ -2,14 +2,23 @@
 ShapesWorld scenes; and the built-in `shapesworld_pope` recipe evaluator."""
 
 import json
+import re
 
 import pytest
 from datasets import Dataset, Image, load_from_disk
 
 from rlaifv_trl.cli import main
-from rlaifv_trl.evaluation import BUILTIN_EVALUATORS, EvaluationSettings, load_evaluators, run_evaluators
-from rlaifv_trl.loading import load_vlm
+from rlaifv_trl.evaluation import (
+    BUILTIN_EVALUATORS,
+    EvaluationSettings,
+    PolicyEvaluation,
+    load_evaluators,
+    run_evaluators,
+)
+from rlaifv_trl.generation import prompts_answered
+from rlaifv_trl.loading import ModelLoading, load_vlm
 from rlaifv_trl.metrics import chair_metrics, pope_metrics
+from rlaifv_trl.recipe import IterativeDPOArguments
 from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, ShapesWorld, build_tiny_vlm
 from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER
 
@@ -148,6 +157,40 @@ def test_shapesworld_pope_is_a_builtin_evaluator(tiny_model):
     metrics = run_evaluators(evaluators, model, processor, settings)
     assert {"pope_accuracy", "pope_f1", "pope_yes_ratio", "chair_response"} <= set(metrics)
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("pope_accuracy", "pope_f1", "pope_yes_ratio"))
+
+
+def progress_bars(err: str) -> dict[str, str]:
+    """The last state of each tqdm bar in captured stderr, by its description."""
+    return dict(re.findall(r"(?:^|\r|\n)([^\r\n:]+): +(\d+%\|[^\r\n]*)", err))
+
+
+def test_every_evaluator_shows_a_progress_bar_of_its_prompts(tiny_model, capfd):
+    def plugin(model, processor, *, num_prompts, temperature, max_new_tokens, seed):
+        prompts_answered(num_prompts)  # a user evaluator that generates without `generate_batch`
+        return {"plugin_score": 1.0}
+
+    evaluators = {**load_evaluators(["shapesworld", "shapesworld_pope"]), "mine": plugin}
+    model, processor = load_vlm(tiny_model)
+    capfd.readouterr()
+    run_evaluators(evaluators, model, processor, EvaluationSettings(num_prompts=3, temperature=0.0, max_new_tokens=4))
+    bars = progress_bars(capfd.readouterr().err)
+    for name in ("shapesworld", "shapesworld_pope", "mine"):
+        assert re.match(r"100%\|.*\| 3/3 .*prompt/s\]", bars[f"Evaluating {name}"]), bars
+
+    run_evaluators(evaluators, model, processor, EvaluationSettings(num_prompts=3), disable_tqdm=True)
+    assert "Evaluating" not in capfd.readouterr().err
+
+
+def test_the_recipes_evaluation_stage_shows_progress_unless_turned_off(tiny_model, capfd):
+    arguments = IterativeDPOArguments(
+        "rlaifv_trl.synthetic.recipe:shapesworld_prompts", evaluation=["shapesworld_pope"], evaluation_prompts=2
+    )
+    shown = PolicyEvaluation.from_arguments(arguments, 0, ModelLoading(), disable_tqdm=False)
+    assert set(shown(str(tiny_model))) == {"pope_accuracy", "pope_f1", "pope_yes_ratio"}
+    assert "2/2" in progress_bars(capfd.readouterr().err)["Evaluating shapesworld_pope"]
+    hidden = PolicyEvaluation.from_arguments(arguments, 0, ModelLoading(), disable_tqdm=True)
+    assert hidden(str(tiny_model)) is not None
+    assert "Evaluating" not in capfd.readouterr().err
 
 
 def test_pope_evaluator_factory_on_a_dataset(pope_dataset):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
@@ -169,6 +170,23 @@ def test_predicted_ranks_use_the_policys_own_log_probs(tiny_vlm_dirs, tmp_path):
     expected = rank_advantages(rewards, 4, "rank_gap", from_trl)
     assert output["advantages"].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
     assert trainer._metrics["train"]["rank/policy_oracle_kendall_tau"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_predicted_ranks_switch_activation_checkpointing_by_its_current_names(tiny_vlm_dirs, tmp_path):
+    trainer, _ = grpo_rank(
+        tiny_vlm_dirs["llava"], tmp_path, form="rank_gap", max_steps=1, activation_checkpointing=True
+    )
+    trainer.model.activation_checkpointing_enable(trainer.args.activation_checkpointing_kwargs)  # as `train` does
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([row for row in prompt_dataset(1) for _ in range(4)])
+    assert output.get("old_per_token_logps") is None  # the predicted ranking runs its own forward pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        scores = trainer._policy_scores(output)
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    assert trainer.model.is_activation_checkpointing  # switched back on
 
 
 def test_a_grpo_config_converts_keeping_every_setting(tmp_path):

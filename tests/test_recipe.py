@@ -178,7 +178,7 @@ def test_plain_trl_dpo_trainer_trains_on_the_pushed_data(pushed_run, tmp_path):
     before = {name: value.clone() for name, value in model.named_parameters()}
     args = DPOConfig(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3, use_cpu=True,
-        bf16=False, report_to="none", save_strategy="no", gradient_checkpointing=False, max_length=256,
+        bf16=False, report_to="none", save_strategy="no", activation_checkpointing=False, max_length=256,
     )  # fmt: skip
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=AutoProcessor.from_pretrained(model_repo)

@@ -187,7 +187,7 @@ def test_lora_trains_the_adapter_against_the_base_model(precompute, tiny_vlm_dir
         )
 
 
-def test_gradient_checkpointing_gives_the_same_updates(tiny_vlm_dirs, dpo_args):
+def test_activation_checkpointing_gives_the_same_updates(tiny_vlm_dirs, dpo_args):
     path = tiny_vlm_dirs["qwen2_vl_policy"]
     processor = AutoProcessor.from_pretrained(path)
     data = oracle_preference_dataset(4)
@@ -195,12 +195,14 @@ def test_gradient_checkpointing_gives_the_same_updates(tiny_vlm_dirs, dpo_args):
     for checkpointing in (False, True):
         trainer = RLAIFVDPOTrainer(
             model=load(path),
-            args=dpo_args(precompute_ref_log_probs=True, gradient_checkpointing=checkpointing, **SAME_HYPERPARAMETERS),
+            args=dpo_args(
+                precompute_ref_log_probs=True, activation_checkpointing=checkpointing, **SAME_HYPERPARAMETERS
+            ),
             train_dataset=data,
             processing_class=processor,
         )
         trainer.train()
-        assert trainer.model.is_gradient_checkpointing == checkpointing
+        assert trainer.model.is_activation_checkpointing == checkpointing
         states.append(trainable_state(trainer.model))
     assert_same_grads(states[0], states[1], atol=1e-5)
 

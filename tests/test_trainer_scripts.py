@@ -1,4 +1,7 @@
-"""The examples and benchmarks of the trainer and the scorer, run as scripts with small arguments."""
+"""The examples and benchmarks of the trainer and the scorer, run as scripts with small arguments; the Best-of-N
+example (which builds the built-in ShapesWorld policy, then trains it with `RLAIFVDPOTrainer`) and the demo recipe
+also with every FutureWarning and DeprecationWarning turned into an error: the project calls transformers and TRL by
+their current names."""
 
 import json
 import os
@@ -6,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).parents[1]
+STRICT = ("-W", "error::FutureWarning", "-W", "error::DeprecationWarning")
 
 
-def run_script(script: str, *args: str, cwd: Path) -> str:
+def run_script(script: str, *args: str, cwd: Path, python_options: tuple[str, ...] = ()) -> str:
     env = {
         **os.environ,  # keeps the loopback Hub endpoint of the test session
         "OMP_NUM_THREADS": "1",
@@ -18,7 +24,12 @@ def run_script(script: str, *args: str, cwd: Path) -> str:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     run = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, *python_options, str(ROOT / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     return run.stdout
@@ -39,6 +50,29 @@ def test_best_of_n_example_trains_a_policy_and_picks_the_highest_reward(tmp_path
         best = max(range(3), key=lambda i: pick["scores"][i])
         assert pick["best_of_n"] == pick["candidates"][best]
     assert set(report["summary"]) == {"random", "best_of_n", "best_of_n_unnormalized"}
+
+
+# Each script with small arguments, and what its run leaves.
+STRICT_RUNS = {
+    "examples/best_of_n.py": (
+        ("--output_dir", "models", "--num_prompts", "1", "--num_candidates", "2", "--max_new_tokens", "4",
+         "--sft_steps", "2", "--dpo_steps", "1"),
+        "models/policy/model.safetensors",
+    ),
+    "recipes/iterative_dpo.py": (
+        ("--config", str(ROOT / "recipes/configs/tiny_cpu.yaml"), "--output_dir", "run", "--num_iterations", "1",
+         "--prompts_per_iteration", "8", "--shard_size", "8", "--num_candidates", "2", "--evaluation_prompts", "4",
+         "--max_new_tokens", "12", "--evaluation_max_new_tokens", "12", "--num_train_epochs", "1"),
+        "run/models/iteration-1",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", STRICT_RUNS)
+def test_script_raises_no_deprecation_warning(script, tmp_path):
+    arguments, made = STRICT_RUNS[script]
+    run_script(script, *arguments, cwd=tmp_path, python_options=STRICT)
+    assert (tmp_path / made).exists()
 
 
 def test_grpo_example_trains_with_the_scorer_as_reward(tmp_path):

@@ -1,30 +1,7 @@
 """rlaifv-trl: RLAIF-V for TRL."""
 
-from .data import load_preference_dataset, load_ranking_dataset
-from .feedback import FeedbackConfig, FeedbackOutput, RLAIFVFeedbackGenerator, YesNoLabeler
-from .ranking import DivideAndConquerRanker, ListwiseRanker, RankerReward, Ranking, parse_ranking
-from .reward import AnswerLogProbs, BestOfN, LengthNormalizedRewardScorer
-from .trainer import GRPORankConfig, GRPORankTrainer, RLAIFVDPOConfig, RLAIFVDPOTrainer, precompute_ref_log_probs
+import lazy_loader
 
 
-__all__ = [
-    "AnswerLogProbs",
-    "BestOfN",
-    "DivideAndConquerRanker",
-    "FeedbackConfig",
-    "FeedbackOutput",
-    "GRPORankConfig",
-    "GRPORankTrainer",
-    "LengthNormalizedRewardScorer",
-    "ListwiseRanker",
-    "RLAIFVDPOConfig",
-    "RLAIFVDPOTrainer",
-    "RLAIFVFeedbackGenerator",
-    "RankerReward",
-    "Ranking",
-    "YesNoLabeler",
-    "load_preference_dataset",
-    "load_ranking_dataset",
-    "parse_ranking",
-    "precompute_ref_log_probs",
-]
+# The public names are imported on first use; __init__.pyi lists them (and is what type checkers read).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

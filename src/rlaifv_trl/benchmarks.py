@@ -23,11 +23,10 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .data import user_turn
-from .generation import generate_batch
+from .generation import generate_batch, prompts_progress
 from .metrics import chair_metrics, pope_metrics
 
 
@@ -237,13 +236,12 @@ def generate_answers(
     generation.update({"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False})
     torch.manual_seed(seed)
     answers: list[str] = []
-    with tqdm(total=len(rows), desc=description, unit="answer", disable=not progress) as bar:
+    with prompts_progress(description, len(rows), disable=not progress):
         for start in range(0, len(rows), batch_size):
             stop = start + batch_size
             answers += generate_batch(
                 model, processor, rows.prompts[start:stop], rows.images[start:stop], **generation
             )
-            bar.update(min(stop, len(rows)) - start)
     return answers
 
 

@@ -12,9 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-from .hub import HubAccessError, HubPushError, push_run
-from .run_lock import RunLock, RunLockedError
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlaifv-trl", description="RLAIF-V for TRL.")
@@ -88,6 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Each command imports what it needs when it runs, so that `rlaifv-trl --help` answers at once.
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "evaluate":
@@ -101,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     """Push a run folder, holding its lock (a running run is not pushed), and record the commits in its manifest."""
+    from .hub import HubAccessError, HubPushError, push_run
     from .recipe.publishing import record_later_push
+    from .run_lock import RunLock, RunLockedError
 
     if not Path(args.run_dir).is_dir():
         print(f"rlaifv-trl push: {args.run_dir} is not a folder", file=sys.stderr)

@@ -9,6 +9,9 @@ An evaluator is any function
 that answers `num_prompts` prompts of its own with the model and returns named metrics. The recipe's `evaluation`
 list names evaluators by built-in name (`BUILTIN_EVALUATORS`) or by import path (`"package.module:function"`).
 Metric names must be unique across the evaluators of a run; `metric_for_best_model` names one of them.
+
+Each evaluator runs under a progress bar of its prompts: answers generated with `rlaifv_trl.generation.generate_batch`
+(or `rlaifv_trl.benchmarks.generate_answers`) count on it, others with `rlaifv_trl.generation.prompts_answered`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback
 
+from .generation import prompts_progress
 from .plugins import import_function
 
 
@@ -61,22 +65,28 @@ def load_evaluators(names: Sequence[str]) -> dict[str, Evaluator]:
 
 
 def run_evaluators(
-    evaluators: dict[str, Evaluator], model: PreTrainedModel, processor: ProcessorMixin, settings: EvaluationSettings
+    evaluators: dict[str, Evaluator],
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    settings: EvaluationSettings,
+    disable_tqdm: bool = False,
 ) -> dict[str, float]:
-    """Every evaluator's metrics, in one mapping (the model's training mode is restored afterwards)."""
+    """Every evaluator's metrics, in one mapping (the model's training mode is restored afterwards). Each evaluator
+    shows a progress bar of the prompts it answered, unless `disable_tqdm`."""
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
     try:
         for name, evaluator in evaluators.items():
-            result = evaluator(
-                model,
-                processor,
-                num_prompts=settings.num_prompts,
-                temperature=settings.temperature,
-                max_new_tokens=settings.max_new_tokens,
-                seed=settings.seed,
-            )
+            with prompts_progress(f"Evaluating {name}", settings.num_prompts, disable=disable_tqdm):
+                result = evaluator(
+                    model,
+                    processor,
+                    num_prompts=settings.num_prompts,
+                    temperature=settings.temperature,
+                    max_new_tokens=settings.max_new_tokens,
+                    seed=settings.seed,
+                )
             if not isinstance(result, dict) or not all(isinstance(v, (int, float)) for v in result.values()):
                 raise TypeError(f"Evaluator {name!r} must return a dict of metric names to numbers, got {result!r}")
             clash = sorted(set(result) & set(metrics))
@@ -98,7 +108,8 @@ class EvaluatorCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
         if model is None or processing_class is None or metrics is None:
             return
-        found = run_evaluators(self.evaluators, model, processing_class, self.settings)
+        disable_tqdm = args.disable_tqdm or not state.is_world_process_zero
+        found = run_evaluators(self.evaluators, model, processing_class, self.settings, disable_tqdm)
         found = {f"eval_{key}": value for key, value in found.items()}
         metrics.update(found)  # read afterwards to pick the best checkpoint
         if state.log_history and "eval_loss" in state.log_history[-1]:
@@ -109,21 +120,22 @@ class EvaluatorCallback(TrainerCallback):
 class PolicyEvaluation:
     """The recipes' evaluation stage: the named evaluators run on a policy given by name or path, loaded as the
     recipe loads its policy (`loading`), on the main process only (others return `None`, as does a run without
-    evaluators)."""
+    evaluators), with a progress bar per evaluator unless `disable_tqdm`."""
 
     evaluators: dict[str, Evaluator]
     settings: EvaluationSettings
     loading: Any
+    disable_tqdm: bool = False
 
     @classmethod
-    def from_arguments(cls, script_args: Any, seed: int, loading: Any) -> PolicyEvaluation:
+    def from_arguments(cls, script_args: Any, seed: int, loading: Any, disable_tqdm: bool = False) -> PolicyEvaluation:
         """From a recipe's `evaluation`, `evaluation_prompts`, `evaluation_temperature` and
-        `evaluation_max_new_tokens` arguments."""
+        `evaluation_max_new_tokens` arguments (and its training arguments' `seed` and `disable_tqdm`)."""
         settings = EvaluationSettings(
             script_args.evaluation_prompts, script_args.evaluation_temperature, script_args.evaluation_max_new_tokens,
             seed,
         )  # fmt: skip
-        return cls(load_evaluators(script_args.evaluation), settings, loading)
+        return cls(load_evaluators(script_args.evaluation), settings, loading, disable_tqdm)
 
     def __call__(self, policy: str) -> dict[str, float] | None:
         from accelerate import PartialState
@@ -133,4 +145,4 @@ class PolicyEvaluation:
         if not self.evaluators or not PartialState().is_main_process:
             return None
         model, processor = load_vlm(policy, self.loading)
-        return run_evaluators(self.evaluators, model, processor, self.settings)
+        return run_evaluators(self.evaluators, model, processor, self.settings, self.disable_tqdm)

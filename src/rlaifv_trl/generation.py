@@ -1,15 +1,44 @@
-"""Batched text generation with a vision-language model and its processor."""
+"""Batched text generation with a vision-language model and its processor, and a progress bar of the prompts
+answered."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .video import Video, processor_inputs
+
+
+_PROMPTS_BAR: ContextVar[tqdm | None] = ContextVar("rlaifv_trl_prompts_bar", default=None)
+
+
+@contextmanager
+def prompts_progress(description: str, total: int, *, disable: bool = False) -> Iterator[None]:
+    """A progress bar of the prompts answered inside the block: `generate_batch` counts its prompts in it (code that
+    generates otherwise calls `prompts_answered`). Inside another such block, the outer bar counts them instead."""
+    if _PROMPTS_BAR.get() is not None:
+        yield
+        return
+    with tqdm(total=total, desc=description, unit="prompt", disable=disable) as bar:
+        token = _PROMPTS_BAR.set(bar)
+        try:
+            yield
+        finally:
+            _PROMPTS_BAR.reset(token)
+
+
+def prompts_answered(count: int) -> None:
+    """Count `count` more prompts answered on the open `prompts_progress` bar (nothing outside one)."""
+    bar = _PROMPTS_BAR.get()
+    if bar is not None:
+        bar.update(count)
 
 
 def render_prompts(processor: ProcessorMixin, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
@@ -67,4 +96,5 @@ def generate_batch(
     inputs = encode_prompts(processor, prompts, images, model.device, videos)
     output = model.generate(**inputs, num_return_sequences=num_return_sequences, **generation_kwargs)
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    prompts_answered(len(prompts))
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]

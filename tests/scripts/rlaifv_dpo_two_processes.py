@@ -30,7 +30,7 @@ def main(model_dir: str, output_json: str) -> None:
         ddp_backend="gloo",
         report_to="none",
         save_strategy="no",
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         per_device_train_batch_size=1,
         precompute_ref_batch_size=2,
         max_steps=2,

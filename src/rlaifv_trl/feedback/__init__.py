@@ -1,41 +1,7 @@
 """RLAIF-V feedback: deconfounded candidate sampling, divide-and-conquer labeling, preference pairs."""
 
-from .claims import ClaimSplitter, QuestionWriter, with_instruction
-from .config import FeedbackConfig
-from .generator import FeedbackOutput, RLAIFVFeedbackGenerator
-from .labeler import LabelGroup, YesNoLabel, YesNoLabeler
-from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter, parse_claims, parse_question
-from .pairs import answer_score, candidate_pairs, length_balance, ranks, sample_pairs
-from .report import RunReport
-from .rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter, polar_question, split_claims
-from .sampling import CandidateSampler, derive_seed
+import lazy_loader
 
 
-__all__ = [
-    "CandidateSampler",
-    "CausalLMRunner",
-    "ClaimSplitter",
-    "FeedbackConfig",
-    "FeedbackOutput",
-    "LLMClaimSplitter",
-    "LLMQuestionWriter",
-    "LabelGroup",
-    "QuestionWriter",
-    "RLAIFVFeedbackGenerator",
-    "RuleBasedClaimSplitter",
-    "RuleBasedQuestionWriter",
-    "RunReport",
-    "YesNoLabel",
-    "YesNoLabeler",
-    "answer_score",
-    "candidate_pairs",
-    "derive_seed",
-    "length_balance",
-    "parse_claims",
-    "parse_question",
-    "polar_question",
-    "ranks",
-    "sample_pairs",
-    "split_claims",
-    "with_instruction",
-]
+# The public names are imported on first use; __init__.pyi lists them (and is what type checkers read).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

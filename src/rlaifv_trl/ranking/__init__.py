@@ -5,35 +5,8 @@
 - `RankerReward`: either one as a TRL reward function.
 """
 
-from .divide_and_conquer import TIE_BREAKS, DivideAndConquerRanker
-from .listwise import (
-    DEFAULT_TEMPLATE,
-    ListwiseQuery,
-    ListwiseRanker,
-    ListwiseReport,
-    aggregate,
-    presentation_orders,
-    render_query,
-)
-from .parsing import ParsedRanking, parse_ranking
-from .reward import RankerReward, dcg_gain
-from .types import Ranker, Ranking
+import lazy_loader
 
 
-__all__ = [
-    "DEFAULT_TEMPLATE",
-    "TIE_BREAKS",
-    "DivideAndConquerRanker",
-    "ListwiseQuery",
-    "ListwiseRanker",
-    "ListwiseReport",
-    "ParsedRanking",
-    "Ranker",
-    "RankerReward",
-    "Ranking",
-    "aggregate",
-    "dcg_gain",
-    "parse_ranking",
-    "presentation_orders",
-    "render_query",
-]
+# The public names are imported on first use; __init__.pyi lists them (and is what type checkers read).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

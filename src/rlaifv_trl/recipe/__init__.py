@@ -9,24 +9,8 @@
 - `summary`: metrics per policy and where everything went.
 """
 
-from .arguments import IterativeDPOArguments, check_recipe_arguments
-from .preferences import add_reference_log_probs, collect_preferences
-from .publishing import HubPublisher, write_dataset_card, write_model_card
-from .run import RecipeRun, run_settings
-from .summary import RunSummary
-from .training import train_policy
+import lazy_loader
 
 
-__all__ = [
-    "HubPublisher",
-    "IterativeDPOArguments",
-    "RecipeRun",
-    "RunSummary",
-    "add_reference_log_probs",
-    "check_recipe_arguments",
-    "collect_preferences",
-    "run_settings",
-    "train_policy",
-    "write_dataset_card",
-    "write_model_card",
-]
+# The public names are imported on first use; __init__.pyi lists them (and is what type checkers read).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

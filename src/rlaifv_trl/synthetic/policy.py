@@ -245,7 +245,7 @@ def supervised_fine_tune(
             report_to="none",
             use_cpu=not _has_accelerator(),
             bf16=False,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,
             seed=seed,
             data_seed=seed,
             remove_unused_columns=world == "shapesworld",  # keep `videos`

@@ -1,23 +1,8 @@
 """Training: `RLAIFVDPOTrainer` (DPO on RLAIF-V pairs, reference log-probs stored with the data) and
 `GRPORankTrainer` (GRPO_rank on oracle rankings), each with its config."""
 
-from .collator import DataCollatorForVisionLanguageModelingWithVideos, DataCollatorForVisionPreferenceWithRef
-from .grpo_rank_config import GRPORankConfig
-from .grpo_rank_trainer import GRPORankTrainer
-from .grpo_video import VideoPromptsMixin
-from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
-from .rlaifv_dpo_config import RLAIFVDPOConfig
-from .rlaifv_dpo_trainer import RLAIFVDPOTrainer
+import lazy_loader
 
 
-__all__ = [
-    "DataCollatorForVisionLanguageModelingWithVideos",
-    "DataCollatorForVisionPreferenceWithRef",
-    "GRPORankConfig",
-    "GRPORankTrainer",
-    "RLAIFVDPOConfig",
-    "RLAIFVDPOTrainer",
-    "VideoPromptsMixin",
-    "has_ref_log_probs",
-    "precompute_ref_log_probs",
-]
+# The public names are imported on first use; __init__.pyi lists them (and is what type checkers read).
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

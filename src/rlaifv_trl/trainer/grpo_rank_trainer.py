@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 from trl import GRPOConfig, GRPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
 
 from .checkpoints import CheckpointsMixin
 from .grpo_rank_config import GRPORankConfig
@@ -23,6 +25,20 @@ FORWARD_FIELDS = (
     "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
     "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
 )  # fmt: skip
+
+
+@contextmanager
+def activation_checkpointing_disabled(model: PreTrainedModel, kwargs: dict[str, Any] | None) -> Iterator[None]:
+    """Activation checkpointing off inside the block (a forward pass under `torch.no_grad()`), restored after, with
+    transformers' current `activation_checkpointing_*` methods."""
+    was_enabled = model.is_activation_checkpointing
+    if was_enabled:
+        model.activation_checkpointing_disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            model.activation_checkpointing_enable(kwargs)
 
 
 class GRPORankTrainer(CheckpointsMixin, VideoPromptsMixin, GRPOTrainer):
@@ -125,7 +141,7 @@ class GRPORankTrainer(CheckpointsMixin, VideoPromptsMixin, GRPOTrainer):
             completion_ids = inputs["completion_ids"]
             with (
                 torch.no_grad(),
-                disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+                activation_checkpointing_disabled(self.model, self.args.activation_checkpointing_kwargs),
                 self.video_forwards(inputs),
             ):
                 per_token, _, _ = self._get_per_token_logps_and_entropies(
