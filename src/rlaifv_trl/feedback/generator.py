@@ -39,7 +39,7 @@ from ..backends.vllm_feedback import LazyEngine, VLLMCausalLMRunner
 from ..cards import public_name
 from ..compatibility import check_vision_language_model
 from ..loading import ModelLoading, load_causal_lm, load_vlm
-from ..manifest import Manifest, result_settings
+from ..manifest import Manifest, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..validation import BadRow, BadRowError, RowValidation, check_visual_prompt_row, row_images, row_videos
 from ..validation.images import stored_image
@@ -355,19 +355,23 @@ class RLAIFVFeedbackGenerator:
         require_video_support(self.processor, "policy")
         require_video_support(self.labeler_processor, "labeler")
 
-    def _settings(self, dataset: Dataset, seed: int, iteration: int) -> dict[str, Any]:
+    def _settings(self, dataset: Dataset, seed: int, iteration: int) -> ResultSettings:
         """What decides this run's results: the config's result fields, the models, the prompts, seed, iteration."""
-        return {
-            **result_settings(self.args),
-            **self.provenance,
-            "seed": seed,
-            "iteration": iteration,
-            "dataset": {
-                "fingerprint": getattr(dataset, "_fingerprint", None),
-                "num_rows": len(dataset),
-                "columns": dataset.column_names,
+        config = result_settings(self.args)
+        return ResultSettings(
+            {
+                **config,
+                **self.provenance,
+                "seed": seed,
+                "iteration": iteration,
+                "dataset": {
+                    "fingerprint": getattr(dataset, "_fingerprint", None),
+                    "num_rows": len(dataset),
+                    "columns": dataset.column_names,
+                },
             },
-        }
+            config.defaults,
+        )
 
     def _run_stage(
         self, store: ShardStore, stage: str, shards: list[int], context: _RunContext, run_shard: Callable

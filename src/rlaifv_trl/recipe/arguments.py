@@ -73,7 +73,16 @@ class IterativeDPOArguments:
             License written in the dataset and model cards.
     """
 
-    # Fields a resumed run may change (see `rlaifv_trl.manifest`): where artifacts are pushed and how.
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others, where artifacts are pushed and how, may
+    # change in a resumed run.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_iteration",
+            "num_iterations", "seed_preference_dataset", "mix_preference_dataset", "mix_pairs_per_iteration",
+            "preference_dataset_config", "evaluation", "evaluation_prompts", "evaluation_temperature",
+            "evaluation_max_new_tokens", "checkpoint_selection",
+        }
+    )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
         {
             "dataset_repo",

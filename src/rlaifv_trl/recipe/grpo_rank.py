@@ -62,6 +62,14 @@ class GRPORankArguments:
             Longest evaluated answer, in tokens.
     """
 
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_round", "num_rounds",
+            "oracle", "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations", "evaluation",
+            "evaluation_prompts", "evaluation_temperature", "evaluation_max_new_tokens",
+        }
+    )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"oracle_batch_size"})
 
     prompt_dataset: str | None = field(

@@ -22,7 +22,7 @@ from ..artifacts import config_name, model_dir
 from ..atomic_io import remove_temporary_files
 from ..cards import public_name
 from ..feedback.generator import process_state
-from ..manifest import Manifest, result_settings
+from ..manifest import Manifest, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..trainer.checkpoints import last_complete_checkpoint
 
@@ -127,11 +127,12 @@ class RecipeRun:
         return self.root / TRAINING_DIR / config_name(iteration)
 
 
-def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> dict[str, Any]:
-    """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`); `feedback_args` is
-    `None` for a recipe without a feedback stage."""
-    parts = {"recipe": script_args, "feedback": feedback_args, "training": training_args, "model": model_args}
+def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> ResultSettings:
+    """The settings that decide a run's results, listed per config class (see `rlaifv_trl.manifest`);
+    `feedback_args` is `None` for a recipe without a feedback stage."""
+    parts = {
+        "recipe": script_args, "feedback": feedback_args, "training": training_args, "model": model_args,
+        "rows": row_validation,
+    }  # fmt: skip
     settings = {name: result_settings(part) for name, part in parts.items() if part is not None}
-    if row_validation is not None:
-        settings["rows"] = result_settings(row_validation)
-    return settings
+    return ResultSettings(settings, {name: part.defaults for name, part in settings.items()})

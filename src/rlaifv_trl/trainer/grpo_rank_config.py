@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from trl import GRPOConfig
 
@@ -42,6 +43,13 @@ class GRPORankConfig(GRPOConfig):
 
     > As in [`RLAIFVDPOConfig`], `bf16` defaults to `False` when training on a CPU without native bfloat16.
     """
+
+    # Which of the fields declared here decide results (see `rlaifv_trl.manifest`; those of `GRPOConfig` and
+    # `TrainingArguments` are listed in `rlaifv_trl.upstream_fields`): all of them.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {"rank_advantage", "predicted_rank_score", "beta", "scale_rewards"}
+    )
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
 
     rank_advantage: str = field(
         default="gain",
