@@ -14,7 +14,8 @@ accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/grpo_rank.
 ```
 
 Every setting is a YAML key and a flag. Running the same command again after a crash continues where the run
-stopped; a run with other settings in the same `output_dir` is refused.
+stopped, and with a larger `num_rounds` it continues a finished run; a run with other settings in the same
+`output_dir` is refused.
 """
 
 import logging
@@ -40,7 +41,8 @@ def main(script_args, training_args, model_args):
     evaluate = PolicyEvaluation.from_arguments(script_args, training_args.seed, policy_loading)
 
     settings = run_settings(script_args, None, training_args, model_args)
-    with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path) as run:
+    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
+    with RecipeRun(output_dir, settings, base_model, num_iterations=script_args.num_rounds) as run:
         reward = oracle_reward(script_args, model_args.model_name_or_path, policy_loading)
         run.stage(0, "evaluate", evaluate, run.policy(0))
         for k in range(script_args.num_rounds):

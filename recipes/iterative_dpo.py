@@ -14,8 +14,9 @@ accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/iterative_
 ```
 
 Every setting is a YAML key and a flag (`--num_candidates 4` overrides one setting and keeps the others). Running
-the same command again after a crash or a kill continues where the run stopped; a run with other settings in the
-same `output_dir` is refused, and so is a second run while the first one is going.
+the same command again after a crash or a kill continues where the run stopped, and with a larger `num_iterations` it
+continues a finished run; a run with other settings in the same `output_dir` is refused, and so is a second run while
+the first one is going.
 """
 
 import logging
@@ -57,7 +58,8 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
     evaluate = PolicyEvaluation.from_arguments(script_args, training_args.seed, policy_loading)
 
     settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
-    with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:
+    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
+    with RecipeRun(output_dir, settings, base_model, script_args.model_repo, script_args.num_iterations) as run:
         hub = HubPublisher(run, script_args)
         hub.check_access()  # before any long work
         run.stage(0, "evaluate", evaluate, run.policy(0))

@@ -1,5 +1,6 @@
 """The iterative recipe end to end: two iterations on a tiny VLM, pushed to the loopback Hub, killed and resumed."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -294,11 +295,42 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_o
 def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, tiny_vlm_dir):
     argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--num_iterations", "1", "--evaluation", "none")
     run_recipe(argv)
-    with pytest.raises(ValueError, match=r"changed: feedback\.num_candidates, recipe\.num_iterations"):
-        run_recipe([*argv, "--num_candidates", "3", "--num_iterations", "2"])
+    with pytest.raises(ValueError, match=r"changed: feedback\.num_candidates, recipe\.prompts_per_iteration"):
+        run_recipe([*argv, "--num_candidates", "3", "--prompts_per_iteration", "6"])
     # Settings that do not change results may change: logging, pushing, batch sizes that change rounding only
     summary = run_recipe([*argv, "--logging_steps", "1", "--labeler_batch_size", "7", "--hub_retry_attempts", "2"])
     assert summary.policies[1] == str(tmp_path / "run" / "models" / "iteration-1")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under `folder`, by relative path."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_a_finished_run_continues_with_more_iterations_and_keeps_the_done_ones(tmp_path, tiny_vlm_dir, one_thread):
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1")
+    run_recipe(argv)
+    before = file_hashes(run)
+    run_recipe([*argv, "--num_iterations", "2"])
+    after = file_hashes(run)
+    updated = {"manifest.json", "summary.md", "dataset/README.md"}  # they list every iteration
+    assert {path: after.get(path) for path in before if path not in updated} == {
+        path: digest for path, digest in before.items() if path not in updated
+    }
+    state = done(run)
+    assert {"feedback", "reference_log_probs"} <= set(state["1"]) and {"train", "evaluate"} <= set(state["2"])
+    assert (run / "models" / "iteration-2" / "model.safetensors").is_file()
+    summary = (run / "summary.md").read_text()
+    assert "| iteration 1 |" in summary and "| iteration 2 |" in summary
+    card = DatasetCard.load(str(run / "dataset" / "README.md"))
+    assert {"iteration-0", "iteration-1"} <= {config["config_name"] for config in card.data.configs}
+    with pytest.raises(ValueError, match="holds a run of 2 iterations: num_iterations may grow"):
+        run_recipe(argv)  # fewer iterations than the folder holds
 
 
 # ---------------------------------------------------------------------------- configs, Hub trouble, published data

@@ -30,7 +30,8 @@ class IterativeDPOArguments:
         prompts_per_iteration (`int`, *optional*, defaults to `4000`):
             Prompts sampled and labeled in each iteration (disjoint across iterations).
         num_iterations (`int`, *optional*, defaults to `4`):
-            Iterations of sample -> label -> pairs -> DPO.
+            Iterations of sample -> label -> pairs -> DPO. Rerunning a finished run with more continues it (the
+            iterations done stay as they are); fewer is refused.
         seed_preference_dataset (`str` or `None`, *optional*, defaults to `None`):
             A published preference dataset (openbmb/RLAIF-V-Dataset, trl-lib/rlaif-v, a run's dataset repo, or a
             local folder) whose pairs replace the generated feedback of iteration 0.
@@ -73,27 +74,22 @@ class IterativeDPOArguments:
             License written in the dataset and model cards.
     """
 
-    # Which fields decide results (see `rlaifv_trl.manifest`); the others, where artifacts are pushed and how, may
-    # change in a resumed run.
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run: where
+    # artifacts are pushed and how, and the number of iterations, which may grow (`RecipeRun` refuses shrinking).
     result_fields: ClassVar[frozenset[str]] = frozenset(
         {
             "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_iteration",
-            "num_iterations", "seed_preference_dataset", "mix_preference_dataset", "mix_pairs_per_iteration",
+            "seed_preference_dataset", "mix_preference_dataset", "mix_pairs_per_iteration",
             "preference_dataset_config", "evaluation", "evaluation_prompts", "evaluation_temperature",
             "evaluation_max_new_tokens", "checkpoint_selection",
         }
     )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
         {
-            "dataset_repo",
-            "model_repo",
-            "private",
-            "hub_failure",
-            "hub_retry_attempts",
-            "hub_retry_initial_delay",
-            "license",
+            "num_iterations", "dataset_repo", "model_repo", "private", "hub_failure", "hub_retry_attempts",
+            "hub_retry_initial_delay", "license",
         }
-    )
+    )  # fmt: skip
 
     prompt_dataset: str | None = field(
         default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}

@@ -38,7 +38,8 @@ class GRPORankArguments:
             epoch. (`num_iterations` is TRL's updates per generation batch, μ.)
         num_rounds (`int`, *optional*, defaults to `4`):
             Rounds; each starts from the previous round's policy, which is also its reference (the KL anchor), and
-            saves its policy as `models/iteration-<k>` of the run folder.
+            saves its policy as `models/iteration-<k>` of the run folder. Rerunning a finished run with more
+            continues it (the rounds done stay as they are); fewer is refused.
         oracle (`str`, *optional*, defaults to `"divide_and_conquer"`):
             The oracle ranker: `"divide_and_conquer"` (RLAIF-V's claim labels: a labeler VLM judges every claim; the
             answer with fewer rejected claims ranks higher, ties kept) or `"listwise"` (a model is shown the
@@ -62,15 +63,16 @@ class GRPORankArguments:
             Longest evaluated answer, in tokens.
     """
 
-    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run.
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run (the number of
+    # rounds may grow: `RecipeRun` refuses shrinking).
     result_fields: ClassVar[frozenset[str]] = frozenset(
         {
-            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_round", "num_rounds",
-            "oracle", "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations", "evaluation",
+            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_round", "oracle",
+            "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations", "evaluation",
             "evaluation_prompts", "evaluation_temperature", "evaluation_max_new_tokens",
         }
     )  # fmt: skip
-    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"oracle_batch_size"})
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"num_rounds", "oracle_batch_size"})
 
     prompt_dataset: str | None = field(
         default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}

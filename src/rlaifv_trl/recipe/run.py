@@ -36,7 +36,8 @@ class RecipeRun:
     """The run in `output_dir`: `with RecipeRun(output_dir, settings, base_model) as run: ...`.
 
     Entering takes the folder's lock (a second run exits at once), removes what a killed run left half written
-    (temporary files, checkpoints not saved to the end) and opens the manifest, refusing a run with other settings.
+    (temporary files, checkpoints not saved to the end) and opens the manifest, refusing a run with other settings,
+    and one with fewer iterations than the folder holds (more continue it: the iterations done stay as they are).
     `run.stage(k, name, work, *args)` runs `work(*args)` on every process unless the manifest says iteration k's
     stage `name` is done, and records the main process's result.
 
@@ -45,13 +46,20 @@ class RecipeRun:
         settings: What decides the run's results (see `rlaifv_trl.manifest`).
         base_model: The policy of iteration 0 (Hub id, folder or `builtin:` name).
         model_repo: The Hub repository the policies are pushed to, if any (it names them in cards).
+        num_iterations: The iterations the run is to have, if known.
     """
 
     def __init__(
-        self, output_dir: str | Path, settings: dict[str, Any], base_model: str, model_repo: str | None = None
+        self,
+        output_dir: str | Path,
+        settings: dict[str, Any],
+        base_model: str,
+        model_repo: str | None = None,
+        num_iterations: int | None = None,
     ):
         self.root = Path(output_dir)
         self.settings, self.base_model, self.model_repo = settings, base_model, model_repo
+        self.num_iterations = num_iterations
         self.process = process_state()
         self._lock = RunLock(self.root)
 
@@ -63,7 +71,7 @@ class RecipeRun:
                     logger.info("Removed %s, left half written by an earlier run", leftover)
                 for folder in sorted((self.root / TRAINING_DIR).glob("iteration-*")):
                     last_complete_checkpoint(folder, remove_incomplete=True)
-                Manifest.open(self.root, self.settings)
+                self._check_iterations(Manifest.open(self.root, self.settings))
             except BaseException:
                 self._lock.release()
                 raise
@@ -76,6 +84,15 @@ class RecipeRun:
     ) -> None:
         if self.process.is_main_process:
             self._lock.release()
+
+    def _check_iterations(self, manifest: Manifest) -> None:
+        """Refuse fewer iterations than the folder holds (a stage of a later one is done)."""
+        held = max((int(key.split("/")[0].split("-")[1]) for key in manifest.done), default=0)
+        if self.num_iterations is not None and held > self.num_iterations:
+            raise ValueError(
+                f"{self.root} holds a run of {held} iterations: num_iterations may grow, which continues it, but not "
+                f"shrink. Use num_iterations {held} or more, or another output folder."
+            )
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
