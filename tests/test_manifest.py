@@ -103,3 +103,17 @@ def test_a_setting_recorded_away_from_its_default_is_not_dropped_silently(tmp_pa
     with pytest.raises(ValueError, match=r"changed: max_claims\)"):
         Manifest.open(tmp_path, result_settings(FeedbackConfig()))
     assert result_fields(LaterFeedbackConfig) == FeedbackConfig.result_fields | {"max_claims"}
+
+
+def test_a_run_folder_numbered_from_0_by_an_earlier_release_is_not_resumed(tmp_path):
+    current = settings(tmp_path)
+    with RecipeRun(tmp_path, current, "builtin:shapesworld-llava"):
+        pass
+    recorded = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert recorded["layout"] == 2
+    earlier = {"settings": recorded["settings"], "done": {"iteration-0/feedback": {}, "iteration-1/train": {}}}
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(earlier))  # no layout: iterations numbered from 0
+    refusal = "written by an earlier release of rlaifv-trl, with another folder layout. Use another output folder"
+    with pytest.raises(ValueError, match=refusal):
+        resume(tmp_path, current)
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == earlier  # left as it was

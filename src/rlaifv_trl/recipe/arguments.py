@@ -22,7 +22,8 @@ class IterativeDPOArguments:
             Source of the (image, instruction) prompts: a Hub dataset id or a local folder with an image column
             (`images` or `image`) and a text column (`prompt`, `question`, `instruction` or `query`), or a function
             given by import path, `"package.module:function"`, called as `function(iteration=k, count=n, seed=s)`
-            and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws ShapesWorld scenes).
+            (k from 1) and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws
+            ShapesWorld scenes).
         prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
             Config of the prompt dataset.
         prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
@@ -34,7 +35,7 @@ class IterativeDPOArguments:
             iterations done stay as they are); fewer is refused.
         seed_preference_dataset (`str` or `None`, *optional*, defaults to `None`):
             A published preference dataset (openbmb/RLAIF-V-Dataset, trl-lib/rlaif-v, a run's dataset repo, or a
-            local folder) whose pairs replace the generated feedback of iteration 0.
+            local folder) whose pairs replace the generated feedback of iteration 1.
         mix_preference_dataset (`str` or `None`, *optional*, defaults to `None`):
             A published preference dataset mixed into every iteration's generated pairs.
         mix_pairs_per_iteration (`int`, *optional*, defaults to `0`):
@@ -99,7 +100,7 @@ class IterativeDPOArguments:
     prompts_per_iteration: int = field(default=4000, metadata={"help": "Prompts per iteration (disjoint)."})
     num_iterations: int = field(default=4, metadata={"help": "Iterations of sample, label, pairs, DPO."})
     seed_preference_dataset: str | None = field(
-        default=None, metadata={"help": "Published preference dataset replacing iteration 0's generated feedback."}
+        default=None, metadata={"help": "Published preference dataset replacing iteration 1's generated feedback."}
     )
     mix_preference_dataset: str | None = field(
         default=None, metadata={"help": "Published preference dataset mixed into every iteration."}

@@ -8,6 +8,11 @@
   training/iteration-k/  the Trainer's checkpoints
   summary.md
 ```
+
+Iteration k (k = 1, 2, ...) samples from the policy of iteration k - 1 (the base model for k = 1) into
+`feedback/iteration-k` and the dataset configs `iteration-k` and `iteration-k-rankings`, trains in
+`training/iteration-k` and saves the policy of iteration k in `models/iteration-k`. The base model is the policy of
+iteration 0: its evaluation is the stage `iteration-0/evaluate`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from ..trainer.checkpoints import last_complete_checkpoint
 logger = logging.getLogger(__name__)
 
 TRAINING_DIR = "training"
+# The run folder's layout, recorded in its manifest. Earlier releases recorded none and numbered iterations from 0.
+RUN_LAYOUT = 2
 
 
 class RecipeRun:
@@ -44,7 +51,7 @@ class RecipeRun:
     Args:
         output_dir: The run folder.
         settings: What decides the run's results (see `rlaifv_trl.manifest`).
-        base_model: The policy of iteration 0 (Hub id, folder or `builtin:` name).
+        base_model: The base model, the policy of iteration 0 (Hub id, folder or `builtin:` name).
         model_repo: The Hub repository the policies are pushed to, if any (it names them in cards).
         num_iterations: The iterations the run is to have, if known.
     """
@@ -71,7 +78,7 @@ class RecipeRun:
                     logger.info("Removed %s, left half written by an earlier run", leftover)
                 for folder in sorted((self.root / TRAINING_DIR).glob("iteration-*")):
                     last_complete_checkpoint(folder, remove_incomplete=True)
-                self._check_iterations(Manifest.open(self.root, self.settings))
+                self._check_iterations(Manifest.open(self.root, self.settings, layout=RUN_LAYOUT))
             except BaseException:
                 self._lock.release()
                 raise
@@ -125,7 +132,8 @@ class RecipeRun:
     # -- where things are --------------------------------------------------------------------------------------------
 
     def policy(self, iteration: int) -> str:
-        """The policy that starts `iteration`: the base model, or the one trained in the previous iteration."""
+        """The policy of `iteration`: the base model for 0, else the one `iteration` trained (iteration k + 1 starts
+        from the policy of iteration k)."""
         return self.base_model if iteration == 0 else str(model_dir(self.root, iteration))
 
     def policy_name(self, iteration: int) -> str:
@@ -140,7 +148,7 @@ class RecipeRun:
         return self.root / "feedback" / config_name(iteration)
 
     def training_dir(self, iteration: int) -> Path:
-        """The checkpoints of the training that produces the policy of `iteration`."""
+        """The checkpoints of the training of `iteration` (which produces its policy)."""
         return self.root / TRAINING_DIR / config_name(iteration)
 
 
