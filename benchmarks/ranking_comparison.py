@@ -108,9 +108,9 @@ class TestBed:
 
 
 TEST_BEDS = {
-    "images": TestBed(BUILTIN_POLICY, BUILTIN_LABELER, lambda n, seed: shapesworld_prompts(0, n, seed),
+    "images": TestBed(BUILTIN_POLICY, BUILTIN_LABELER, lambda n, seed: shapesworld_prompts(1, n, seed),
                       describe_scenes),
-    "video": TestBed(BUILTIN_VIDEO_POLICY, BUILTIN_VIDEO_LABELER, lambda n, seed: motionworld_prompts(0, n, seed),
+    "video": TestBed(BUILTIN_VIDEO_POLICY, BUILTIN_VIDEO_LABELER, lambda n, seed: motionworld_prompts(1, n, seed),
                      describe_clips),
 }  # fmt: skip
 

@@ -1,7 +1,7 @@
 # Copyright the rlaifv-trl contributors. Licensed under the Apache License, Version 2.0.
 """
 GRPO_rank (Oracle-RLAIF): for each iteration, sample `num_generations` answers per prompt online -> the oracle ranks
-them -> rank-aware advantages -> clipped surrogate with a KL to the round's starting policy -> evaluate.
+them -> rank-aware advantages -> clipped surrogate with a KL to the iteration's starting policy -> evaluate.
 
 ```bash
 # On CPU: ShapesWorld scenes, the built-in policy, the built-in labeler as divide-and-conquer oracle
@@ -14,7 +14,8 @@ accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/grpo_rank.
 ```
 
 Every setting is a YAML key and a flag. Running the same command again after a crash continues where the run
-stopped; a run with other settings in the same `output_dir` is refused.
+stopped, and with a larger `num_rounds` it continues a finished run; a run with other settings in the same
+`output_dir` is refused.
 """
 
 import logging
@@ -42,15 +43,15 @@ def main(script_args, training_args, model_args):
     )
 
     settings = run_settings(script_args, None, training_args, model_args)
-    with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path) as run:
+    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
+    with RecipeRun(output_dir, settings, base_model, num_iterations=script_args.num_rounds) as run:
         reward = oracle_reward(script_args, model_args.model_name_or_path, policy_loading)
-        run.stage(0, "evaluate", evaluate, run.policy(0))
-        for k in range(script_args.num_rounds):
+        run.stage(0, "evaluate", evaluate, run.policy(0))  # the base policy
+        for k in range(1, script_args.num_rounds + 1):  # iteration k trains the policy of k - 1 into policy k
             run.stage(
-                k + 1, "train", train_grpo_rank, run, k, script_args, training_args, policy_loading, reward,
-                peft_config,
-            )  # fmt: skip
-            run.stage(k + 1, "evaluate", evaluate, run.policy(k + 1))
+                k, "train", train_grpo_rank, run, k, script_args, training_args, policy_loading, reward, peft_config
+            )
+            run.stage(k, "evaluate", evaluate, run.policy(k))
         summary = RunSummary.of(run, script_args.num_rounds, None, None)
         summary.write()
     return summary

@@ -1,7 +1,8 @@
 # Copyright the rlaifv-trl contributors. Licensed under the Apache License, Version 2.0.
 """
 Iterative RLAIF-V: for each iteration, sample -> divide -> conquer -> pairs -> reference log-probs -> publish the
-data -> DPO -> evaluate -> publish the policy.
+data -> DPO -> evaluate -> publish the policy. Iteration k (from 1) samples from the policy of iteration k - 1 (the
+base model for k = 1) and trains it, on the dataset config `iteration-k`, into `models/iteration-k`.
 
 ```bash
 # The embedded default on CPU (ShapesWorld scenes, small built-in VLMs), or: make demo
@@ -14,8 +15,9 @@ accelerate launch --config_file recipes/accelerate/zero2.yaml recipes/iterative_
 ```
 
 Every setting is a YAML key and a flag (`--num_candidates 4` overrides one setting and keeps the others). Running
-the same command again after a crash or a kill continues where the run stopped; a run with other settings in the
-same `output_dir` is refused, and so is a second run while the first one is going.
+the same command again after a crash or a kill continues where the run stopped, and with a larger `num_iterations` it
+continues a finished run; a run with other settings in the same `output_dir` is refused, and so is a second run while
+the first one is going.
 """
 
 import logging
@@ -61,12 +63,13 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
     )
 
     settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
-    with RecipeRun(training_args.output_dir, settings, model_args.model_name_or_path, script_args.model_repo) as run:
+    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
+    with RecipeRun(output_dir, settings, base_model, script_args.model_repo, script_args.num_iterations) as run:
         hub = HubPublisher(run, script_args)
         hub.check_access()  # before any long work
-        run.stage(0, "evaluate", evaluate, run.policy(0))
-        for k in range(script_args.num_iterations):
-            # Feedback on this iteration's prompts from the current policy, with its reference log-probs
+        run.stage(0, "evaluate", evaluate, run.policy(0))  # the base policy
+        for k in range(1, script_args.num_iterations + 1):
+            # Feedback on iteration k's prompts from the policy of iteration k - 1, with its reference log-probs
             run.stage(
                 k, "feedback", collect_preferences, run, k, script_args, feedback_args, training_args, policy_loading,
                 row_validation,
@@ -85,15 +88,15 @@ def main(script_args, feedback_args, training_args, model_args, row_validation):
             if script_args.dataset_repo:
                 run.stage(k, "push_dataset", hub.push_dataset, k)
 
-            # DPO with the current policy as reference, then evaluate and publish the next policy
+            # DPO from the policy of iteration k - 1, also the reference, then evaluate and publish policy k
             run.stage(
-                k + 1, "train", train_policy, run, k, training_args, policy_loading, peft_config,
+                k, "train", train_policy, run, k, training_args, policy_loading, peft_config,
                 script_args.checkpoint_selection, evaluate.evaluators, evaluate.settings, row_validation,
             )  # fmt: skip
-            run.stage(k + 1, "evaluate", evaluate, run.policy(k + 1))
-            run.stage(k + 1, "model_card", write_model_card, run, k + 1, script_args, training_args, adapter, revision)
+            run.stage(k, "evaluate", evaluate, run.policy(k))
+            run.stage(k, "model_card", write_model_card, run, k, script_args, training_args, adapter, revision)
             if script_args.model_repo:
-                run.stage(k + 1, "push_model", hub.push_model, k + 1)
+                run.stage(k, "push_model", hub.push_model, k)
 
         summary = RunSummary.of(run, script_args.num_iterations, script_args.dataset_repo, script_args.model_repo)
         summary.write()

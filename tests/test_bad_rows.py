@@ -225,7 +225,7 @@ def test_the_feedback_generator(corpus, generator, one_thread):
 
 def test_the_recipes_prompts_from_a_local_folder(corpus, generator, one_thread):
     folder, dataset = corpus
-    prompts = iteration_prompts(str(folder), iteration=0, count=len(dataset), seed=0)  # shuffled once
+    prompts = iteration_prompts(str(folder), iteration=1, count=len(dataset), seed=0)  # shuffled once
     output = generator(RowValidation().rooted_at(folder)).generate(prompts, disable_tqdm=True)
     assert output.report.num_prompts + len(output.report.skipped) == len(dataset)
     codes = {entry["prompt_id"]: entry["code"] for entry in output.report.skipped}
@@ -349,7 +349,7 @@ def test_published_preference_data_carries_no_file_names(tmp_path):
     dataset = Dataset.from_list(
         [row(images=[image(None, str(tmp_path / "secret-folder" / "private-name.png"))])], features=FEATURES
     )
-    files = write_iteration_dataset(dataset, tmp_path / "run", 0)
+    files = write_iteration_dataset(dataset, tmp_path / "run", 1)
     assert b"private-name" not in files[0].read_bytes() and b"secret-folder" not in files[0].read_bytes()
     loaded = load_dataset("parquet", data_files=str(files[0]), split="train")
     assert np.array_equal(np.asarray(loaded[0]["images"][0]), np.asarray(Image.open(io.BytesIO(PNG))))

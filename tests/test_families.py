@@ -202,7 +202,7 @@ def test_one_recipe_iteration(family, tiny_vlm_dir, tmp_path):
     argv = recipe_args(policy, tmp_path / "run", "--num_iterations", "1", "--labeler_model_name_or_path", "None")
     run_recipe([*argv, "--prompts_per_iteration", "8", "--evaluation_prompts", "4"])
     state = done(tmp_path / "run")
-    assert state["0"]["feedback"]["num_pairs"] > 0 and state["1"]["train"]["global_step"] > 0
+    assert state["1"]["feedback"]["num_pairs"] > 0 and state["1"]["train"]["global_step"] > 0
     assert (
         AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "models" / "iteration-1").config.model_type
         == family

@@ -53,7 +53,7 @@ def test_preference_rows_are_trl_conversational_vision_preference_rows(run):
         assert row["seed"] == derive_seed(42, row["prompt_id"], "candidates")  # generate's default seed
         assert len(row["rejected_rejected_claims"]) == -row["rejected_score"]
         assert len(row["chosen_rejected_claims"]) == -row["chosen_score"]
-        assert row["iteration"] == 0 and row["policy_model"] == row["labeler_model"]  # self-feedback
+        assert row["iteration"] == 1 and row["policy_model"] == row["labeler_model"]  # self-feedback
         assert row["claim_splitter"] == row["question_writer"] == "rule-based"
     assert max(len(rows) for rows in preference.to_pandas().groupby("prompt_id").groups.values()) <= 2
 

@@ -80,9 +80,9 @@ def test_rankings_are_saved_beside_the_pairs_and_the_audit(run):
 
 
 def write_rankings_run(root, rankings):
-    """A run folder with the pairs and the rankings of iteration 0, and its dataset card."""
-    write_iteration_dataset(rankings, root, 0, rankings=True)
-    stats = IterationStats(0, "builtin:shapesworld-llava", "builtin:shapesworld-llava-labeler", 6, 24, 60, 9, 0, 0, 0)
+    """A run folder with the rankings of iteration 1, and its dataset card."""
+    write_iteration_dataset(rankings, root, 1, rankings=True)
+    stats = IterationStats(1, "builtin:shapesworld-llava", "builtin:shapesworld-llava-labeler", 6, 24, 60, 9, 0, 0, 0)
     card = render_dataset_card("tester/ranks", [stats], DatasetCardInfo(splitter="rules"), dataset_configs(root))
     card.save(root / "dataset" / "README.md")
 
@@ -97,15 +97,15 @@ def assert_same_rankings(loaded, expected):
 
 def test_rankings_config_is_pushed_documented_and_loaded_back_equal(run, hub_repo_id, tmp_path):
     write_rankings_run(tmp_path, run.rankings)
-    assert [c["config_name"] for c in dataset_configs(tmp_path)] == ["iteration-0-rankings"]
-    push_dataset(tmp_path, hub_repo_id, iterations=[0], retry=FAST)
+    assert [c["config_name"] for c in dataset_configs(tmp_path)] == ["iteration-1-rankings"]
+    push_dataset(tmp_path, hub_repo_id, iterations=[1], retry=FAST)
     card = DatasetCard.load(hub_repo_id, repo_type="dataset")
-    assert "## Rankings" in card.text and "`iteration-0-rankings`" in card.text and "| `ranking` |" in card.text
-    assert [c["config_name"] for c in card.data.configs] == ["iteration-0-rankings"]
-    loaded, report = load_preference_dataset(hub_repo_id, name="iteration-0-rankings", return_report=True)
+    assert "## Rankings" in card.text and "`iteration-1-rankings`" in card.text and "| `ranking` |" in card.text
+    assert [c["config_name"] for c in card.data.configs] == ["iteration-1-rankings"]
+    loaded, report = load_preference_dataset(hub_repo_id, name="iteration-1-rankings", return_report=True)
     assert report.num_skipped == 0
     assert_same_rankings(loaded, run.rankings)
-    assert_same_rankings(load_ranking_dataset(str(tmp_path / "dataset"), name="iteration-0-rankings"), run.rankings)
+    assert_same_rankings(load_ranking_dataset(str(tmp_path / "dataset"), name="iteration-1-rankings"), run.rankings)
 
 
 def test_bad_rankings_rows_are_skipped_and_counted(run, tmp_path):
@@ -116,11 +116,11 @@ def test_bad_rankings_rows_are_skipped_and_counted(run, tmp_path):
 
     write_rankings_run(tmp_path, run.rankings.map(damage, with_indices=True))
     loaded, report = load_preference_dataset(
-        str(tmp_path / "dataset"), name="iteration-0-rankings", return_report=True
+        str(tmp_path / "dataset"), name="iteration-1-rankings", return_report=True
     )
     assert len(loaded) == 3 and report.num_skipped == 3
     assert report.by_code()["ranking.malformed"]["count"] == 3
     assert [entry["field"] for entry in report.skipped] == ["ranking", "ranks", "candidates"]
     with pytest.raises(ValueError, match="Not a rankings dataset"):
-        write_iteration_dataset(run.rankings.select_columns(["prompt", "images"]), tmp_path / "other", 0)
-        load_ranking_dataset(str(tmp_path / "other" / "dataset"), name="iteration-0")
+        write_iteration_dataset(run.rankings.select_columns(["prompt", "images"]), tmp_path / "other", 1)
+        load_ranking_dataset(str(tmp_path / "other" / "dataset"), name="iteration-1")

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -75,6 +76,23 @@ def test_a_rerun_resumes_with_nothing_left_to_do(run):
     before = stages(folder)
     run_recipe(recipe_args(folder))
     assert stages(folder) == before
+
+
+def test_a_finished_run_continues_with_more_rounds_and_keeps_the_done_ones(run, tmp_path):
+    from test_recipe import file_hashes
+
+    folder = shutil.copytree(run[0], tmp_path / "run")
+    before = file_hashes(folder)
+    run_recipe(recipe_args(folder, "--num_rounds", "2"))
+    after = file_hashes(folder)
+    updated = {"manifest.json", "summary.md"}
+    assert {path: after.get(path) for path in before if path not in updated} == {
+        path: digest for path, digest in before.items() if path not in updated
+    }
+    assert {"iteration-2/train", "iteration-2/evaluate"} <= set(stages(folder))
+    assert "| iteration 2 |" in (folder / "summary.md").read_text()
+    with pytest.raises(ValueError, match="holds a run of 2 iterations"):
+        run_recipe(recipe_args(folder))
 
 
 def test_other_settings_in_the_same_folder_are_refused(run):

@@ -160,10 +160,10 @@ def test_dataset_card_mentions_the_videos_column_only_when_present():
     from rlaifv_trl.cards import DatasetCardInfo, IterationStats, render_dataset_card
 
     stats = IterationStats(
-        iteration=0, policy="org/policy", labeler="org/labeler", num_prompts=4, num_candidates=16, num_claims=40,
+        iteration=1, policy="org/policy", labeler="org/labeler", num_prompts=4, num_candidates=16, num_claims=40,
         num_rejected_claims=9, num_pairs=3, chosen_mean_words=10.0, rejected_mean_words=11.0,
     )  # fmt: skip
-    configs = [{"config_name": "iteration-0", "data_files": [{"split": "train", "path": "iteration-0/*.parquet"}]}]
+    configs = [{"config_name": "iteration-1", "data_files": [{"split": "train", "path": "iteration-1/*.parquet"}]}]
     with_videos = str(
         render_dataset_card("org/data", [stats], DatasetCardInfo("rule-based", has_videos=True), configs)
     )

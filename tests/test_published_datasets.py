@@ -98,14 +98,14 @@ def test_the_projects_own_pushed_configs(hub, hub_repo_id, tmp_path, streaming):
     from rlaifv_trl.cards import DatasetCardInfo, IterationStats, render_dataset_card
 
     data = trl_dataset(3).add_column("prompt_id", ["a", "b", "c"]).add_column("ref_chosen_logps", [-1.0, -2.0, -3.0])
-    write_iteration_dataset(data, tmp_path, 0)
-    stats = IterationStats(0, "p", "l", 3, 12, 30, 5, 3, 10.0, 12.0)
+    write_iteration_dataset(data, tmp_path, 1)
+    stats = IterationStats(1, "p", "l", 3, 12, 30, 5, 3, 10.0, 12.0)
     render_dataset_card(hub_repo_id, [stats], DatasetCardInfo(splitter="rule-based"), dataset_configs(tmp_path)).save(
         tmp_path / "dataset" / "README.md"
     )
     HfApi().create_repo(hub_repo_id, repo_type="dataset")
     HfApi().upload_folder(repo_id=hub_repo_id, repo_type="dataset", folder_path=tmp_path / "dataset")
-    rows = list(load_preference_dataset(hub_repo_id, name="iteration-0", streaming=streaming))
+    rows = list(load_preference_dataset(hub_repo_id, name="iteration-1", streaming=streaming))
     assert_project_format(rows, 3)
     assert [row["ref_chosen_logps"] for row in rows] == [-1.0, -2.0, -3.0]
     assert [row["prompt_id"] for row in rows] == ["a", "b", "c"]

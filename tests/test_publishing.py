@@ -73,7 +73,7 @@ INFO = DatasetCardInfo(
 )
 
 
-def write_run(root, iterations=(0, 1)):
+def write_run(root, iterations=(1, 2)):
     """A run folder with one config per iteration and its dataset card."""
     written = {}
     for iteration in iterations:
@@ -112,17 +112,17 @@ def test_push_dataset_configs_and_card(hub, hub_repo_id, tmp_path):
     card = DatasetCard.load(hub_repo_id, repo_type="dataset")
     assert "| `iteration-1` | local: policy | org/labeler | 10 | 40 | 120 | 25.0% | 4 | 12.5 | 14.0 |" in card.text
     assert "/tmp/" not in str(card) and hub.token not in str(card)
-    assert [c["config_name"] for c in card.data.configs] == ["iteration-0", "iteration-1"]
+    assert [c["config_name"] for c in card.data.configs] == ["iteration-1", "iteration-2"]
 
 
 def test_adding_an_iteration_updates_the_card_instead_of_overwriting_it(tmp_path):
-    write_run(tmp_path, iterations=(0,))
+    write_run(tmp_path, iterations=(1,))
     first = (tmp_path / "dataset" / "README.md").read_text()
-    write_iteration_dataset(preference_rows(2), tmp_path, 1)
-    card = render_dataset_card("tester/prefs", [stats(1, 7)], INFO, dataset_configs(tmp_path), previous_card=first)
-    assert [s.iteration for s in previous_iterations(str(card))] == [0, 1]
-    assert "| `iteration-0` |" in card.text and "| `iteration-1` |" in card.text
-    assert [c["config_name"] for c in card.data.configs] == ["iteration-0", "iteration-1"]
+    write_iteration_dataset(preference_rows(2), tmp_path, 2)
+    card = render_dataset_card("tester/prefs", [stats(2, 7)], INFO, dataset_configs(tmp_path), previous_card=first)
+    assert [s.iteration for s in previous_iterations(str(card))] == [1, 2]
+    assert "| `iteration-1` |" in card.text and "| `iteration-2` |" in card.text
+    assert [c["config_name"] for c in card.data.configs] == ["iteration-1", "iteration-2"]
 
 
 def test_model_branch_per_iteration_and_main_is_latest(hub_repo_id, tmp_path):

@@ -1,8 +1,10 @@
 """The iterative recipe end to end: two iterations on a tiny VLM, pushed to the loopback Hub, killed and resumed."""
 
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -17,6 +19,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_trl import load_preference_dataset
+from rlaifv_trl.cards import public_name
 from rlaifv_trl.manifest import MANIFEST_FILE
 from rlaifv_trl.run_lock import RunLock
 from support.recipe_process import finish, run_recipe_process
@@ -72,19 +75,21 @@ def pushed_run(tmp_path_factory, tiny_vlm_dir, hub, one_torch_thread):
 
 def test_every_stage_of_both_iterations_is_recorded(pushed_run):
     run, _, _, state = pushed_run
-    for k in (0, 1):
-        assert {"feedback", "reference_log_probs", "push_dataset"} <= set(state[str(k)])
+    assert set(state["0"]) == {"evaluate"}  # the base policy
     for k in (1, 2):
+        assert {"feedback", "reference_log_probs", "push_dataset"} <= set(state[str(k)])
         assert {"train", "evaluate", "model_card", "push_model"} <= set(state[str(k)])
     summary = (run / "summary.md").read_text()
     assert "| base |" in summary and "| iteration 1 |" in summary and "| iteration 2 |" in summary
 
 
 def test_both_dataset_configs_load_back_from_the_hub(pushed_run):
-    run, dataset_repo, _, state = pushed_run
-    for k in (0, 1):
+    run, dataset_repo, model_repo, state = pushed_run
+    for k in (1, 2):
         pushed = load_dataset(dataset_repo, f"iteration-{k}", split="train")
         assert len(pushed) == state[str(k)]["feedback"]["num_pairs"] > 0
+        assert set(pushed["iteration"]) == {k}
+        assert set(pushed["policy_model"]) == {state[str(k)]["feedback"]["policy"]}
         assert {"prompt", "images", "chosen", "rejected", "ref_chosen_logps", "ref_rejected_logps"} <= set(
             pushed.column_names
         )
@@ -96,14 +101,15 @@ def test_both_dataset_configs_load_back_from_the_hub(pushed_run):
             rankings["ranking"]
             == load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}-rankings")["ranking"]
         )
+    assert state["2"]["feedback"]["policy"] == f"{model_repo}@iteration-1"  # sampled from the policy of iteration 1
 
 
 def test_the_dataset_card_has_each_iterations_numbers(pushed_run, hub):
     run, dataset_repo, _, state = pushed_run
     card = DatasetCard.load(dataset_repo, repo_type="dataset")
-    configs = ["iteration-0", "iteration-0-rankings", "iteration-1", "iteration-1-rankings"]
+    configs = ["iteration-1", "iteration-1-rankings", "iteration-2", "iteration-2-rankings"]
     assert [c["config_name"] for c in card.data.configs] == configs
-    for k in (0, 1):
+    for k in (1, 2):
         stats = state[str(k)]["feedback"]
         rate = 100 * stats["num_rejected_claims"] / stats["num_claims"]
         row = (
@@ -111,7 +117,7 @@ def test_the_dataset_card_has_each_iterations_numbers(pushed_run, hub):
             f"{stats['num_candidates']} | {stats['num_claims']} | {rate:.1f}% | {stats['num_pairs']} |"
         )
         assert row in card.text
-    assert f'load_dataset("{dataset_repo}", "iteration-1", split="train")' in card.text
+    assert f'load_dataset("{dataset_repo}", "iteration-2", split="train")' in card.text
     assert str(run) not in card.text and "/tmp/" not in card.text and hub.token not in str(card)
 
 
@@ -119,7 +125,7 @@ def test_the_model_cards_have_the_training_settings_and_metrics(pushed_run, hub)
     run, dataset_repo, model_repo, state = pushed_run
     card = ModelCard.load(model_repo)  # main = the latest iteration
     chair = state["2"]["evaluate"]
-    assert 'revision="iteration-2"' in card.text and dataset_repo in card.text
+    assert 'revision="iteration-2"' in card.text and f"the `iteration-2` config of [{dataset_repo}]" in card.text
     assert f"| chair_response | {chair['chair_response']:.4g} |" in card.text
     assert f"| train_loss | {round(state['2']['train']['train_loss'], 4)} |" in card.text
     assert "| lr_scheduler_type | cosine |" in card.text
@@ -197,7 +203,7 @@ def final_artifacts(run: Path) -> dict:
     for k in (1, 2):
         artifacts[f"model-{k}"] = load_file(run / "models" / f"iteration-{k}" / "model.safetensors")
         artifacts[f"card-{k}"] = (run / "models" / f"iteration-{k}" / "README.md").read_text().replace(run.name, "RUN")
-    for k in (0, 1):
+    for k in (1, 2):
         dataset = load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}")
         artifacts[f"data-{k}"] = dataset.cast_column("images", List(Image(decode=False))).to_list()
     artifacts["dataset card"] = (run / "dataset" / "README.md").read_text().replace(run.name, "RUN")
@@ -206,10 +212,10 @@ def final_artifacts(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_vlm_dir, tmp_path_factory):
-    """The artifacts of a two-iteration run in its own process, never interrupted."""
+    """The artifacts of a two-iteration run in its own process, never interrupted, the run folder and its log."""
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
-    finish(run_recipe_process(recipe_args(tiny_vlm_dir("llava"), run)))
-    return final_artifacts(run), run
+    log = finish(run_recipe_process(recipe_args(tiny_vlm_dir("llava"), run)))
+    return final_artifacts(run), run, log
 
 
 def assert_same_artifacts(a: dict, b: dict) -> None:
@@ -227,23 +233,51 @@ def assert_same_artifacts(a: dict, b: dict) -> None:
             assert a[key] == b[key], key
 
 
+def test_the_log_the_folders_the_data_the_cards_and_the_summary_number_iterations_alike(uninterrupted, tiny_vlm_dir):
+    """Iteration k samples from the policy of iteration k - 1 (the base model, iteration 0, for k = 1) and trains it
+    into the policy of iteration k: every place that names an iteration says k."""
+    _, run, log = uninterrupted
+    stages = done(run)
+    steps = ("feedback", "reference_log_probs", "train", "evaluate", "model_card")
+    started = re.findall(r"Iteration (\d+): (\w+)$", log, flags=re.MULTILINE)
+    assert started == [("0", "evaluate")] + [(str(k), step) for k in (1, 2) for step in steps]
+    assert {k: set(stages[k]) for k in stages} == {"0": {"evaluate"}, "1": set(steps), "2": set(steps)}
+    for parent in ("feedback", "training", "models"):
+        assert sorted(folder.name for folder in (run / parent).iterdir()) == ["iteration-1", "iteration-2"], parent
+    configs = [config["config_name"] for config in DatasetCard.load(str(run / "dataset" / "README.md")).data.configs]
+    assert configs == ["iteration-1", "iteration-1-rankings", "iteration-2", "iteration-2-rankings"]
+    summary = (run / "summary.md").read_text()
+    assert "| base |" in summary and "| iteration 3 |" not in summary
+    for k, sampled_from in ((1, public_name(tiny_vlm_dir("llava"))), (2, "local: iteration-1")):
+        pairs = load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}")
+        assert set(pairs["iteration"]) == {k} and set(pairs["policy_model"]) == {sampled_from}
+        assert stages[str(k)]["feedback"]["policy"] == sampled_from
+        num_pairs = stages[str(k)]["reference_log_probs"]["num_pairs"]
+        assert len(pairs) == num_pairs > 0
+        assert re.search(rf"^\| iteration {k} \|.* \| {num_pairs} \|$", summary, flags=re.MULTILINE), summary
+        assert f"policy of iteration {k}: {run / 'models' / f'iteration-{k}'}" in log
+        card = (run / "models" / f"iteration-{k}" / "README.md").read_text()
+        assert f"iteration {k} of iterative DPO" in card and f"the `iteration-{k}` preference data" in card
+        assert f"| `iteration-{k}` | {sampled_from} |" in (run / "dataset" / "README.md").read_text()
+
+
 def test_a_killed_run_resumes_to_the_same_artifacts(uninterrupted, tmp_path, tiny_vlm_dir):
     base, run = tiny_vlm_dir("llava"), tmp_path / "run"
     killed = run_recipe_process(recipe_args(base, run))
-    shards = run / "feedback" / "iteration-1" / "candidates"
+    shards = run / "feedback" / "iteration-2" / "candidates"
     deadline = time.monotonic() + 600
     while not (shards.is_dir() and any(shards.iterdir())) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert killed.poll() is None, "the run ended before iteration 1's sampling started"
-    os.killpg(killed.pid, signal.SIGKILL)  # mid-iteration 1: sampling has written a shard
+    assert killed.poll() is None, "the run ended before iteration 2's sampling started"
+    os.killpg(killed.pid, signal.SIGKILL)  # mid-iteration 2: sampling has written a shard
     killed.wait()
     state = done(run)
-    assert "train" in state["1"] and "feedback" not in state["1"]
+    assert "evaluate" in state["1"] and "2" not in state  # no stage of iteration 2 finished
     trained_before = (run / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns
 
     log = finish(run_recipe_process(recipe_args(base, run)))
-    assert "Iteration 0: feedback already done" in log and "Iteration 1: train already done" in log
-    assert "Iteration 1: feedback" in log
+    assert "Iteration 1: feedback already done" in log and "Iteration 1: train already done" in log
+    assert "Iteration 2: feedback" in log
     assert (run / "models" / "iteration-1" / "model.safetensors").stat().st_mtime_ns == trained_before
     assert_same_artifacts(uninterrupted[0], final_artifacts(run))
 
@@ -265,7 +299,7 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_o
 
     log = finish(run_recipe_process(recipe_args(base, run)))
     assert f"Removing {torn}" in log and (torn / "trainer_state.json").is_file()  # saved again, whole
-    assert f"Resuming the training of iteration 0 from {checkpoints[-2]}" in log
+    assert f"Resuming the training of iteration 1 from {checkpoints[-2]}" in log
     assert not list(run.rglob("*.rlaifv-tmp"))
     assert_same_artifacts(uninterrupted[0], final_artifacts(run))  # model cards and recorded results included
 
@@ -273,11 +307,42 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_o
 def test_a_rerun_with_other_settings_is_refused_naming_them(tmp_path, tiny_vlm_dir):
     argv = recipe_args(tiny_vlm_dir("llava"), tmp_path / "run", "--num_iterations", "1", "--evaluation", "none")
     run_recipe(argv)
-    with pytest.raises(ValueError, match=r"changed: feedback\.num_candidates, recipe\.num_iterations"):
-        run_recipe([*argv, "--num_candidates", "3", "--num_iterations", "2"])
+    with pytest.raises(ValueError, match=r"changed: feedback\.num_candidates, recipe\.prompts_per_iteration"):
+        run_recipe([*argv, "--num_candidates", "3", "--prompts_per_iteration", "6"])
     # Settings that do not change results may change: logging, pushing, batch sizes that change rounding only
     summary = run_recipe([*argv, "--logging_steps", "1", "--labeler_batch_size", "7", "--hub_retry_attempts", "2"])
     assert summary.policies[1] == str(tmp_path / "run" / "models" / "iteration-1")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under `folder`, by relative path."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_a_finished_run_continues_with_more_iterations_and_keeps_the_done_ones(tmp_path, tiny_vlm_dir, one_thread):
+    run = tmp_path / "run"
+    argv = recipe_args(tiny_vlm_dir("llava"), run, "--num_iterations", "1")
+    run_recipe(argv)
+    before = file_hashes(run)
+    run_recipe([*argv, "--num_iterations", "2"])
+    after = file_hashes(run)
+    updated = {"manifest.json", "summary.md", "dataset/README.md"}  # they list every iteration
+    assert {path: after.get(path) for path in before if path not in updated} == {
+        path: digest for path, digest in before.items() if path not in updated
+    }
+    state = done(run)
+    assert {"feedback", "reference_log_probs"} <= set(state["1"]) and {"train", "evaluate"} <= set(state["2"])
+    assert (run / "models" / "iteration-2" / "model.safetensors").is_file()
+    summary = (run / "summary.md").read_text()
+    assert "| iteration 1 |" in summary and "| iteration 2 |" in summary
+    card = DatasetCard.load(str(run / "dataset" / "README.md"))
+    assert {"iteration-1", "iteration-2"} <= {config["config_name"] for config in card.data.configs}
+    with pytest.raises(ValueError, match="holds a run of 2 iterations: num_iterations may grow"):
+        run_recipe(argv)  # fewer iterations than the folder holds
 
 
 # ---------------------------------------------------------------------------- configs, Hub trouble, published data
@@ -335,7 +400,7 @@ def test_a_push_that_keeps_failing_leaves_the_run_going_and_can_be_done_later(
     assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {"main"}
     assert cli(["push", str(run), "--model-repo", model_repo]) == 0
     assert AutoModelForImageTextToText.from_pretrained(model_repo, revision="iteration-1") is not None
-    # only trained policies are pushed: no copy of the base as iteration-0
+    # only trained policies are pushed: no copy of the base
     assert {branch.name for branch in HfApi().list_repo_refs(model_repo).branches} == {"main", "iteration-1"}
     assert_pushes_recorded(run, None, model_repo)
 
@@ -393,7 +458,9 @@ def test_a_wrong_token_stops_the_run_before_any_work(tmp_path, tiny_vlm_dir, hub
     assert not (tmp_path / "run" / "feedback").exists()
 
 
-def test_published_pairs_seed_iteration_0_and_mix_into_every_iteration(tmp_path, tiny_vlm_dir, hub, one_thread):
+def test_published_pairs_seed_the_first_iteration_and_mix_into_every_iteration(
+    tmp_path, tiny_vlm_dir, hub, one_thread
+):
     from test_published_datasets import openbmb_dataset
 
     published_repo = f"{hub.user}/openbmb-like-{tmp_path.name[-8:]}"
@@ -402,12 +469,12 @@ def test_published_pairs_seed_iteration_0_and_mix_into_every_iteration(tmp_path,
     argv = recipe_args(tiny_vlm_dir("llava"), run, "--seed_preference_dataset", published_repo)
     run_recipe([*argv, "--mix_preference_dataset", published_repo, "--mix_pairs_per_iteration", "2"])
     state = done(run)
-    seeded = load_preference_dataset(str(run / "dataset"), name="iteration-0")
-    assert state["0"]["feedback"]["labeler"] == "published" and len(seeded) == 6 + 2
+    seeded = load_preference_dataset(str(run / "dataset"), name="iteration-1")
+    assert state["1"]["feedback"]["labeler"] == "published" and len(seeded) == 6 + 2
     published_rejected = {row[0]["content"][0]["text"] for row in seeded["rejected"]}
     assert all(text.endswith("There is a red square.") for text in published_rejected)
-    mixed = load_preference_dataset(str(run / "dataset"), name="iteration-1")
-    generated = state["1"]["feedback"]["num_pairs"] - 2
+    mixed = load_preference_dataset(str(run / "dataset"), name="iteration-2")
+    generated = state["2"]["feedback"]["num_pairs"] - 2
     assert len(mixed) == generated + 2 and generated > 0
     tails = [row[0]["content"][0]["text"].endswith("There is a red square.") for row in mixed["rejected"]]
     assert sum(tails[generated:]) == 2  # the mixed-in published pairs, after the generated ones
@@ -435,9 +502,9 @@ def test_two_processes_make_the_same_preference_data_as_one(tmp_path, tiny_vlm_d
     finish(run_recipe_process(argv("one")))
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     log = finish(run_recipe_process(argv("two"), launcher=torchrun))
-    assert log.count("Iteration 0: feedback") == 2  # both processes sampled and labeled their share
-    one = load_preference_dataset(str(tmp_path / "one" / "dataset"), name="iteration-0")
-    two = load_preference_dataset(str(tmp_path / "two" / "dataset"), name="iteration-0")
+    assert log.count("Iteration 1: feedback") == 2  # both processes sampled and labeled their share
+    one = load_preference_dataset(str(tmp_path / "one" / "dataset"), name="iteration-1")
+    two = load_preference_dataset(str(tmp_path / "two" / "dataset"), name="iteration-1")
     references = ["ref_chosen_logps", "ref_rejected_logps"]  # batched differently: equal up to float rounding
     columns = [c for c in one.column_names if c != "images" and c not in references]
     assert one.select_columns(columns).to_list() == two.select_columns(columns).to_list()

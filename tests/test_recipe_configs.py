@@ -107,7 +107,7 @@ def test_the_shipped_config_runs_as_shipped(config, served, tmp_path, one_thread
     base = AutoModelForImageTextToText.from_pretrained(resolve_model_name(settings["model_name_or_path"]))
     trained = AutoModelForImageTextToText.from_pretrained(run / "models" / "iteration-1").state_dict()
     assert any(not torch.equal(value.to(trained[name]), trained[name]) for name, value in base.state_dict().items())
-    for k in (0, 1):
+    for k in (1, 2):
         pairs = load_preference_dataset(str(run / "dataset"), name=f"iteration-{k}")
         assert len(pairs) == stages[str(k)]["feedback"]["num_pairs"] > 0
         audit = json.loads((run / "feedback" / f"iteration-{k}" / "report.json").read_text())

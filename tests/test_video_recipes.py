@@ -36,14 +36,14 @@ def test_iterative_dpo_on_video_prompts(tiny_vlm_dir, tmp_path):
         ],
     )
     done = json.loads((run / MANIFEST_FILE).read_text())["done"]
-    assert {"iteration-0/feedback", "iteration-1/train", "iteration-1/evaluate"} <= set(done)
+    assert {"iteration-1/feedback", "iteration-1/train", "iteration-1/evaluate"} <= set(done)
     assert "motion_chair_response" in done["iteration-1/evaluate"]
-    pairs = load_preference_dataset(str(run / "dataset"), name="iteration-0")
-    assert len(pairs) == done["iteration-0/reference_log_probs"]["num_pairs"] > 0
+    pairs = load_preference_dataset(str(run / "dataset"), name="iteration-1")
+    assert len(pairs) == done["iteration-1/reference_log_probs"]["num_pairs"] > 0
     row = pairs[0]
     assert row["images"] == [] and len(row["videos"]) == 1 and len(row["videos"][0]) == 4  # one clip of 4 frames
     assert row["prompt"][0]["content"][0]["type"] == "video"
-    rankings = load_ranking_dataset(str(run / "dataset"), name="iteration-0-rankings")
+    rankings = load_ranking_dataset(str(run / "dataset"), name="iteration-1-rankings")
     assert len(rankings) == 8 and all(len(videos) == 1 for videos in rankings["videos"])
     assert "video prompts" in (run / "dataset" / "README.md").read_text()
     assert "| iteration 1 |" in summary.table()

@@ -4,9 +4,9 @@
 <root>/
   dataset/                          one dataset repository, one config per iteration
     README.md                       dataset card (YAML `configs` lists every config)
-    iteration-0/train-00000-of-00001.parquet
-    iteration-0-rankings/...        the iteration's candidates ranked per prompt (feedback runs only)
-    iteration-1/...
+    iteration-1/train-00000-of-00001.parquet   pairs sampled from the base model: they train iteration 1
+    iteration-1-rankings/...        the iteration's candidates ranked per prompt (feedback runs only)
+    iteration-2/...                 pairs sampled from the policy of iteration 1: they train iteration 2
   models/
     iteration-1/                    the policy trained in iteration 1 (model, processor, README.md model card)
     iteration-2/...

@@ -157,17 +157,19 @@ def render_model_card(
     license: str | None = None,
     reference_on_hub: bool = True,
 ) -> ModelCard:
-    """The model card of the policy trained in `iteration` (pushed to the `iteration-<k>` branch).
+    """The model card of the policy trained in `iteration` on the `iteration-<k>` dataset config (pushed to the
+    `iteration-<k>` branch).
 
-    `reference_model` names the policy the iteration started from, the implicit reward's reference; with
+    `reference_model` names the policy the iteration started from (that of iteration k - 1), the implicit reward's
+    reference; with
     `reference_on_hub=False` the card says that the scorer needs it passed explicitly.
     """
     revision = config_name(iteration)
     dataset_link = (
-        f"the `{config_name(iteration - 1)}` config of [{public_name(dataset_repo)}]"
+        f"the `{config_name(iteration)}` config of [{public_name(dataset_repo)}]"
         f"(https://huggingface.co/datasets/{public_name(dataset_repo)})"
         if dataset_repo
-        else f"the `{config_name(iteration - 1)}` preference data of its run"
+        else f"the `{config_name(iteration)}` preference data of its run"
     )
     card_data = ModelCardData(
         base_model=public_name(base_model) if not public_name(base_model).startswith(("local:", "builtin:")) else None,

@@ -173,7 +173,7 @@ def load_ranking_dataset(
     return_report: bool = False,
     **load_kwargs: Any,
 ) -> Dataset | IterableDataset | tuple[Dataset | IterableDataset, ValidationReport]:
-    """Load a run's rankings config (e.g. `name="iteration-0-rankings"`), its unusable rows left out.
+    """Load a run's rankings config (e.g. `name="iteration-1-rankings"`), its unusable rows left out.
 
     Every row is checked (`rlaifv_trl.validation.check_ranking_row`): images readable, prompt well formed,
     candidates text, `ranking` tie groups covering every candidate id once and `ranks` agreeing with them. A bad row

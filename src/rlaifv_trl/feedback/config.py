@@ -150,7 +150,21 @@ class FeedbackConfig:
             Step of the grid of cut ratios (0, step, 2 * step, ... < 1) searched by length balancing.
     """
 
-    # Fields a resumed run may change (see `rlaifv_trl.manifest`): batch sizes that change float rounding only.
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others, batch sizes that change float rounding
+    # only and where vLLM runs, may change in a resumed run.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_candidates", "temperature", "top_p", "top_k", "max_new_tokens", "generation_kwargs", "shard_size",
+            "splitter_model_name_or_path", "question_writer_model_name_or_path", "splitter_temperature",
+            "splitter_top_p", "splitter_max_new_tokens", "splitter_max_input_words", "splitter_batch_size",
+            "splitter_model_revision", "splitter_dtype", "splitter_attn_implementation", "splitter_trust_remote_code",
+            "splitter_load_in_4bit", "splitter_load_in_8bit", "labeler_model_name_or_path", "yes_no_instruction",
+            "labeler_model_revision", "labeler_dtype", "labeler_attn_implementation", "labeler_trust_remote_code",
+            "labeler_load_in_4bit", "labeler_load_in_8bit", "sampling_backend", "splitter_backend", "labeler_backend",
+            "labeler_top_logprobs", "vllm_enable_prefix_caching", "vllm_engine_kwargs", "min_score_gap",
+            "pairs_per_prompt", "length_balancing", "length_balancing_step",
+        }
+    )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
         {
             "labeler_batch_size", "sampling_batch_size", "vllm_python", "vllm_gpu_memory_utilization",

@@ -39,7 +39,7 @@ from ..backends.vllm_feedback import LazyEngine, VLLMCausalLMRunner
 from ..cards import public_name
 from ..compatibility import check_vision_language_model
 from ..loading import ModelLoading, load_causal_lm, load_vlm
-from ..manifest import Manifest, result_settings
+from ..manifest import Manifest, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..validation import BadRow, BadRowError, RowValidation, check_visual_prompt_row, row_images, row_videos
 from ..validation.images import stored_image
@@ -123,7 +123,7 @@ class RLAIFVFeedbackGenerator:
     from rlaifv_trl.synthetic import prompt_dataset
 
     generator = RLAIFVFeedbackGenerator("path/to/policy", args=FeedbackConfig(num_candidates=8))
-    output = generator.generate(prompt_dataset(100), output_dir="feedback/iteration-0")
+    output = generator.generate(prompt_dataset(100), output_dir="feedback/iteration-1")
     output.preference  # prompt, images, chosen, rejected + provenance: ready for trl.DPOTrainer
     ```
     """
@@ -255,7 +255,7 @@ class RLAIFVFeedbackGenerator:
         output_dir: str | os.PathLike | None = None,
         *,
         seed: int = 42,
-        iteration: int = 0,
+        iteration: int = 1,
         overwrite_output_dir: bool = False,
         disable_tqdm: bool = False,
         strict: bool = False,
@@ -274,15 +274,15 @@ class RLAIFVFeedbackGenerator:
                 `None` uses a temporary folder that is removed at the end (no resume).
             seed: Base seed. Each prompt gets its own seeds, derived from `seed` and its prompt id, so results do not
                 depend on the order of the prompts, on sharding or on the number of processes.
-            iteration: Iteration of the RLAIF-V loop, recorded in the output.
+            iteration: Iteration of the RLAIF-V loop (from 1), recorded in the output.
             overwrite_output_dir: Delete the results of an earlier run in `output_dir` whose settings differ, instead
                 of raising.
             disable_tqdm: Hide the progress bars (shown on the main process only).
             strict: Raise `BadRowError`, naming the row, on the first unusable row instead of skipping it.
         """
         args, state = self.args, self.state
-        if iteration < 0:
-            raise ValueError(f"iteration must be non-negative, got {iteration}")
+        if iteration < 1:
+            raise ValueError(f"Iterations are numbered from 1, got {iteration}")
         column, video_column = visual_columns(dataset)
         if video_column is not None:
             self._check_video_support()
@@ -355,19 +355,23 @@ class RLAIFVFeedbackGenerator:
         require_video_support(self.processor, "policy")
         require_video_support(self.labeler_processor, "labeler")
 
-    def _settings(self, dataset: Dataset, seed: int, iteration: int) -> dict[str, Any]:
+    def _settings(self, dataset: Dataset, seed: int, iteration: int) -> ResultSettings:
         """What decides this run's results: the config's result fields, the models, the prompts, seed, iteration."""
-        return {
-            **result_settings(self.args),
-            **self.provenance,
-            "seed": seed,
-            "iteration": iteration,
-            "dataset": {
-                "fingerprint": getattr(dataset, "_fingerprint", None),
-                "num_rows": len(dataset),
-                "columns": dataset.column_names,
+        config = result_settings(self.args)
+        return ResultSettings(
+            {
+                **config,
+                **self.provenance,
+                "seed": seed,
+                "iteration": iteration,
+                "dataset": {
+                    "fingerprint": getattr(dataset, "_fingerprint", None),
+                    "num_rows": len(dataset),
+                    "columns": dataset.column_names,
+                },
             },
-        }
+            config.defaults,
+        )
 
     def _run_stage(
         self, store: ShardStore, stage: str, shards: list[int], context: _RunContext, run_shard: Callable

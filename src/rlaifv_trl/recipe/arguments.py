@@ -22,7 +22,8 @@ class IterativeDPOArguments:
             Source of the (image, instruction) prompts: a Hub dataset id or a local folder with an image column
             (`images` or `image`) and a text column (`prompt`, `question`, `instruction` or `query`), or a function
             given by import path, `"package.module:function"`, called as `function(iteration=k, count=n, seed=s)`
-            and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws ShapesWorld scenes).
+            (k from 1) and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws
+            ShapesWorld scenes).
         prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
             Config of the prompt dataset.
         prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
@@ -30,10 +31,11 @@ class IterativeDPOArguments:
         prompts_per_iteration (`int`, *optional*, defaults to `4000`):
             Prompts sampled and labeled in each iteration (disjoint across iterations).
         num_iterations (`int`, *optional*, defaults to `4`):
-            Iterations of sample -> label -> pairs -> DPO.
+            Iterations of sample -> label -> pairs -> DPO. Rerunning a finished run with more continues it (the
+            iterations done stay as they are); fewer is refused.
         seed_preference_dataset (`str` or `None`, *optional*, defaults to `None`):
             A published preference dataset (openbmb/RLAIF-V-Dataset, trl-lib/rlaif-v, a run's dataset repo, or a
-            local folder) whose pairs replace the generated feedback of iteration 0.
+            local folder) whose pairs replace the generated feedback of iteration 1.
         mix_preference_dataset (`str` or `None`, *optional*, defaults to `None`):
             A published preference dataset mixed into every iteration's generated pairs.
         mix_pairs_per_iteration (`int`, *optional*, defaults to `0`):
@@ -74,18 +76,22 @@ class IterativeDPOArguments:
             License written in the dataset and model cards.
     """
 
-    # Fields a resumed run may change (see `rlaifv_trl.manifest`): where artifacts are pushed and how.
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run: where
+    # artifacts are pushed and how, and the number of iterations, which may grow (`RecipeRun` refuses shrinking).
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_iteration",
+            "seed_preference_dataset", "mix_preference_dataset", "mix_pairs_per_iteration",
+            "preference_dataset_config", "evaluation", "evaluation_prompts", "evaluation_temperature",
+            "evaluation_max_new_tokens", "checkpoint_selection",
+        }
+    )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
         {
-            "dataset_repo",
-            "model_repo",
-            "private",
-            "hub_failure",
-            "hub_retry_attempts",
-            "hub_retry_initial_delay",
-            "license",
+            "num_iterations", "dataset_repo", "model_repo", "private", "hub_failure", "hub_retry_attempts",
+            "hub_retry_initial_delay", "license",
         }
-    )
+    )  # fmt: skip
 
     prompt_dataset: str | None = field(
         default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}
@@ -95,7 +101,7 @@ class IterativeDPOArguments:
     prompts_per_iteration: int = field(default=4000, metadata={"help": "Prompts per iteration (disjoint)."})
     num_iterations: int = field(default=4, metadata={"help": "Iterations of sample, label, pairs, DPO."})
     seed_preference_dataset: str | None = field(
-        default=None, metadata={"help": "Published preference dataset replacing iteration 0's generated feedback."}
+        default=None, metadata={"help": "Published preference dataset replacing iteration 1's generated feedback."}
     )
     mix_preference_dataset: str | None = field(
         default=None, metadata={"help": "Published preference dataset mixed into every iteration."}

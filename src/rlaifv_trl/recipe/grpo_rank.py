@@ -1,5 +1,6 @@
 """The GRPO_rank recipe behind `recipes/grpo_rank.py` (Oracle-RLAIF): online GRPO whose advantages come from an
-oracle's ranking of each prompt's answers, round by round, the reference refreshed at each round."""
+oracle's ranking of each prompt's answers, iteration by iteration (`num_rounds` of them), the reference refreshed at
+each iteration."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ ORACLES = ("divide_and_conquer", "listwise")
 @dataclass
 class GRPORankArguments:
     r"""
-    Arguments of the GRPO_rank recipe: which prompts, how many rounds, which oracle ranks the answers, and how
+    Arguments of the GRPO_rank recipe: which prompts, how many iterations, which oracle ranks the answers, and how
     policies are evaluated. The policy lives in TRL's `ModelConfig`, the training settings (generations per prompt,
     advantage form, KL, entropy bonus, learning rate, ...) in [`GRPORankConfig`], whose `output_dir` is the run folder.
 
@@ -34,18 +35,21 @@ class GRPORankArguments:
         prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
             Split of the prompt dataset.
         prompts_per_round (`int`, *optional*, defaults to `4000`):
-            Prompts trained on in each round (disjoint across rounds); each is sampled `num_generations` times per
-            epoch. (`num_iterations` is TRL's updates per generation batch, μ.)
+            Prompts trained on in each iteration (disjoint across iterations); each is sampled `num_generations`
+            times per epoch. (The method's iterations are called rounds here: `num_iterations` is TRL's updates per
+            generation batch, μ.)
         num_rounds (`int`, *optional*, defaults to `4`):
-            Rounds; each starts from the previous round's policy, which is also its reference (the KL anchor), and
-            saves its policy as `models/iteration-<k>` of the run folder.
+            Iterations: iteration k starts from the policy of iteration k - 1 (the base model for k = 1), which is
+            also its reference (the KL anchor), and saves its policy as `models/iteration-k` of the run folder.
+            Rerunning a finished run with more continues it (the iterations done stay as they are); fewer is
+            refused.
         oracle (`str`, *optional*, defaults to `"divide_and_conquer"`):
             The oracle ranker: `"divide_and_conquer"` (RLAIF-V's claim labels: a labeler VLM judges every claim; the
             answer with fewer rejected claims ranks higher, ties kept) or `"listwise"` (a model is shown the
             answers labelled 1..n and asked for their order, under `oracle_num_permutations` presentation orders;
             unusable replies fall back to the divide-and-conquer ranking with the same model).
         oracle_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
-            The oracle's model (a Hub id, a folder or a `builtin:` name); `None`: the policy of iteration 0 itself.
+            The oracle's model (a Hub id, a folder or a `builtin:` name); `None`: the base policy itself.
         oracle_tie_break (`str`, *optional*, defaults to `"keep"`):
             How the divide-and-conquer oracle orders answers with equal scores (see `DivideAndConquerRanker`).
         oracle_num_permutations (`int`, *optional*, defaults to `3`):
@@ -53,7 +57,7 @@ class GRPORankArguments:
         oracle_batch_size (`int`, *optional*, defaults to `64`):
             Questions (divide and conquer) or queries (listwise) per oracle forward pass.
         evaluation (`list[str]`, *optional*, defaults to `[]`):
-            Evaluators run on the base policy and after every round (as in the iterative DPO recipe).
+            Evaluators run on the base policy and after every iteration (as in the iterative DPO recipe).
         evaluation_prompts (`int`, *optional*, defaults to `200`):
             Prompts each evaluator answers.
         evaluation_temperature (`float`, *optional*, defaults to `1.0`):
@@ -62,15 +66,24 @@ class GRPORankArguments:
             Longest evaluated answer, in tokens.
     """
 
-    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"oracle_batch_size"})
+    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run (the number of
+    # iterations may grow: `RecipeRun` refuses shrinking).
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_round", "oracle",
+            "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations", "evaluation",
+            "evaluation_prompts", "evaluation_temperature", "evaluation_max_new_tokens",
+        }
+    )  # fmt: skip
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"num_rounds", "oracle_batch_size"})
 
     prompt_dataset: str | None = field(
         default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}
     )
     prompt_dataset_config: str | None = field(default=None, metadata={"help": "Config of the prompt dataset."})
     prompt_dataset_split: str = field(default="train", metadata={"help": "Split of the prompt dataset."})
-    prompts_per_round: int = field(default=4000, metadata={"help": "Prompts per round (disjoint)."})
-    num_rounds: int = field(default=4, metadata={"help": "Rounds (the reference is refreshed at each)."})
+    prompts_per_round: int = field(default=4000, metadata={"help": "Prompts per iteration (disjoint)."})
+    num_rounds: int = field(default=4, metadata={"help": "Iterations (the reference is refreshed at each)."})
     oracle: str = field(default="divide_and_conquer", metadata={"help": f"The oracle ranker: one of {ORACLES}."})
     oracle_model_name_or_path: str | None = field(
         default=None, metadata={"help": "The oracle's model; None: the base policy itself."}
@@ -124,16 +137,16 @@ def train_grpo_rank(
     reward: RankerReward,
     peft_config=None,
 ) -> dict[str, Any]:
-    """GRPO_rank on the prompts of `iteration`, from its policy (also the reference) to the policy of
-    `iteration + 1`; resumes from the last complete checkpoint; returns training metrics."""
+    """GRPO_rank on the prompts of `iteration`, from the policy of `iteration - 1` (also the reference) to the
+    policy of `iteration`; resumes from the last complete checkpoint; returns training metrics."""
     prompts = iteration_prompts(
         script_args.prompt_dataset, iteration, script_args.prompts_per_round, script_args.prompt_dataset_split,
         script_args.prompt_dataset_config, training_args.seed,
     )  # fmt: skip
-    policy = policy_loading.locate(run.policy(iteration))
+    policy = policy_loading.locate(run.policy(iteration - 1))
     model_init_kwargs = {k: v for k, v in policy_loading.model_kwargs().items() if k != "quantization_config"}
     args = copy.deepcopy(training_args)  # not dataclasses.replace: GRPOConfig refuses its own derived batch fields
-    args.output_dir, args.model_init_kwargs = str(run.training_dir(iteration + 1)), model_init_kwargs
+    args.output_dir, args.model_init_kwargs = str(run.training_dir(iteration)), model_init_kwargs
     holder = [
         GRPORankTrainer(
             model=policy,

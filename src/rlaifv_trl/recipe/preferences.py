@@ -35,24 +35,25 @@ def collect_preferences(
     policy_loading: ModelLoading,
     row_validation: RowValidation,
 ) -> dict[str, Any]:
-    """Sample, divide, conquer and pair on this iteration's prompts (or take published pairs for iteration 0 when a
-    seed dataset is given), mix in published pairs if asked, and save the pairs (and, for generated feedback, the
-    rankings as the iteration's `iteration-<k>-rankings` config). Returns the iteration's statistics.
+    """Sample from the policy of `iteration - 1`, divide, conquer and pair on this iteration's prompts (or take
+    published pairs for iteration 1 when a seed dataset is given), mix in published pairs if asked, and save the pairs
+    (and, for generated feedback, the rankings as the iteration's `iteration-<k>-rankings` config). Returns the
+    iteration's statistics.
     """
     rankings = None
     folder = run.feedback_dir(iteration)
-    if iteration == 0 and script_args.seed_preference_dataset:
+    if iteration == 1 and script_args.seed_preference_dataset:
         source = script_args.seed_preference_dataset
         pairs = published_pairs(
-            source, script_args.preference_dataset_config, 0, script_args.prompts_per_iteration, row_validation,
+            source, script_args.preference_dataset_config, 1, script_args.prompts_per_iteration, row_validation,
             training_args.strict_rows,
         )  # fmt: skip
         stats = _stats(pairs, iteration, policy=source, labeler="published", report=None)
     else:
         if feedback_args.sampling_backend == "vllm":  # vLLM loads the policy itself
-            model, processor = run.policy(iteration), None
+            model, processor = run.policy(iteration - 1), None
         else:
-            model, processor = load_vlm(run.policy(iteration), policy_loading)
+            model, processor = load_vlm(run.policy(iteration - 1), policy_loading)
         source = Path(script_args.prompt_dataset)
         validation = row_validation.rooted_at(source if source.is_dir() else None)  # paths: inside its folder
         generator = RLAIFVFeedbackGenerator(
@@ -66,7 +67,7 @@ def collect_preferences(
             prompts, folder, seed=training_args.seed, iteration=iteration, disable_tqdm=training_args.disable_tqdm,
             strict=training_args.strict_rows,
         )  # fmt: skip
-        policy = run.policy_name(iteration)
+        policy = run.policy_name(iteration - 1)
         labeler = public_name(feedback_args.labeler_model_name_or_path or policy)
         names = {"policy_model": policy, "labeler_model": labeler}
         pairs = output.preference.map(lambda _: names, desc="Naming the models")
@@ -102,11 +103,11 @@ def add_reference_log_probs(
     row_validation: RowValidation,
 ) -> dict[str, Any]:
     """Write the iteration's trainable pairs as its config of the run's dataset; with `precompute_ref_log_probs`
-    (the paper's way), with their reference log-probs under the policy that starts the iteration (every process
-    computes its share). Without it, training runs the reference model on every batch instead. Pairs DPO cannot
-    train on (e.g. an answer `max_length` would cut away) are left out and counted."""
+    (the paper's way), with their reference log-probs under the policy that starts the iteration, that of
+    `iteration - 1` (every process computes its share). Without it, training runs the reference model on every batch
+    instead. Pairs DPO cannot train on (e.g. an answer `max_length` would cut away) are left out and counted."""
     pairs = load_from_disk(str(run.feedback_dir(iteration) / "pairs"))
-    model, processor = load_vlm(run.policy(iteration), policy_loading)
+    model, processor = load_vlm(run.policy(iteration - 1), policy_loading)
     pairs, report = trainable_rows(
         pairs, processor, training_args.max_length, row_validation, training_args.strict_rows,
         f"iteration {iteration} pairs",
@@ -126,10 +127,10 @@ def add_reference_log_probs(
 def published_pairs(
     name: str, config: str | None, iteration: int, count: int, validation: RowValidation, strict: bool = False
 ) -> Dataset:
-    """`count` usable pairs of a published preference dataset, a different slice for every iteration (wrapping
-    around); its unusable rows are left out (`load_preference_dataset`)."""
+    """`count` usable pairs of a published preference dataset, a different slice for every iteration (from 1,
+    wrapping around); its unusable rows are left out (`load_preference_dataset`)."""
     dataset = load_preference_dataset(name, name=config, validation=validation, strict=strict)
-    start = (iteration * count) % max(len(dataset), 1)
+    start = ((iteration - 1) * count) % max(len(dataset), 1)
     return dataset.select([(start + i) % len(dataset) for i in range(min(count, len(dataset)))])
 
 

@@ -22,19 +22,21 @@ def iteration_prompts(
     config_name: str | None = None,
     seed: int = 0,
 ) -> Dataset:
-    """The `count` prompts of `iteration`.
+    """The `count` prompts of `iteration` (from 1), whatever the number of iterations.
 
     A function source (`"package.module:function"`) is called as `function(iteration=, count=, seed=)`. A dataset
-    is shuffled once with `seed`, and iteration k takes rows `[k * count, (k + 1) * count)` of it, so iterations
+    is shuffled once with `seed`, and iteration k takes rows `[(k - 1) * count, k * count)` of it, so iterations
     draw disjoint slices; a dataset with fewer rows wraps around.
     """
+    if iteration < 1:
+        raise ValueError(f"Iterations are numbered from 1, got {iteration}")
     if is_import_path(source):
         return import_function(source)(iteration=iteration, count=count, seed=seed)
     dataset = load_dataset(source, config_name, split=split)
     if "prompt_id" not in dataset.column_names:
         dataset = dataset.add_column("prompt_id", [f"row-{i}" for i in range(len(dataset))])
     dataset = dataset.shuffle(seed=seed)
-    indices = [(iteration * count + i) % len(dataset) for i in range(count)]
+    indices = [((iteration - 1) * count + i) % len(dataset) for i in range(count)]
     return to_prompt_rows(dataset.select(indices))
 
 

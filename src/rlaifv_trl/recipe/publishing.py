@@ -68,7 +68,7 @@ def write_dataset_card(
     readme = dataset_dir(run.root) / "README.md"
     previous = readme.read_text(encoding="utf-8") if readme.is_file() else None
     iterations = []
-    for k in range(script_args.num_iterations):
+    for k in range(1, script_args.num_iterations + 1):
         if run.finished(k, "feedback"):
             stats = dict(run.result(k, "feedback"))
             if run.finished(k, "reference_log_probs"):  # the pairs written, after the trainability checks
@@ -87,8 +87,8 @@ def write_model_card(
     adapter: str,
     base_revision: str | None = None,
 ) -> None:
-    """The model card and implicit-reward settings (`implicit_reward.json`) of the policy trained in `iteration`
-    (written by the main process)."""
+    """The model card and implicit-reward settings (`implicit_reward.json`) of the policy trained in `iteration`,
+    whose reference is the policy of `iteration - 1` (written by the main process)."""
     if not run.process.is_main_process:
         return
     folder = model_dir(run.root, iteration)

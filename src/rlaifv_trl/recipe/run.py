@@ -8,6 +8,11 @@
   training/iteration-k/  the Trainer's checkpoints
   summary.md
 ```
+
+Iteration k (k = 1, 2, ...) samples from the policy of iteration k - 1 (the base model for k = 1) into
+`feedback/iteration-k` and the dataset configs `iteration-k` and `iteration-k-rankings`, trains in
+`training/iteration-k` and saves the policy of iteration k in `models/iteration-k`. The base model is the policy of
+iteration 0: its evaluation is the stage `iteration-0/evaluate`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ..artifacts import config_name, model_dir
 from ..atomic_io import remove_temporary_files
 from ..cards import public_name
 from ..feedback.generator import process_state
-from ..manifest import Manifest, result_settings
+from ..manifest import Manifest, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..trainer.checkpoints import last_complete_checkpoint
 
@@ -30,28 +35,38 @@ from ..trainer.checkpoints import last_complete_checkpoint
 logger = logging.getLogger(__name__)
 
 TRAINING_DIR = "training"
+# The run folder's layout, recorded in its manifest. Earlier releases recorded none and numbered iterations from 0.
+RUN_LAYOUT = 2
 
 
 class RecipeRun:
     """The run in `output_dir`: `with RecipeRun(output_dir, settings, base_model) as run: ...`.
 
     Entering takes the folder's lock (a second run exits at once), removes what a killed run left half written
-    (temporary files, checkpoints not saved to the end) and opens the manifest, refusing a run with other settings.
+    (temporary files, checkpoints not saved to the end) and opens the manifest, refusing a run with other settings,
+    and one with fewer iterations than the folder holds (more continue it: the iterations done stay as they are).
     `run.stage(k, name, work, *args)` runs `work(*args)` on every process unless the manifest says iteration k's
     stage `name` is done, and records the main process's result.
 
     Args:
         output_dir: The run folder.
         settings: What decides the run's results (see `rlaifv_trl.manifest`).
-        base_model: The policy of iteration 0 (Hub id, folder or `builtin:` name).
+        base_model: The base model, the policy of iteration 0 (Hub id, folder or `builtin:` name).
         model_repo: The Hub repository the policies are pushed to, if any (it names them in cards).
+        num_iterations: The iterations the run is to have, if known.
     """
 
     def __init__(
-        self, output_dir: str | Path, settings: dict[str, Any], base_model: str, model_repo: str | None = None
+        self,
+        output_dir: str | Path,
+        settings: dict[str, Any],
+        base_model: str,
+        model_repo: str | None = None,
+        num_iterations: int | None = None,
     ):
         self.root = Path(output_dir)
         self.settings, self.base_model, self.model_repo = settings, base_model, model_repo
+        self.num_iterations = num_iterations
         self.process = process_state()
         self._lock = RunLock(self.root)
 
@@ -71,7 +86,7 @@ class RecipeRun:
                     logger.info("Removed %s, left half written by an earlier run", leftover)
                 for folder in sorted((self.root / TRAINING_DIR).glob("iteration-*")):
                     last_complete_checkpoint(folder, remove_incomplete=True)
-                Manifest.open(self.root, self.settings)
+                self._check_iterations(Manifest.open(self.root, self.settings, layout=RUN_LAYOUT))
             except BaseException:
                 self._lock.release()
                 raise
@@ -84,6 +99,15 @@ class RecipeRun:
     ) -> None:
         if self.process.is_main_process:
             self._lock.release()
+
+    def _check_iterations(self, manifest: Manifest) -> None:
+        """Refuse fewer iterations than the folder holds (a stage of a later one is done)."""
+        held = max((int(key.split("/")[0].split("-")[1]) for key in manifest.done), default=0)
+        if self.num_iterations is not None and held > self.num_iterations:
+            raise ValueError(
+                f"{self.root} holds a run of {held} iterations: num_iterations may grow, which continues it, but not "
+                f"shrink. Use num_iterations {held} or more, or another output folder."
+            )
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
@@ -121,7 +145,8 @@ class RecipeRun:
     # -- where things are --------------------------------------------------------------------------------------------
 
     def policy(self, iteration: int) -> str:
-        """The policy that starts `iteration`: the base model, or the one trained in the previous iteration."""
+        """The policy of `iteration`: the base model for 0, else the one `iteration` trained (iteration k + 1 starts
+        from the policy of iteration k)."""
         return self.base_model if iteration == 0 else str(model_dir(self.root, iteration))
 
     def policy_name(self, iteration: int) -> str:
@@ -136,15 +161,16 @@ class RecipeRun:
         return self.root / "feedback" / config_name(iteration)
 
     def training_dir(self, iteration: int) -> Path:
-        """The checkpoints of the training that produces the policy of `iteration`."""
+        """The checkpoints of the training of `iteration` (which produces its policy)."""
         return self.root / TRAINING_DIR / config_name(iteration)
 
 
-def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> dict[str, Any]:
-    """The settings that decide a run's results, declared per field (see `rlaifv_trl.manifest`); `feedback_args` is
-    `None` for a recipe without a feedback stage."""
-    parts = {"recipe": script_args, "feedback": feedback_args, "training": training_args, "model": model_args}
+def run_settings(script_args, feedback_args, training_args, model_args, row_validation=None) -> ResultSettings:
+    """The settings that decide a run's results, listed per config class (see `rlaifv_trl.manifest`);
+    `feedback_args` is `None` for a recipe without a feedback stage."""
+    parts = {
+        "recipe": script_args, "feedback": feedback_args, "training": training_args, "model": model_args,
+        "rows": row_validation,
+    }  # fmt: skip
     settings = {name: result_settings(part) for name, part in parts.items() if part is not None}
-    if row_validation is not None:
-        settings["rows"] = result_settings(row_validation)
-    return settings
+    return ResultSettings(settings, {name: part.defaults for name, part in settings.items()})

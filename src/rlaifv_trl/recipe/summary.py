@@ -61,7 +61,7 @@ class RunSummary:
         ]
         for k in sorted(self.evaluation):
             values = " | ".join(_number(self.evaluation[k].get(name)) for name in metrics)
-            pairs = f" {self.num_pairs.get(k - 1, '') if k else ''} |" if pairs_column else ""
+            pairs = f" {self.num_pairs.get(k, '')} |" if pairs_column else ""
             lines.append(f"| {'base' if k == 0 else f'iteration {k}'} | {values} |{pairs}")
         return "\n".join(lines)
 

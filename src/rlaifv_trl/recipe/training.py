@@ -1,5 +1,5 @@
 """An iteration's DPO training: `RLAIFVDPOTrainer` on the iteration's pairs, resumed from the last complete checkpoint,
-and the trained policy saved as a full model (a LoRA adapter is merged) into `models/iteration-<k+1>`."""
+and the trained policy saved as a full model (a LoRA adapter is merged) into `models/iteration-<k>`."""
 
 from __future__ import annotations
 
@@ -68,13 +68,14 @@ def train_policy(
     evaluation: EvaluationSettings | None = None,
     row_validation: RowValidation | None = None,
 ) -> dict[str, Any]:
-    """Train the policy of `iteration` on its pairs into the policy of `iteration + 1`; returns training metrics.
+    """Train the policy of `iteration - 1` on the pairs of `iteration` into the policy of `iteration`; returns
+    training metrics.
 
     Training resumes from the last complete checkpoint of an earlier, interrupted attempt. With
     `checkpoint_selection="best"` the model is evaluated (evaluators included) every quarter epoch and the best
     checkpoint by `metric_for_best_model` is kept.
     """
-    output_dir = run.training_dir(iteration + 1)
+    output_dir = run.training_dir(iteration)
     train_dataset = load_preference_dataset(str(dataset_dir(run.root)), name=config_name(iteration))
     init_kwargs = {key: value for key, value in policy_loading.model_kwargs().items() if key != "quantization_config"}
     if isinstance(training_args.model_init_kwargs, dict):
@@ -90,7 +91,7 @@ def train_policy(
         eval_dataset = train_dataset.select(
             range(min(len(train_dataset), 2 * training_args.per_device_eval_batch_size))
         )
-    policy = policy_loading.locate(run.policy(iteration))
+    policy = policy_loading.locate(run.policy(iteration - 1))
     holder = [
         RLAIFVDPOTrainer(
             model=policy,
@@ -110,7 +111,7 @@ def train_and_save(
     holder: list[Trainer], run: RecipeRun, iteration: int, policy: str, peft_config, policy_loading: ModelLoading
 ) -> dict[str, Any]:
     """Train (from the last complete checkpoint in the trainer's `output_dir`, if any) and save the result as the
-    full policy of `iteration + 1` (a LoRA adapter merged into `policy`); returns the training metrics.
+    full policy of `iteration` (a LoRA adapter merged into `policy`); returns the training metrics.
 
     `holder` holds the only reference to the trainer, emptied before a LoRA adapter is merged, so that the trained
     model's memory is freed first."""
@@ -121,7 +122,7 @@ def train_and_save(
         logger.info("Resuming the training of iteration %d from %s", iteration, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    target = model_dir(run.root, iteration + 1)
+    target = model_dir(run.root, iteration)
     staging = target.with_name(f".{target.name}{TEMPORARY_SUFFIX}")  # the same on every process
     adapter = target.with_name(f".{target.name}-adapter{TEMPORARY_SUFFIX}")
     trainer.save_model(str(adapter if peft_config is not None else staging))  # every process: ZeRO-3 gathers

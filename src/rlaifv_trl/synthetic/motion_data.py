@@ -200,8 +200,9 @@ def motion_evaluation_prompts(
 
 
 def motionworld_prompts(iteration: int, count: int, seed: int) -> Dataset:
-    """The `count` description prompts of `iteration`: clips `[iteration * count, (iteration + 1) * count)`."""
-    return motion_prompt_dataset(count, seed=seed + iteration, start_seed=iteration * count)
+    """The `count` description prompts of `iteration` (from 1): clips `[(iteration - 1) * count, iteration * count)`."""
+    first = iteration - 1
+    return motion_prompt_dataset(count, seed=seed + first, start_seed=first * count)
 
 
 @dataclass(frozen=True)

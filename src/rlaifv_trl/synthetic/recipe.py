@@ -17,9 +17,10 @@ from .policy import evaluate_hallucination
 
 
 def shapesworld_prompts(iteration: int, count: int, seed: int) -> Dataset:
-    """The `count` description prompts of `iteration`: scenes with seeds `[iteration * count, (iteration + 1) *
-    count)`, so iterations never share a scene (held-out evaluation scenes never appear)."""
-    return prompt_dataset(count, start_seed=iteration * count, seed=seed + iteration)
+    """The `count` description prompts of `iteration` (from 1): scenes with seeds `[(iteration - 1) * count,
+    iteration * count)`, so iterations never share a scene (held-out evaluation scenes never appear)."""
+    first = iteration - 1
+    return prompt_dataset(count, start_seed=first * count, seed=seed + first)
 
 
 def shapesworld_chair(

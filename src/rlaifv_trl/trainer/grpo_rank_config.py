@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from trl import GRPOConfig
 
@@ -46,6 +46,13 @@ class GRPORankConfig(GRPOConfig):
 
     A [`~trl.GRPOConfig`] converts with [`GRPORankConfig.from_grpo_config`] (`GRPORankTrainer` does it for you).
     """
+
+    # Which of the fields declared here decide results (see `rlaifv_trl.manifest`; those of `GRPOConfig` and
+    # `TrainingArguments` are listed in `rlaifv_trl.upstream_fields`): all of them.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {"rank_advantage", "predicted_rank_score", "beta", "scale_rewards"}
+    )
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
 
     rank_advantage: str = field(
         default="gain",

@@ -12,24 +12,6 @@ from trl import DPOConfig
 
 logger = logging.getLogger(__name__)
 
-# Fields of `TrainingArguments` / `DPOConfig` that do not change what training produces (where and how it logs,
-# saves and pushes, how data is loaded, batch sizes that only change float rounding): a resumed run may change them.
-# Every other field decides results. (The project's own config fields declare this in their metadata instead.)
-TRAINING_FIELDS_WITHOUT_EFFECT_ON_RESULTS = frozenset(
-    {
-        "output_dir", "run_name", "project", "report_to", "disable_tqdm", "log_level", "log_level_replica",
-        "log_on_each_node", "logging_first_step", "logging_steps", "logging_strategy", "logging_nan_inf_filter",
-        "skip_memory_metrics", "include_num_input_tokens_seen", "trackio_bucket_id", "trackio_space_id",
-        "trackio_static_space_id", "save_steps", "save_strategy", "save_total_limit", "save_on_each_node",
-        "save_only_model", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
-        "hub_always_push", "hub_revision", "resume_from_checkpoint", "dataloader_num_workers",
-        "dataloader_persistent_workers", "dataloader_pin_memory", "dataloader_prefetch_factor",
-        "dataloader_multiprocessing_context", "dataset_num_proc", "precompute_ref_batch_size",
-        "eval_accumulation_steps", "torch_empty_cache_steps", "ddp_timeout",
-        "local_rank", "enable_jit_checkpoint",
-    }
-)  # fmt: skip
-
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (x86 AVX512-BF16 or AMX, ARM BF16). Without it, bf16 autocast
@@ -92,8 +74,15 @@ class RLAIFVDPOConfig(DPOConfig):
     > - `max_length`: Defaults to `2048` instead of `1024`.
     """
 
-    # Fields a resumed run may change (see `rlaifv_trl.manifest`)
-    fields_not_affecting_results: ClassVar[frozenset[str]] = TRAINING_FIELDS_WITHOUT_EFFECT_ON_RESULTS
+    # Which of the fields declared here decide results (see `rlaifv_trl.manifest`; those of `DPOConfig` and
+    # `TrainingArguments` are listed in `rlaifv_trl.upstream_fields`). The others may change in a resumed run:
+    # raising on a bad row instead of skipping it, logging, and encoding images once (the same loss up to rounding).
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {"learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_length"}
+    )
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
+        {"strict_rows", "encode_images_once", "log_length_normalized_rewards"}
+    )
 
     # Parameters whose default values are overridden from DPOConfig
     learning_rate: float = field(

@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -43,6 +43,12 @@ class RowValidation:
             Longest prompt text, in tokens of the model's tokenizer (image tokens not counted), sampled by the
             feedback generator. `None`: no limit.
     """
+
+    # Which fields decide results (see `rlaifv_trl.manifest`): all of them.
+    result_fields: ClassVar[frozenset[str]] = frozenset(
+        {"image_root", "allow_image_urls", "max_image_pixels", "max_prompt_tokens"}
+    )
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
 
     image_root: str | None = field(default=None, metadata={"help": "Folder images given by path may be read from."})
     allow_image_urls: bool = field(default=False, metadata={"help": "Fetch images given as http(s) URLs."})
