@@ -9,6 +9,7 @@ the closing note: a code, or `kept` where the entry point does not read that fie
 import io
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from rlaifv_trl import FeedbackConfig, RLAIFVDPOTrainer, RLAIFVFeedbackGenerator
 from rlaifv_trl.recipe.prompts import iteration_prompts
 from rlaifv_trl.synthetic import ShapesWorld
 from rlaifv_trl.validation import CODES, BadRowError, RowValidation
+from support.images import png_header
 
 
 MESSAGES = List({"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})})
@@ -89,6 +91,7 @@ CORPUS = {
     "png header only": (row(images=[image(PNG[:33])]), ("image.unreadable",) * 4),
     "100 MP bomb": (row(images=[image(encoded(Image.new("1", (10_000, 10_000))))]), ("image.too_large",) * 4),
     "72 MP": (row(images=[image(encoded(Image.new("1", (9_000, 8_000))))]), ("image.too_large",) * 4),
+    "400 MP header (PIL refuses it)": (row(images=[image(png_header(20_000, 20_000))]), ("image.too_large",) * 4),
     "2 images, 1 placeholder": (row(images=[image(), image()]), ("image.count_mismatch",) * 4),
     "1 image, 2 placeholders": (row(prompt=user("Describe.", images=2)), ("image.count_mismatch",) * 4),
     "1 image, no placeholder": (row(prompt=user("Describe.", images=0)), ("image.count_mismatch",) * 4),
@@ -99,6 +102,7 @@ CORPUS = {
     "directory": (row(images=[image(None, "subfolder")]), ("image.path_not_a_file",) * 4),
     "missing file": (row(images=[image(None, "nowhere.png")]), ("image.path_missing",) * 4),
     "corrupt file": (row(images=[image(None, "corrupt.png")]), ("image.unreadable",) * 4),
+    "zero-byte file": (row(images=[image(None, "empty.png")]), ("image.empty",) * 4),
     "http url": (row(images=[image(None, "http://127.0.0.1:9/scene.png")]), ("image.url_refused",) * 4),
     "https url": (row(images=[image(None, "https://example.com/scene.png")]), ("image.url_refused",) * 4),
     "file url": (row(images=[image(None, "file:///etc/hostname")]), ("image.url_refused",) * 4),
@@ -166,6 +170,7 @@ def corpus(tmp_path_factory):
     (folder / "scene.png").write_bytes(PNG)
     (outside / "scene.png").write_bytes(PNG)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "empty.png").write_bytes(b"")
     (folder / "subfolder").mkdir()
     os.symlink(outside / "scene.png", folder / "link-out.png")
     os.mkfifo(folder / "fifo.png")  # reading it would hang
@@ -271,6 +276,36 @@ def test_the_trainer(corpus, tiny_vlm_dirs, dpo_args):
             model=str(path), args=dpo_args(max_length=512, strict_rows=True), train_dataset=dataset,
             processing_class=AutoProcessor.from_pretrained(path), row_validation=RowValidation(image_root=str(folder)),
         )  # fmt: skip
+
+
+def test_size_and_emptiness_have_their_codes_however_the_image_is_given(tmp_path):
+    """An image PIL refuses to open for its size (an error, or its warning raised as one) is `image.too_large`, like
+    one above `max_image_pixels`; a zero-byte file is `image.empty`: bytes, a path, a `{bytes, path}` mapping."""
+    from rlaifv_trl.validation import BadRow, decode_image, row_videos
+
+    bomb = png_header(20_000, 20_000)  # 400 MP: more than twice PIL.Image.MAX_IMAGE_PIXELS, so PIL raises
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "empty.png").write_bytes(b"")
+    validation = RowValidation(image_root=str(tmp_path))
+
+    def problem(value, settings=validation):
+        with pytest.raises(BadRow) as raised:
+            decode_image(value, settings)
+        return raised.value
+
+    for value in (bomb, image(bomb), "bomb.png", image(None, "bomb.png"), tmp_path / "bomb.png"):
+        assert problem(value).code == "image.too_large"
+        assert "more than max_image_pixels=64000000" in problem(value).message
+    beyond_pil = problem(bomb, RowValidation(max_image_pixels=10**9))
+    assert beyond_pil.code == "image.too_large" and "PIL.Image.MAX_IMAGE_PIXELS" in beyond_pil.message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # 100 MP: PIL warns
+        assert problem(png_header(10_000, 10_000)).code == "image.too_large"
+    for value in ("empty.png", image(None, "empty.png"), image(b"", "empty.png"), tmp_path / "empty.png"):
+        assert problem(value).code == "image.empty"
+    with pytest.raises(BadRow, match="frame 1 of video 0: .* more than max_image_pixels") as frame:
+        row_videos([[image(), image(bomb)]], "videos", validation)
+    assert frame.value.code == "video.frame_unreadable"
 
 
 def test_urls_are_fetched_only_when_allowed(hub, hub_repo_id):

@@ -13,9 +13,8 @@ Benchmarks (`rlaifv-trl evaluate MODEL --benchmark ...`):
 from __future__ import annotations
 
 import json
-import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,22 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from PIL import Image
-from transformers import PreTrainedModel, ProcessorMixin
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
 from .data import user_turn
 from .generation import generate_batch, prompts_progress
 from .metrics import chair_metrics, pope_metrics
+from .validation import (
+    BadRow,
+    RowValidation,
+    ValidationReport,
+    check_text,
+    conversational_prompt,
+    message_text,
+    row_images,
+    undecoded,
+)
 
-
-logger = logging.getLogger(__name__)
 
 BENCHMARKS = ("pope", "chair", "shapesworld")
 DEFAULT_POPE_DATASET = "lmms-lab/POPE"
@@ -39,6 +46,7 @@ YES_NO_INSTRUCTION = "Please answer yes or no."
 DEFAULT_DESCRIPTION_PROMPT = "Describe the image in detail."
 _SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
+_COLUMNS = {"pope": ("question", "answer"), "chair": ("objects",)}
 
 
 @dataclass
@@ -51,6 +59,8 @@ class BenchmarkRows:
         images: The images of each prompt.
         references: "yes"/"no" for POPE, the list of present objects for CHAIR.
         categories: POPE's `category` of each row, when the dataset has one.
+        ids: The id of each row (`question_id`, else its index).
+        report: The rows read and skipped, each skipped one with its index, id, code, field and message.
     """
 
     kind: str
@@ -59,10 +69,23 @@ class BenchmarkRows:
     references: list[Any]
     categories: list[str] | None = None
     ids: list[Any] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    report: ValidationReport = field(default_factory=lambda: ValidationReport("benchmark"))
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return self.report.skipped
+
+
+def dataset_folder(path_or_id: str | None) -> Path | None:
+    """The folder of a local dataset (a folder, or a data file's folder), where its images given by path may be read
+    from; `None` for a Hub id."""
+    path = Path(path_or_id) if path_or_id else None
+    if path is None or not path.exists():
+        return None
+    return path if path.is_dir() else path.parent
 
 
 def load_table(path_or_id: str, split: str | None = None) -> Dataset:
@@ -77,7 +100,7 @@ def load_table(path_or_id: str, split: str | None = None) -> Dataset:
             raise ValueError(f"Cannot read {path}: use one of {sorted(_FILE_BUILDERS)} or a save_to_disk folder")
         loaded = load_dataset(builder, data_files=str(path), split="train")
     else:
-        if path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1:
+        if not path.is_dir() and (path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1):
             raise FileNotFoundError(f"No dataset at {path_or_id}")
         loaded = load_dataset(path_or_id, split=split) if split else load_dataset(path_or_id)
     if isinstance(loaded, DatasetDict):
@@ -101,96 +124,109 @@ def _subset(dataset: Dataset, num_rows: int | None, seed: int) -> Dataset:
     return dataset.shuffle(seed=seed).select(range(num_rows))
 
 
-def _require(dataset: Dataset, columns: Sequence[str], benchmark: str) -> None:
-    missing = [column for column in columns if column not in dataset.column_names]
+def check_columns(dataset: Dataset, benchmark: str) -> None:
+    """Raise `ValueError`, naming them, when the dataset lacks columns the benchmark ("pope", "chair") reads."""
+    missing = [column for column in _COLUMNS[benchmark] if column not in dataset.column_names]
     if missing:
         raise ValueError(
             f"The {benchmark} dataset lacks the columns {missing} (it has {dataset.column_names}); see docs/evaluation.md"
         )
+    if not {"image", "images"} & set(dataset.column_names):
+        raise ValueError(f"The {benchmark} dataset has no `image` column (it has {dataset.column_names})")
 
 
-class _BadRow(ValueError):
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(reason)
-        self.field = field_name
-
-
-def _rows(dataset: Dataset, rows: BenchmarkRows, read) -> BenchmarkRows:
-    """Add every row `read(index, row)` accepts to `rows`; a row it refuses (or whose image does not decode) is
-    skipped and recorded with its index, field and reason, so that one bad row never stops an evaluation."""
-    for index in range(len(dataset)):
+def _rows(dataset: Dataset, rows: BenchmarkRows, read: Callable[[dict[str, Any]], None]) -> BenchmarkRows:
+    """Add every row `read(row)` accepts to `rows`; a row it refuses (`BadRow`) is skipped and recorded in
+    `rows.report` with its code, so that one bad row never stops an evaluation. Rows are read as stored (images
+    undecoded): `read` reads their images through the validation layer, and nothing else opens a file."""
+    rows.report = ValidationReport(f"{rows.kind} benchmark")
+    for index, row in enumerate(undecoded(dataset)):
         try:
-            try:
-                row = dataset[index]
-            except Exception as error:  # an image column that does not decode
-                raise _BadRow("image", f"cannot be read ({type(error).__name__}: {error})") from None
-            read(index, row)
-        except _BadRow as problem:
-            rows.skipped.append({"row": index, "field": problem.field, "reason": str(problem)})
+            read(row)
+        except BadRow as problem:
+            rows.report.skip(index, _row_id(row, index), problem)
+        else:
+            rows.ids.append(_row_id(row, index))
+            rows.report.keep()
     if rows.skipped:
-        logger.warning("%d of %d %s rows skipped (see the report)", len(rows.skipped), len(dataset), rows.kind)
+        rows.report.log()
     return rows
 
 
-def _row_images(row: dict[str, Any]) -> list[Image.Image]:
-    images = [row["image"]] if row.get("image") is not None else list(row.get("images") or [])
-    if not images or not all(isinstance(image, Image.Image) for image in images):
-        raise _BadRow("image", "no image")
-    try:
-        return [image.convert("RGB") for image in images]
-    except Exception as error:
-        raise _BadRow("image", f"cannot be decoded ({type(error).__name__}: {error})") from None
+def _row_id(row: dict[str, Any], index: int) -> Any:
+    return row.get("question_id", row.get("prompt_id", index))
 
 
-def _text(row: dict[str, Any], name: str) -> str:
-    value = row.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise _BadRow(name, "empty or not a string")
-    return value.strip()
+def _row_images(row: dict[str, Any], validation: RowValidation) -> list[Image.Image]:
+    """The row's RGB images (`image`, else `images`)."""
+    column = "image" if row.get("image") is not None or "images" not in row else "images"
+    return row_images(row.get(column), column, validation)
 
 
-def pope_rows(dataset: Dataset) -> BenchmarkRows:
+def _question(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None) -> str:
+    question = row.get("question")
+    if question is not None and not isinstance(question, str):
+        raise BadRow("prompt.malformed", f"a question of type {type(question).__name__}", "question")
+    if not question or not question.strip():
+        raise BadRow("prompt.missing", "empty question", "question")
+    check_text(question, "question", tokenizer)
+    return question.strip()
+
+
+def pope_rows(
+    dataset: Dataset, validation: RowValidation | None = None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> BenchmarkRows:
     """POPE rows (`question`, `answer`, `image`, optional `category` and `question_id`) as prompts and references.
-    Rows with no readable image, an empty question or an answer other than yes/no are skipped and recorded."""
-    _require(dataset, ["question", "answer"], "pope")
-    if not {"image", "images"} & set(dataset.column_names):
-        raise ValueError(f"The pope dataset has no `image` column (it has {dataset.column_names})")
+
+    Rows whose image cannot or may not be read (`validation`: where image paths may be read from, URLs, size), whose
+    question is empty or holds special tokens of `tokenizer`, or whose answer is not yes/no are skipped and recorded.
+    """
+    check_columns(dataset, "pope")
+    validation = validation or RowValidation()
     rows = BenchmarkRows("pope", [], [], [], [] if "category" in dataset.column_names else None)
 
-    def read(index: int, row: dict[str, Any]) -> None:
-        question = _text(row, "question")
-        answer = _text(row, "answer").lower()
+    def read(row: dict[str, Any]) -> None:
+        question = _question(row, tokenizer)
+        answer = row.get("answer")
+        answer = answer.strip().lower() if isinstance(answer, str) else answer
         if answer not in ("yes", "no"):
-            raise _BadRow("answer", f"{answer!r} is neither yes nor no")
+            raise BadRow("reference.malformed", f"{answer!r} is neither yes nor no", "answer")
+        images = _row_images(row, validation)
         if "yes or no" not in question.lower():
             question = f"{question} {YES_NO_INSTRUCTION}"
-        images = _row_images(row)
         rows.prompts.append(user_turn(question, num_images=len(images)))
         rows.images.append(images)
         rows.references.append(answer)
         if rows.categories is not None:
             rows.categories.append(str(row["category"]))
-        rows.ids.append(row.get("question_id", index))
 
     return _rows(dataset, rows, read)
 
 
-def chair_rows(dataset: Dataset) -> BenchmarkRows:
-    """Description rows (`image`/`images`, optional `question`/`prompt`, `objects`) as prompts and references. Rows
-    with no readable image or whose `objects` is not a list of strings are skipped and recorded."""
-    _require(dataset, ["objects"], "chair")
+def chair_rows(
+    dataset: Dataset, validation: RowValidation | None = None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> BenchmarkRows:
+    """Description rows (`image`/`images`, optional `question`/`prompt`, `objects`) as prompts and references.
+
+    Rows whose image cannot or may not be read, whose prompt is malformed (its image placeholders do not match the
+    images) or holds special tokens of `tokenizer`, or whose `objects` is not a list of strings are skipped and
+    recorded.
+    """
+    check_columns(dataset, "chair")
+    validation = validation or RowValidation()
     rows = BenchmarkRows("chair", [], [], [])
 
-    def read(index: int, row: dict[str, Any]) -> None:
+    def read(row: dict[str, Any]) -> None:
         objects = row.get("objects")
         if not isinstance(objects, list) or not all(isinstance(name, str) for name in objects):
-            raise _BadRow("objects", "not a list of strings")
-        images = _row_images(row)
-        prompt = row.get("question") or row.get("prompt") or DEFAULT_DESCRIPTION_PROMPT
-        rows.prompts.append(user_turn(prompt, num_images=len(images)) if isinstance(prompt, str) else list(prompt))
+            raise BadRow("reference.malformed", "objects is not a list of strings", "objects")
+        images = _row_images(row, validation)
+        name = "question" if row.get("question") else "prompt"
+        prompt = conversational_prompt(row.get(name) or DEFAULT_DESCRIPTION_PROMPT, len(images), name)
+        check_text(" ".join(message_text(message["content"]) for message in prompt), name, tokenizer)
+        rows.prompts.append(prompt)
         rows.images.append(images)
         rows.references.append(list(objects))
-        rows.ids.append(row.get("question_id", row.get("prompt_id", index)))
 
     return _rows(dataset, rows, read)
 
@@ -279,24 +315,45 @@ class EvaluationRequest:
     revision: str | None = "main"
     dtype: str | None = "float32"
     trust_remote_code: bool = False
+    image_root: str | None = None
+    allow_image_urls: bool = False
+    max_image_pixels: int | None = None
+
+    def row_validation(self) -> RowValidation:
+        """What the dataset's rows may contain (`RowValidation`); images given by path are read from `image_root`, by
+        default from the dataset's own folder when it is local."""
+        settings = {"image_root": self.image_root, "allow_image_urls": self.allow_image_urls}
+        if self.max_image_pixels is not None:
+            settings["max_image_pixels"] = self.max_image_pixels
+        return RowValidation(**settings).rooted_at(dataset_folder(self.dataset))
 
 
-def benchmark_rows(request: EvaluationRequest) -> dict[str, BenchmarkRows]:
-    """The rows of a request's benchmark, by part name ("pope", "chair")."""
+def benchmark_dataset(request: EvaluationRequest) -> Dataset | None:
+    """The dataset a request's benchmark reads (a seeded subset of `num_prompts` rows), its columns checked; `None`
+    for shapesworld, which generates its scenes."""
     if request.benchmark not in BENCHMARKS:
         raise ValueError(f"Unknown benchmark {request.benchmark!r}: use one of {BENCHMARKS}")
     if request.benchmark == "shapesworld":
         if request.dataset is not None:
             raise ValueError("The shapesworld benchmark generates its scenes; --dataset is for pope and chair")
+        return None
+    if request.benchmark == "chair" and request.dataset is None:
+        raise ValueError("The chair benchmark needs --dataset (columns image, objects and optionally question)")
+    dataset = load_table(request.dataset or DEFAULT_POPE_DATASET, request.split)
+    check_columns(dataset, request.benchmark)
+    return _subset(dataset, request.num_prompts, request.seed)
+
+
+def benchmark_rows(
+    request: EvaluationRequest, dataset: Dataset | None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> dict[str, BenchmarkRows]:
+    """The rows of a request's benchmark by part name ("pope", "chair"), from its `benchmark_dataset`; rows whose
+    images fail the request's `row_validation` or whose questions hold special tokens of `tokenizer` are skipped."""
+    if dataset is None:
         chair, pope = shapesworld_rows(request.num_prompts or 200, seed=request.seed)
         return {"chair": chair, "pope": pope}
-    if request.benchmark == "pope":
-        dataset = load_table(request.dataset or DEFAULT_POPE_DATASET, request.split)
-        return {"pope": pope_rows(_subset(dataset, request.num_prompts, request.seed))}
-    if request.dataset is None:
-        raise ValueError("The chair benchmark needs --dataset (columns image, objects and optionally question)")
-    dataset = load_table(request.dataset, request.split)
-    return {"chair": chair_rows(_subset(dataset, request.num_prompts, request.seed))}
+    read = pope_rows if request.benchmark == "pope" else chair_rows
+    return {request.benchmark: read(dataset, request.row_validation(), tokenizer)}
 
 
 def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
@@ -304,10 +361,11 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
     `request.output_dir`. Returns the report."""
     from .loading import ModelLoading, load_vlm
 
-    parts = benchmark_rows(request)  # a wrong dataset fails before the model loads
+    dataset = benchmark_dataset(request)  # a wrong dataset fails before the model loads
     vocabulary = "shapesworld" if request.benchmark == "shapesworld" else request.vocabulary
     loading = ModelLoading(revision=request.revision, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
     model, processor = load_vlm(request.model, loading)
+    parts = benchmark_rows(request, dataset, getattr(processor, "tokenizer", processor))
     report: dict[str, Any] = {
         "model": request.model,
         "benchmark": request.benchmark,
@@ -320,6 +378,7 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
             "batch_size": request.batch_size,
             "seed": request.seed,
             **({"vocabulary": vocabulary} if "chair" in parts else {}),
+            **(_validation_settings(request) if dataset is not None else {}),
         },
         "results": {},
     }
@@ -334,15 +393,23 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
             )  # fmt: skip
             report["results"][name] = {
                 "num_rows": len(rows), **score(rows, answers, vocabulary), "num_skipped": len(rows.skipped),
-                "skipped": rows.skipped,
+                "skipped": rows.skipped, "skipped_by_code": rows.report.by_code(),
             }  # fmt: skip
             for row_id, prompt, reference, answer in zip(rows.ids, rows.prompts, rows.references, answers):
-                text = prompt[-1]["content"][-1]["text"]
+                text = message_text(prompt[-1]["content"])
                 record = {"part": name, "id": row_id, "prompt": text, "reference": reference, "answer": answer}
                 answers_file.write(json.dumps(record, default=str) + "\n")
     (output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (output_dir / "report.md").write_text(markdown_report(report), encoding="utf-8")
     return report
+
+
+def _validation_settings(request: EvaluationRequest) -> dict[str, Any]:
+    validation = request.row_validation()
+    return {
+        "image_root": validation.image_root, "allow_image_urls": validation.allow_image_urls,
+        "max_image_pixels": validation.max_image_pixels,
+    }  # fmt: skip
 
 
 def _number(value: float | int) -> str:
@@ -372,10 +439,22 @@ def markdown_report(report: dict[str, Any]) -> str:
             for category, metrics in result["per_category"].items():
                 lines.append(f"| {category} | " + " | ".join(_number(metrics[key]) for key in keys) + " |")
             lines.append("")
+        if result.get("skipped_by_code"):
+            lines += ["Skipped rows:", "", "| Code | Rows | Example | First rows |", "| --- | --- | --- | --- |"]
+            for code, info in result["skipped_by_code"].items():
+                example = info["example"].replace("|", "\\|")  # special tokens such as <|im_end|>
+                lines.append(f"| `{code}` | {info['count']} | {example} | {info['rows']} |")
+            lines.append("")
     return "\n".join(lines)
 
 
-def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope", batch_size: int = 8):
+def pope_evaluator(
+    dataset: str,
+    split: str | None = None,
+    prefix: str = "pope",
+    batch_size: int = 8,
+    validation: RowValidation | None = None,
+):
     """A recipe evaluator on a POPE-schema dataset (a local path or a Hub id), returning `<prefix>_accuracy`,
     `<prefix>_f1` and `<prefix>_yes_ratio`. Evaluators are named by import path, so bind it in a module of yours:
 
@@ -386,10 +465,12 @@ def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope",
     pope = pope_evaluator("lmms-lab/POPE", split="test")
     ```
 
-    Each evaluation answers a seeded random subset of `num_prompts` questions.
+    Each evaluation answers a seeded random subset of `num_prompts` questions. Rows are checked like
+    `rlaifv-trl evaluate`'s (`validation`; images given by path are read from the dataset's own folder by default).
     """
 
     loaded: list[Dataset] = []
+    validation = (validation or RowValidation()).rooted_at(dataset_folder(dataset))
 
     def evaluator(
         model: PreTrainedModel,
@@ -402,7 +483,8 @@ def pope_evaluator(dataset: str, split: str | None = None, prefix: str = "pope",
     ) -> dict[str, float]:
         if not loaded:  # read once, on first use: the recipe evaluates after every iteration
             loaded.append(load_table(dataset, split))
-        rows = pope_rows(_subset(loaded[0], num_prompts, seed))
+        tokenizer = getattr(processor, "tokenizer", processor)
+        rows = pope_rows(_subset(loaded[0], num_prompts, seed), validation, tokenizer)
         answers = generate_answers(
             model, processor, rows, batch_size=batch_size, temperature=temperature, max_new_tokens=max_new_tokens,
             seed=seed,

@@ -56,12 +56,20 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--revision", default="main", help="Model revision (Hub models).")
     evaluate.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"])
     evaluate.add_argument("--trust-remote-code", action="store_true")
+    evaluate.add_argument(
+        "--image-root",
+        help="Folder that images given by path may be read from (default: the dataset's folder when it is local).",
+    )
+    evaluate.add_argument("--allow-image-urls", action="store_true", help="Fetch images given as http(s) URLs.")
+    evaluate.add_argument(
+        "--max-image-pixels", type=int, help="Largest image, in pixels (default: 64000000); larger ones are skipped."
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .benchmarks import EvaluationRequest, run_evaluation
 
-    for name in ("num_prompts", "max_new_tokens", "batch_size"):
+    for name in ("num_prompts", "max_new_tokens", "batch_size", "max_image_pixels"):
         value = getattr(args, name)
         if value is not None and value < 1:
             print(f"rlaifv-trl evaluate: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
@@ -70,7 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         model=args.model, benchmark=args.benchmark, dataset=args.dataset, split=args.split,
         num_prompts=args.num_prompts, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, seed=args.seed, vocabulary=args.vocabulary, output_dir=args.output_dir,
-        revision=args.revision, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        revision=args.revision, dtype=args.dtype, trust_remote_code=args.trust_remote_code, image_root=args.image_root,
+        allow_image_urls=args.allow_image_urls, max_image_pixels=args.max_image_pixels,
     )  # fmt: skip
     try:
         report = run_evaluation(request)

@@ -1,5 +1,5 @@
 """One validation layer for every entry point that reads rows: the recipe's prompts, `RLAIFVFeedbackGenerator`,
-`load_preference_dataset` and `RLAIFVDPOTrainer`.
+`load_preference_dataset`, `RLAIFVDPOTrainer` and `rlaifv-trl evaluate`.
 
 Each row is checked once (lazily for a stream). A bad row is skipped with a stable code (`CODES`), the field and a
 short message, and counted in a report where `kept + skipped == rows`; `strict=True` raises on the first bad row,

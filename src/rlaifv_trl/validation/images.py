@@ -29,7 +29,7 @@ URL_SCHEMES = ("http://", "https://", "ftp://", "file://", "hf://", "s3://", "gs
 class RowValidation:
     r"""
     What the rows of a dataset may contain, for every entry point that reads rows (the recipe's prompts, the feedback
-    generator, `load_preference_dataset`, `RLAIFVDPOTrainer`).
+    generator, `load_preference_dataset`, `RLAIFVDPOTrainer`, `rlaifv-trl evaluate`).
 
     Parameters:
         image_root (`str` or `None`, *optional*, defaults to `None`):
@@ -39,6 +39,8 @@ class RowValidation:
             Fetch images given as http(s) URLs (off: such rows are skipped).
         max_image_pixels (`int`, *optional*, defaults to `64000000`):
             Largest image, in pixels (width x height), read from its header before decoding; larger ones are skipped.
+            Images that PIL refuses to open (more than twice `PIL.Image.MAX_IMAGE_PIXELS`, about 179M pixels) are
+            too large as well: raise PIL's limit too to read larger ones.
         max_prompt_tokens (`int` or `None`, *optional*, defaults to `1024`):
             Longest prompt text, in tokens of the model's tokenizer (image tokens not counted), sampled by the
             feedback generator. `None`: no limit.
@@ -88,11 +90,7 @@ def open_image(value: Any, validation: RowValidation, field: str = "images") -> 
     if isinstance(value, Image.Image):
         image = value
     else:
-        data = image_bytes(value, validation, field)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except Exception as error:
-            raise BadRow("image.unreadable", f"not an image ({type(error).__name__})", field) from None
+        image = _open_bytes(image_bytes(value, validation, field), validation, field)
     width, height = image.size
     if width == 0 or height == 0:
         raise BadRow("image.empty", "empty image (0 pixels)", field)
@@ -105,6 +103,28 @@ def open_image(value: Any, validation: RowValidation, field: str = "images") -> 
     return image
 
 
+def _open_bytes(data: bytes, validation: RowValidation, field: str) -> Image.Image:
+    """`PIL.Image.open` of encoded bytes. PIL's decompression-bomb check, which refuses an image from its header, is a
+    size limit too: its refusal is `image.too_large`, like `max_image_pixels`'s."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # more than twice PIL.Image.MAX_IMAGE_PIXELS
+        raise _beyond_pil_limit(2 * Image.MAX_IMAGE_PIXELS, validation, field) from None
+    except Image.DecompressionBombWarning:  # more than PIL.Image.MAX_IMAGE_PIXELS, with warnings raised as errors
+        raise _beyond_pil_limit(Image.MAX_IMAGE_PIXELS, validation, field) from None
+    except Exception as error:
+        raise BadRow("image.unreadable", f"not an image ({type(error).__name__})", field) from None
+
+
+def _beyond_pil_limit(pixels: int, validation: RowValidation, field: str) -> BadRow:
+    """The problem of an image of more than `pixels` pixels, which PIL refuses to open."""
+    if pixels >= validation.max_image_pixels:
+        message = f"more than {pixels} pixels, more than max_image_pixels={validation.max_image_pixels}"
+    else:
+        message = f"more than {pixels} pixels, PIL's limit (PIL.Image.MAX_IMAGE_PIXELS) below max_image_pixels"
+    return BadRow("image.too_large", message, field)
+
+
 def stored_image(value: Any, validation: RowValidation, field: str = "images") -> dict[str, Any]:
     """An image value as a dataset stores it for publishing: its original encoded bytes, no file name or path."""
     if isinstance(value, Image.Image):
@@ -115,20 +135,23 @@ def stored_image(value: Any, validation: RowValidation, field: str = "images") -
 
 
 def image_bytes(value: Any, validation: RowValidation, field: str = "images") -> bytes:
-    """The encoded bytes of an image value, read from wherever it may be read from."""
+    """The encoded bytes of an image value, read from wherever it may be read from; `image.empty` for zero bytes,
+    wherever they come from (the value, a file, a URL)."""
     if isinstance(value, dict):
         if value.get("bytes"):
             return bytes(value["bytes"])
-        if value.get("path"):
-            return _read_path(str(value["path"]), validation, field)
-        raise BadRow("image.empty", "empty image (no bytes, no path)", field)
-    if isinstance(value, (bytes, bytearray)):
-        if not value:
-            raise BadRow("image.empty", "empty image (zero bytes)", field)
-        return bytes(value)
-    if isinstance(value, (str, os.PathLike)):
-        return _read_path(str(value), validation, field)
-    raise BadRow("image.unsupported", f"an image value of type {type(value).__name__}", field)
+        if not value.get("path"):
+            raise BadRow("image.empty", "empty image (no bytes, no path)", field)
+        data = _read_path(str(value["path"]), validation, field)
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+    elif isinstance(value, (str, os.PathLike)):
+        data = _read_path(str(value), validation, field)
+    else:
+        raise BadRow("image.unsupported", f"an image value of type {type(value).__name__}", field)
+    if not data:
+        raise BadRow("image.empty", "empty image (zero bytes)", field)
+    return data
 
 
 def _read_path(path: str, validation: RowValidation, field: str) -> bytes:

@@ -15,7 +15,7 @@ CODES = {
     "image.missing": "an image is None, or the row has no image",
     "image.empty": "an image has no bytes or no pixels",
     "image.unreadable": "an image's bytes are not an image PIL can decode",
-    "image.too_large": "an image has more pixels than max_image_pixels",
+    "image.too_large": "an image has more pixels than max_image_pixels (or than PIL's decompression-bomb limit)",
     "image.unsupported": "an image value is neither an image, bytes, a path nor a {bytes, path} mapping",
     "image.path_outside_root": "an image path leaves the dataset's folder or image_root (absolute, .., symlink)",
     "image.path_without_root": "an image is given by a path but there is no folder it may be read from",
@@ -42,6 +42,8 @@ CODES = {
     "answer.cut_by_max_length": "max_length leaves no token of an answer",
     "ref_logps.non_finite": "a stored reference log-probability is missing, NaN or infinite",
     "ranking.malformed": "a rankings row's candidates, scores, ranking or ranks are missing or do not agree",
+    "reference.malformed": "a benchmark row's reference is unusable (a POPE answer other than yes/no, CHAIR objects "
+    "that are not a list of strings)",
     "row.unprocessable": "the model's processor cannot encode the row (image and text together)",
     "stage.failed": "a stage (sampling, splitting, labeling) raised on this row",
 }
