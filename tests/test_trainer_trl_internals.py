@@ -146,6 +146,19 @@ def test_bf16_follows_the_cpu_unless_set(tmp_path):
     assert RLAIFVDPOConfig(str(tmp_path), use_cpu=True, fp16=False, bf16=False).bf16 is False
 
 
+def test_the_default_config_builds_on_a_machine_without_an_accelerator(tmp_path):
+    """`TrainingArguments` refuses bf16 without an accelerator unless `use_cpu` is set: the defaults must build."""
+    from rlaifv_trl import GRPORankConfig
+    from rlaifv_trl.trainer.rlaifv_dpo_config import cpu_has_native_bf16
+
+    on_cpu = not (torch.cuda.is_available() or torch.accelerator.is_available())
+    native = cpu_has_native_bf16()
+    expected = (native, native) if on_cpu else (True, False)  # with an accelerator: TRL's defaults
+    for config_class in (RLAIFVDPOConfig, GRPORankConfig):
+        config = config_class(str(tmp_path))
+        assert (config.bf16, config.use_cpu) == expected, config_class.__name__
+
+
 def test_config_parses_from_the_command_line(tmp_path):
     (args,) = trl.TrlParser((RLAIFVDPOConfig,)).parse_args_and_config(
         [

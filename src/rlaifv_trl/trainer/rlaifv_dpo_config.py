@@ -65,7 +65,8 @@ class RLAIFVDPOConfig(DPOConfig):
     > These parameters have default values different from [`~trl.DPOConfig`]:
     > - `bf16`: When training on the CPU (`use_cpu=True`, or no accelerator), defaults to `True` only if the CPU has
     >   native bfloat16 instructions (AVX512-BF16, AMX, ARM BF16), else to `False`: emulated bf16 runs 5-6x slower
-    >   than float32. Set it explicitly to override.
+    >   than float32. Set it explicitly to override. With no accelerator and bf16 on, `use_cpu` is set to `True`
+    >   (`TrainingArguments` refuses bf16 without an accelerator otherwise).
     > - `learning_rate`: Defaults to `5e-7` instead of `1e-6` (use `1e-5` with a LoRA adapter).
     > - `lr_scheduler_type`: Defaults to `"cosine"` instead of `"linear"`.
     > - `warmup_steps`: Defaults to `0.05` (a ratio of the training steps) instead of `0`.
@@ -147,10 +148,17 @@ class RLAIFVDPOConfig(DPOConfig):
 
 
 def follow_cpu_bf16(config) -> None:
-    """Unless set, turn a TRL config's bf16 default off on a CPU without native bfloat16 (float32 is faster there)."""
-    if config.bf16 is None and not config.fp16 and _trains_on_cpu(config.use_cpu) and not cpu_has_native_bf16():
+    """Unless set, choose a TRL config's bf16 for training on the CPU: off on a CPU without native bfloat16 (float32 is
+    faster there); on with one, and then `use_cpu` is set when no accelerator is there (`TrainingArguments` refuses
+    bf16 without an accelerator unless `use_cpu` says the CPU trains, which it does anyway)."""
+    if config.bf16 is not None or config.fp16 or not _trains_on_cpu(config.use_cpu):
+        return
+    if not cpu_has_native_bf16():
         logger.info("Training on a CPU without native bfloat16: bf16 defaults to False (float32 is faster here)")
         config.bf16 = False
+    elif not config.use_cpu:
+        logger.info("No accelerator: training on the CPU (use_cpu=True), in bfloat16, which this CPU has natively")
+        config.use_cpu = True
 
 
 def _trains_on_cpu(use_cpu: bool) -> bool:
