@@ -51,7 +51,12 @@ class BestOfNArguments:
     num_candidates: int = field(default=8, metadata={"help": "Answers sampled per prompt (N)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the candidates."})
     max_new_tokens: int = field(default=48, metadata={"help": "Longest candidate, in tokens."})
-    beta: float = field(default=0.1, metadata={"help": "The DPO beta the policy was trained with."})
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "The DPO beta the policy was trained with. Default: the one its implicit_reward.json records."
+        },
+    )
     preset: str = field(
         default="tiny",
         metadata={"help": "Size of the built-in policy: 'tiny' (a minute; it barely looks at the image) or 'small'."},
@@ -96,7 +101,7 @@ def main(args: BestOfNArguments) -> dict:
     policy, reference = (args.policy, args.reference) if args.policy else train_tiny_policy(args)
     scorer = LengthNormalizedRewardScorer.from_pretrained(policy, reference, beta=args.beta)
     unnormalized = LengthNormalizedRewardScorer(
-        scorer.model, scorer.ref_model, scorer.processor, beta=args.beta, length_normalize=False
+        scorer.model, scorer.ref_model, scorer.processor, beta=scorer.beta, length_normalize=False
     )
     prompts = evaluation_prompts(args.num_prompts, seed=args.seed)
     picks, kinds = [], ("random", "best_of_n", "best_of_n_unnormalized")

@@ -156,7 +156,7 @@ def test_loads_from_the_hub_and_from_an_adapter_directory(tiny_vlm_dirs, hub, hu
     expected = LengthNormalizedRewardScorer(load(policy_dir), load(reference_dir), processor).score(
         [PROMPT] * 5, [image] * 5, answers
     )
-    from_hub = LengthNormalizedRewardScorer.from_pretrained(hub_repo_id, reference_repo)
+    from_hub = LengthNormalizedRewardScorer.from_pretrained(hub_repo_id, reference_repo, beta=0.1)  # none recorded
     assert from_hub.score([PROMPT] * 5, [image] * 5, answers) == pytest.approx(expected, abs=1e-6)
 
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -37,7 +37,7 @@ from trl.trainer.utils import get_config_model_id
 from .loading import resolve_model_name
 from .log_probs import length_normalized_reward, reference_context, token_log_probs
 from .prefix_sharing import continuation_log_probs, encode_prefix, prefix_sharing_refusal
-from .reward_config import ImplicitRewardConfig
+from .reward_config import REWARD_CONFIG_NAME, RLAIFV_BETA, ImplicitRewardConfig
 
 
 SCORE_MODES = ("implicit_reward", "policy_log_prob", "reference_log_prob")
@@ -184,7 +184,7 @@ class LengthNormalizedRewardScorer:
         model: PreTrainedModel,
         ref_model: PreTrainedModel | None = None,
         processor: ProcessorMixin | None = None,
-        beta: float = 0.1,
+        beta: float = RLAIFV_BETA,
         length_normalize: bool = True,
         max_length: int | None = None,
         batch_size: int = 16,
@@ -237,7 +237,8 @@ class LengthNormalizedRewardScorer:
             model_name_or_path: The policy. A PEFT adapter (a directory or repository with `adapter_config.json`) is
                 loaded on top of its base model; without a reference, that base is the reference.
             ref_model_name_or_path: The reference model; defaults to the one the policy records, if any.
-            beta: The DPO beta; defaults to the recorded one, else 0.1 (RLAIF-V's).
+            beta: The DPO beta; defaults to the recorded one. A policy without `implicit_reward.json` (not saved by
+                `RLAIFVDPOTrainer` or the recipe) needs it for `mode="implicit_reward"`.
             length_normalize: Divide by the answer length; defaults to the recorded choice, else `True`.
             max_length: Longest prompt + answer scored; defaults to the recorded training `max_length`, else the
                 model's `max_position_embeddings`.
@@ -255,7 +256,12 @@ class LengthNormalizedRewardScorer:
             max_length = recorded.max_length if max_length is None else max_length
             if ref_model_name_or_path is None and adapter_base is None and mode in _NEEDS_REFERENCE:
                 ref_model_name_or_path, ref_revision = recorded.reference(model_name_or_path)
-        beta = 0.1 if beta is None else beta
+        if beta is None and mode == "implicit_reward":
+            raise ValueError(
+                f"{model_name_or_path} records no implicit-reward settings ({REWARD_CONFIG_NAME}, which "
+                "`RLAIFVDPOTrainer.save_model` writes): pass the `beta` it was trained with."
+            )
+        beta = RLAIFV_BETA if beta is None else beta  # unused by the log-prob modes
         length_normalize = True if length_normalize is None else length_normalize
         load = {"trust_remote_code": trust_remote_code, **model_kwargs}
         if adapter_base is not None:

@@ -1,18 +1,22 @@
-"""How a DPO-trained policy's implicit reward is computed, stored beside its weights (`implicit_reward.json`), so that
+"""How a DPO-trained policy's implicit reward is computed, stored beside its weights (`implicit_reward.json`) by
+`RLAIFVDPOTrainer.save_model` (and completed by the recipe), so that
 `LengthNormalizedRewardScorer.from_pretrained(repo, revision="iteration-2")` needs nothing else: beta, whether the
-reward is length-normalized, the longest scored sequence, and which model is the reference."""
+reward is length-normalized, the longest scored sequence, the DPO loss, and which model is the reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .atomic_io import atomic_write_json
 
 
 REWARD_CONFIG_NAME = "implicit_reward.json"
+RLAIFV_BETA = 0.1  # the DPO beta of RLAIF-V (and of `DPOConfig`)
 
 
 @dataclass
@@ -27,6 +31,7 @@ class ImplicitRewardConfig:
         reference_revision: Its revision (e.g. the previous iteration's branch).
         reference_path: The reference's folder relative to the policy's folder (a run's previous iteration), used
             when the policy is loaded from that run folder.
+        loss_type: The DPO loss(es) the policy was trained with (`DPOConfig.loss_type`); `None` when not recorded.
     """
 
     beta: float
@@ -35,6 +40,12 @@ class ImplicitRewardConfig:
     reference_model: str | None = None
     reference_revision: str | None = None
     reference_path: str | None = None
+    loss_type: list[str] | None = None
+
+    @classmethod
+    def from_dpo_config(cls, args: Any) -> ImplicitRewardConfig:
+        """The settings a `DPOConfig` trains with (`beta`, `max_length`, `loss_type`), no reference yet."""
+        return cls(beta=args.beta, max_length=args.max_length, loss_type=list(args.loss_type))
 
     def save(self, folder: str | os.PathLike) -> None:
         atomic_write_json(Path(folder) / REWARD_CONFIG_NAME, asdict(self), indent=2)
@@ -44,7 +55,7 @@ class ImplicitRewardConfig:
         """The config stored with a policy (local folder or Hub repository), or `None` if it has none."""
         local = Path(model_name_or_path) / REWARD_CONFIG_NAME
         if Path(model_name_or_path).is_dir():
-            return cls(**json.loads(local.read_text(encoding="utf-8"))) if local.is_file() else None
+            return cls.from_file(local) if local.is_file() else None
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -52,7 +63,14 @@ class ImplicitRewardConfig:
             path = hf_hub_download(str(model_name_or_path), REWARD_CONFIG_NAME, revision=revision)
         except EntryNotFoundError:
             return None
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> ImplicitRewardConfig:
+        """The config in a JSON file; keys this release does not know (written by a later one) are ignored."""
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
 
     def reference(self, model_name_or_path: str | os.PathLike) -> tuple[str, str | None]:
         """The reference as (name or folder, revision) for a policy loaded from `model_name_or_path`."""

@@ -105,7 +105,7 @@ def write_model_card(
         "max_length": training_args.max_length, "loss_type": ", ".join(training_args.loss_type),
         "seed": training_args.seed, "adapter": adapter,
     }  # fmt: skip
-    reward = ImplicitRewardConfig(beta=training_args.beta, max_length=training_args.max_length)
+    reward = ImplicitRewardConfig.from_dpo_config(training_args)
     if iteration == 1:
         on_hub = not public_name(run.base_model).startswith("local:") or is_builtin(run.base_model)
         reward.reference_model = run.base_model if on_hub else None

@@ -16,6 +16,7 @@ Everything else is `trl.DPOTrainer` unchanged. The hook points it relies on are 
 from __future__ import annotations
 
 import contextlib
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
+from ..reward_config import REWARD_CONFIG_NAME, ImplicitRewardConfig
 from ..validation import BadRow, RowValidation, ValidationReport
 from ..video import VIDEO_COLUMN, require_video_support
 from .checkpoints import CheckpointsMixin
@@ -76,6 +78,28 @@ def _require_explicit_prompts(dataset: Dataset | IterableDataset | None) -> None
             "`chosen` and `rejected`, and TRL's vision collator needs them apart. Extract them first: "
             "`dataset = dataset.map(trl.extract_prompt)`."
         )
+
+
+def _model_name(model) -> str | None:
+    """The Hub id or folder a model (given by name or as a model) was loaded from, if known."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    config = getattr(model, "config", None)
+    name = get_config_model_id(config) if config is not None else None
+    return name or None
+
+
+def _reference_name(model, ref_model, args, train_dataset, peft_config) -> str | None:
+    """Which model the policy is trained against: `ref_model`, else the policy's starting weights (what
+    `DPOTrainer` copies, or what the precompute runs); `None` when unknown (reference log-probs read from the
+    dataset) or when the reference is a PEFT model's base (the scorer finds that one itself)."""
+    if ref_model is not None:
+        return _model_name(ref_model)
+    if peft_config is not None or is_peft_model(model):
+        return None
+    if args.precompute_ref_log_probs and train_dataset is not None and has_ref_log_probs(train_dataset):
+        return None
+    return _model_name(model)
 
 
 def _processor_of(model) -> Any:
@@ -131,7 +155,9 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
       `output_dir`); with `args.strict_rows` the first one raises `BadRowError` naming it. A row `max_length` would
       leave no answer token of is one of them. `row_validation` (a `RowValidation`) says where image paths may be
       read from and how large images may be.
-
+    - `save_model` (and every checkpoint) also writes `implicit_reward.json`: this training's `beta`, `max_length`,
+      `loss_type` and reference (a Hub id, or a local folder relative to the saved policy), which
+      [`LengthNormalizedRewardScorer.from_pretrained`] reads, so that the policy is scored as it was trained.
     - Video prompts: a dataset with a `videos` column (one list of videos per row, each a list of frames) is encoded
       with the processor's video processor (TRL's vision collator drops videos), for processors that have one; the
       others are refused, naming the family. A dataset with only `videos` gets an empty `images` column.
@@ -203,6 +229,7 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
             # `create_accelerator_and_postprocess`, before DPOTrainer reads it to skip loading a reference model and
             # to call `_precompute_ref_logps`, which this class implements for vision datasets.
             args.precompute_ref_log_probs = False
+        self._reference = _reference_name(model, ref_model, args, train_dataset, kwargs.get("peft_config"))
         try:
             super().__init__(model, ref_model, args, data_collator, train_dataset, eval_dataset, **kwargs)
         finally:
@@ -241,6 +268,26 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
             if self.ref_model is not None:
                 modules.append(self.accelerator.unwrap_model(self.ref_model))
             self._recorder = _FusedForwardRecorder(modules)
+
+    def implicit_reward_config(self, output_dir: str | os.PathLike) -> ImplicitRewardConfig:
+        """How the saved policy's implicit reward is computed (`implicit_reward.json`): this training's `beta`,
+        `max_length` and `loss_type`, length-normalized, and its reference: a Hub id, or a local folder relative to
+        `output_dir`."""
+        config = ImplicitRewardConfig.from_dpo_config(self.args)
+        if self._reference is not None and Path(self._reference).is_dir():
+            config.reference_path = os.path.relpath(Path(self._reference).resolve(), Path(output_dir).resolve())
+        elif self._reference is not None:
+            config.reference_model = self._reference
+        return config
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus the policy's implicit-reward settings (`implicit_reward.json`), so that
+        `LengthNormalizedRewardScorer.from_pretrained(output_dir)` scores with this training's beta and reference."""
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            self.implicit_reward_config(output_dir).save(output_dir)
+            logger.info(f"Implicit-reward settings saved in {Path(output_dir) / REWARD_CONFIG_NAME}")
 
     @staticmethod
     def _check_vision_precompute(args: RLAIFVDPOConfig, train_dataset, eval_dataset) -> None:
