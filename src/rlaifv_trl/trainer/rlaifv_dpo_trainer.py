@@ -95,7 +95,7 @@ def _reference_name(model, ref_model, args, train_dataset, peft_config) -> str |
     dataset) or when the reference is a PEFT model's base (the scorer finds that one itself)."""
     if ref_model is not None:
         return _model_name(ref_model)
-    if peft_config is not None or is_peft_model(model):
+    if peft_config is not None or (not isinstance(model, (str, os.PathLike)) and is_peft_model(model)):
         return None
     if args.precompute_ref_log_probs and train_dataset is not None and has_ref_log_probs(train_dataset):
         return None
