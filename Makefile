@@ -2,6 +2,7 @@
 # CPU-capable build with torchvision, so Qwen2-VL processors can be built), then the project.
 #   make demo   the iterative recipe on the embedded default (ShapesWorld, small built-in VLMs, CPU, no Hub account)
 #   make test   the test suite (it also builds vLLM's CPU build in .venv-vllm, for the vllm backends' tests)
+#   make quick  the suite without its slow end-to-end runs (marker `slow`), for quick loops
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: install vllm-env demo test quality clean
+.PHONY: install vllm-env demo test quick quality clean
 
 DEMO_CONFIG ?= recipes/configs/tiny_cpu.yaml
 DEMO_ARGS ?=
@@ -36,6 +37,9 @@ demo: install
 
 test: install vllm-env
 	RLAIFV_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest
+
+quick: install vllm-env
+	RLAIFV_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest -m "not slow"
 
 quality: install
 	$(PY) -m pip install --quiet ruff

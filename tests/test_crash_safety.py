@@ -96,6 +96,7 @@ def test_a_folder_is_locked_for_one_process_and_a_killed_holder_releases_it(tmp_
         pass
 
 
+@pytest.mark.slow
 def test_a_second_recipe_run_on_the_same_folder_exits_at_once(tmp_path, tiny_vlm_dir):
     from test_recipe import recipe_args, run_recipe_process
 

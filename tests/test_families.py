@@ -192,6 +192,7 @@ def test_best_of_n_equals_one_by_one_scoring(family, tiny_vlm_dir):
 
 
 @pytest.mark.parametrize("family", NAMES)
+@pytest.mark.slow
 def test_one_recipe_iteration(family, tiny_vlm_dir, tmp_path):
     import shutil
 

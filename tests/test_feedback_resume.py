@@ -17,6 +17,9 @@ from rlaifv_trl.atomic_io import temporary_sibling
 from rlaifv_trl.feedback import RunReport
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
+
 SCRIPT = Path(__file__).parent / "scripts" / "feedback_run.py"
 SRC = Path(__file__).resolve().parents[1] / "src"
 RUN = ["--num-prompts", "8", "--num-candidates", "4", "--max-new-tokens", "24", "--shard-size", "2"]

@@ -23,7 +23,7 @@ from support.recipe_process import finish, run_recipe_process
 
 
 ROOT = Path(__file__).parents[1]
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def recipe_args(output_dir: Path, *extra: str) -> list[str]:

@@ -132,6 +132,7 @@ def test_the_labeler_and_splitter_options_take_effect(tiny_vlm_dir, tmp_path, on
     )
 
 
+@pytest.mark.slow
 def test_a_run_from_a_hub_revision_with_custom_code(custom_code_repo, tmp_path, one_thread):
     """Every load of the policy (sampling, reference log-probs, training, evaluation) honours revision and
     trust_remote_code: main is broken, and without trust_remote_code the custom classes cannot load."""

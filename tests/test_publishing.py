@@ -185,6 +185,7 @@ def test_an_unavailable_hub_is_named_in_one_line_not_taken_for_a_token_problem(d
     assert "ConnectError" in str(down.value) and "503" in str(failing.value)
 
 
+@pytest.mark.slow
 def test_cli_push_to_an_unavailable_hub_fails_in_one_line(down_hub_url, hub, tmp_path):
     write_run(tmp_path, iterations=(0,))
     command = [sys.executable, "-m", "rlaifv_trl.cli", "push", str(tmp_path), "--dataset-repo", f"{hub.user}/down"]
@@ -206,6 +207,7 @@ def test_token_problems_are_caught_before_any_work(hub):
         check_hub_access([f"{hub.other_user}/a"])
 
 
+@pytest.mark.slow
 def test_cli_pushes_a_run_folder(hub, hub_repo_id, tmp_path):
     write_run(tmp_path, iterations=(0,))
     model_repo = hub_repo_id + "-model"

@@ -25,6 +25,9 @@ from rlaifv_trl.run_lock import RunLock
 from support.recipe_process import finish, run_recipe_process
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
+
 ROOT = Path(__file__).parents[1]
 SMALL = ["--num_candidates", "4", "--max_new_tokens", "16", "--shard_size", "4"]
 

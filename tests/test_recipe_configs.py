@@ -31,6 +31,9 @@ CONFIGS = sorted(
     path for path in (ROOT / "recipes" / "configs").glob("*.yaml") if not path.stem.startswith("grpo_rank")
 )
 
+
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
 # Hub ids named by shipped configs -> (kind, architecture) of the tiny stand-in served under that id.
 STAND_INS = {
     "llava-hf/llava-1.5-7b-hf": ("vlm", "llava"),

@@ -14,6 +14,9 @@ from rlaifv_trl import precompute_ref_log_probs
 from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
+
 SCRIPT = Path(__file__).parent / "scripts" / "rlaifv_dpo_two_processes.py"
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
+
 ROOT = Path(__file__).parents[1]
 STRICT = ("-W", "error::FutureWarning", "-W", "error::DeprecationWarning")
 

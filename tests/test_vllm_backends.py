@@ -37,6 +37,9 @@ VLLM_PRESET = TinyVLMPreset(
 )  # fmt: skip
 
 
+pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out
+
+
 @pytest.fixture(scope="module")
 def vllm_python(tmp_path_factory) -> str:
     python = os.environ.get("RLAIFV_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
