@@ -24,9 +24,12 @@ NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected
 
 
 def token_log_probs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each token under the logits that predict it (same leading shape, float32)."""
-    logits = logits.float()
-    return logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    """Log-probability of each token under the logits that predict it (same leading shape, float32): TRL's
+    `selective_log_softmax` on the logits in float32 (its half-precision path would round the log-softmax), as one
+    block (it loops over the first dimension, which here may be the answer's positions)."""
+    from trl.trainer.utils import selective_log_softmax
+
+    return selective_log_softmax(logits.float()[None], token_ids[None])[0]
 
 
 @torch.no_grad()
