@@ -25,9 +25,9 @@ import transformers
 from common import benchmark_parser, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import PRESETS, ShapesWorld, build_tiny_vlm
+from rlaifv_testbed.data import user_turn
 from rlaifv_trl import LengthNormalizedRewardScorer
-from rlaifv_trl.synthetic import PRESETS, ShapesWorld, build_tiny_vlm
-from rlaifv_trl.synthetic.data import user_turn
 
 
 def candidates(world: ShapesWorld, seed: int, n: int) -> list[str]:

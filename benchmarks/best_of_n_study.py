@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import COLORS, SHAPES, ShapesWorld, prompt_dataset, shapes_objects
+from rlaifv_testbed.shapes import describe
 from rlaifv_trl import LengthNormalizedRewardScorer
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.loading import resolve_model_name
 from rlaifv_trl.metrics.chair import chair
-from rlaifv_trl.synthetic import COLORS, SHAPES, ShapesWorld, prompt_dataset, shapes_objects
-from rlaifv_trl.synthetic.shapes import describe
 
 
 Candidate = dict[str, object]

@@ -16,8 +16,8 @@ from pathlib import Path
 from common import StepTimer, benchmark_parser, cpu_name, parse_options, report
 from transformers import PrinterCallback
 
+from rlaifv_testbed import build_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import build_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl.trainer.rlaifv_dpo_config import cpu_has_native_bf16
 
 

@@ -18,8 +18,8 @@ import torch
 from common import StepTimer, benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoProcessor, PrinterCallback
 
+from rlaifv_testbed import TinyVLMPreset, build_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import TinyVLMPreset, build_tiny_vlm, oracle_preference_dataset
 
 
 # 192 px / 8 px patches = 24 x 24 = 576 image tokens; a vision tower as deep as the language model.

@@ -39,8 +39,8 @@ import torch
 from common import benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import COLORS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm
 from rlaifv_trl.feedback import LabelGroup, YesNoLabeler
-from rlaifv_trl.synthetic import COLORS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm
 
 
 PRESET = TinyVLMPreset(

@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import COLORS, PRESETS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm, prompt_dataset
 from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.prefix_sharing import encode_prefix
-from rlaifv_trl.synthetic import COLORS, PRESETS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm, prompt_dataset
 
 
 logger = logging.getLogger("benchmarks.labeling")

@@ -38,14 +38,14 @@ from collections.abc import Sequence
 
 from common import benchmark_parser, cpu_name, parse_options, report
 
+from rlaifv_testbed import ShapesWorld
+from rlaifv_testbed.builtin import BUILTIN_LABELER, BUILTIN_POLICY, BUILTIN_RANKER
+from rlaifv_testbed.data import DESCRIPTION_PROMPTS, user_turn
+from rlaifv_testbed.models import make_tiny_causal_lm, make_tiny_vlm
+from rlaifv_testbed.ranking_data import hallucinated_objects
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.loading import load_vlm
 from rlaifv_trl.ranking import DivideAndConquerRanker, ListwiseRanker, Ranking
-from rlaifv_trl.synthetic import ShapesWorld
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY, BUILTIN_RANKER
-from rlaifv_trl.synthetic.data import DESCRIPTION_PROMPTS, user_turn
-from rlaifv_trl.synthetic.models import make_tiny_causal_lm, make_tiny_vlm
-from rlaifv_trl.synthetic.ranking_data import hallucinated_objects
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -16,9 +16,9 @@ import time
 from common import benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import labeling_accuracy, motionworld_eval
+from rlaifv_testbed.builtin import BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY
 from rlaifv_trl.loading import resolve_model_name
-from rlaifv_trl.synthetic import labeling_accuracy, motionworld_eval
-from rlaifv_trl.synthetic.builtin import BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY
 
 
 def main() -> None:

@@ -38,17 +38,17 @@ from common import cpu_name
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from rlaifv_testbed import evaluation_prompts, shapes_objects
+from rlaifv_testbed.builtin import BUILTIN_LABELER, BUILTIN_POLICY, BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY
+from rlaifv_testbed.motion import MotionWorld
+from rlaifv_testbed.motion_data import motion_evaluation_prompts, motionworld_prompts, score_motion_answers
+from rlaifv_testbed.recipe import shapesworld_prompts
 from rlaifv_trl import FeedbackConfig, GRPORankConfig, GRPORankTrainer, RLAIFVDPOConfig, RLAIFVDPOTrainer
 from rlaifv_trl.feedback import RLAIFVFeedbackGenerator
 from rlaifv_trl.generation import generate_batch
 from rlaifv_trl.loading import load_vlm
 from rlaifv_trl.metrics.chair import chair
 from rlaifv_trl.ranking import DivideAndConquerRanker, RankerReward
-from rlaifv_trl.synthetic import evaluation_prompts, shapes_objects
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY, BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY
-from rlaifv_trl.synthetic.motion import MotionWorld
-from rlaifv_trl.synthetic.motion_data import motion_evaluation_prompts, motionworld_prompts, score_motion_answers
-from rlaifv_trl.synthetic.recipe import shapesworld_prompts
 from rlaifv_trl.trainer import VideoPromptsMixin
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from common import benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld, TinyVLMPreset, build_tiny_vlm
 from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMSettings
 from rlaifv_trl.backends.vllm_feedback import VLLMCandidateSampler
 from rlaifv_trl.feedback.sampling import CandidateSampler
-from rlaifv_trl.synthetic import ShapesWorld, TinyVLMPreset, build_tiny_vlm
 
 
 PRESET = TinyVLMPreset(

@@ -29,8 +29,8 @@ from datasets import Dataset
 from transformers import AutoProcessor, PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
+from rlaifv_testbed import build_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import build_tiny_vlm, oracle_preference_dataset
 
 
 def longer_answers(dataset: Dataset, repeats: int) -> Dataset:

@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 from trl import TrlParser
 
-from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.generation import generate_batch
-from rlaifv_trl.metrics.chair import chair
-from rlaifv_trl.synthetic import (
+from rlaifv_testbed import (
     build_tiny_vlm,
     evaluation_prompts,
     oracle_preference_dataset,
     shapes_objects,
     train_base_policy,
 )
+from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOConfig, RLAIFVDPOTrainer
+from rlaifv_trl.generation import generate_batch
+from rlaifv_trl.metrics.chair import chair
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from trl import GRPOConfig, GRPOTrainer, TrlParser
 
+from rlaifv_testbed import build_tiny_vlm, prompt_dataset
 from rlaifv_trl import LengthNormalizedRewardScorer
-from rlaifv_trl.synthetic import build_tiny_vlm, prompt_dataset
 
 
 @dataclass

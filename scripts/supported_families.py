@@ -6,7 +6,7 @@
 checks that the README shows this table as printed.
 """
 
-from rlaifv_trl.synthetic.families import FAMILIES
+from rlaifv_testbed.families import FAMILIES
 
 
 TESTED = (

@@ -6,12 +6,12 @@
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:motionworld-qwen2vl     # video policy
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:motionworld-qwen2vl-labeler
 
-Each writes its file under `src/rlaifv_trl/synthetic/weights/` (about 7.5 minutes on one CPU thread): a small LLaVA
+Each writes its file under `src/rlaifv_testbed/weights/` (about 7.5 minutes on one CPU thread): a small LLaVA
 whose vision tower is pretrained to recognise ShapesWorld objects, then fine-tuned with TRL's `SFTTrainer` on scene
 descriptions and yes/no existence questions. The policy sees 30% of its descriptions with one absent object added,
 so that it hallucinates when sampling; the labeler (another seed) sees faithful descriptions and twice the questions.
 The ranker starts from the labeler's weights and is fine-tuned with `SFTTrainer` on listwise ranking queries
-(`rlaifv_trl.synthetic.ranking_data`: 4 answers per scene, sampled from the policy or templated, shown in random
+(`rlaifv_testbed.ranking_data`: 4 answers per scene, sampled from the policy or templated, shown in random
 orders; the target is the ground-truth order, fewer hallucinated objects first); it needs the labeler's and the
 policy's weights.
 The MotionWorld models are small Qwen2-VLs trained the same way on clips (videos of 4 frames): the vision tower also
@@ -24,7 +24,7 @@ import logging
 
 import torch
 
-from rlaifv_trl.synthetic.builtin import BUILTIN_POLICY, train_builtin_policy
+from rlaifv_testbed.builtin import BUILTIN_POLICY, train_builtin_policy
 
 
 def main() -> None:

@@ -114,7 +114,7 @@ def down_hub_url(hub: LoopbackHub) -> str:
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(tmp_path_factory):
     """`tiny_vlm_dir(arch="llava", seed=0)`: the directory of a tiny VLM, built once per session."""
-    from rlaifv_trl.synthetic import build_tiny_vlm
+    from rlaifv_testbed import build_tiny_vlm
 
     built: dict[tuple[str, int], Path] = {}
 

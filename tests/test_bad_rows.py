@@ -19,9 +19,9 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from transformers import AutoProcessor
 
+from rlaifv_testbed import ShapesWorld
 from rlaifv_trl import FeedbackConfig, RLAIFVDPOTrainer, RLAIFVFeedbackGenerator, load_preference_dataset
 from rlaifv_trl.recipe.prompts import iteration_prompts
-from rlaifv_trl.synthetic import ShapesWorld
 from rlaifv_trl.validation import CODES, BadRowError, RowValidation
 from support.images import png_header
 

@@ -3,8 +3,8 @@
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import build_tiny_vlm, description_dataset, evaluate_hallucination, train_base_policy
 from rlaifv_trl.generation import encode
-from rlaifv_trl.synthetic import build_tiny_vlm, description_dataset, evaluate_hallucination, train_base_policy
 
 
 def _description_nll(model, processor, dataset) -> float:

@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from rlaifv_trl.loading import is_builtin, resolve_model_name
-from rlaifv_trl.synthetic import evaluate_hallucination, labeling_accuracy
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY, builtin_weights_path, materialize_builtin
+from rlaifv_testbed import evaluate_hallucination, labeling_accuracy
+from rlaifv_testbed.builtin import BUILTIN_LABELER, BUILTIN_POLICY, builtin_weights_path, materialize_builtin
+from rlaifv_trl.loading import is_registered_model_name, resolve_model_name
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,11 @@ def test_the_builtin_models_answer_existence_questions(builtin_dirs, name, one_t
 
 
 def test_builtin_names(tmp_path):
-    assert is_builtin(BUILTIN_POLICY) and not is_builtin("llava-hf/llava-1.5-7b-hf") and not is_builtin(None)
+    assert (
+        is_registered_model_name(BUILTIN_POLICY)
+        and not is_registered_model_name("llava-hf/llava-1.5-7b-hf")
+        and not is_registered_model_name(None)
+    )
     with pytest.raises(ValueError, match="builtin:shapesworld-llava"):
         materialize_builtin("builtin:nope", tmp_path)
 

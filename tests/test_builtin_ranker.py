@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import EVAL_SEED_OFFSET, ShapesWorld, ranking_dataset, ranking_reply, shapes_objects
+from rlaifv_testbed.builtin import BUILTIN_RANKER, builtin_weights_path
+from rlaifv_testbed.ranking_data import hallucinated_objects, templated_answer
 from rlaifv_trl.data import user_turn
 from rlaifv_trl.loading import resolve_model_name
 from rlaifv_trl.ranking import ListwiseRanker, parse_ranking, render_query
-from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, ShapesWorld, ranking_dataset, ranking_reply, shapes_objects
-from rlaifv_trl.synthetic.builtin import BUILTIN_RANKER, builtin_weights_path
-from rlaifv_trl.synthetic.ranking_data import hallucinated_objects, templated_answer
 
 
 def test_ranking_reply_puts_fewer_hallucinations_first_and_ties_equal_truths():

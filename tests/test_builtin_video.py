@@ -5,12 +5,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import EVAL_SEED_OFFSET, MotionWorld, shapes_objects
+from rlaifv_testbed.builtin import BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY, builtin_weights_path
+from rlaifv_testbed.motion_data import motion_yes_no_dataset, video_turn
 from rlaifv_trl.feedback import LabelGroup, YesNoLabeler
 from rlaifv_trl.generation import generate_batch
 from rlaifv_trl.loading import resolve_model_name
-from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, MotionWorld, shapes_objects
-from rlaifv_trl.synthetic.builtin import BUILTIN_VIDEO_LABELER, BUILTIN_VIDEO_POLICY, builtin_weights_path
-from rlaifv_trl.synthetic.motion_data import motion_yes_no_dataset, video_turn
 
 
 @pytest.fixture(scope="module")

@@ -129,8 +129,8 @@ def test_a_second_recipe_run_on_the_same_folder_exits_at_once(tmp_path, tiny_vlm
 @pytest.fixture(scope="module")
 def checkpoint(tiny_vlm_dirs, tmp_path_factory):
     """A real checkpoint of `RLAIFVDPOTrainer`, with the order its files were written in."""
+    from rlaifv_testbed import oracle_preference_dataset
     from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-    from rlaifv_trl.synthetic import oracle_preference_dataset
 
     output_dir = tmp_path_factory.mktemp("checkpoints")
     args = RLAIFVDPOConfig(

@@ -14,21 +14,22 @@ import pytest
 from datasets import Dataset, Image, load_from_disk
 from PIL import Image as PILImage
 
-from rlaifv_trl.benchmarks import load_table
+from rlaifv_testbed import EVAL_SEED_OFFSET, ShapesWorld, build_tiny_vlm
+from rlaifv_testbed.builtin import BUILTIN_LABELER
 from rlaifv_trl.cli import main
 from rlaifv_trl.evaluation import (
-    BUILTIN_EVALUATORS,
     EvaluationSettings,
     PolicyEvaluation,
+    evaluator_names,
     load_evaluators,
+    load_table,
+    pope_evaluator,
     run_evaluators,
 )
 from rlaifv_trl.generation import prompts_answered
 from rlaifv_trl.loading import ModelLoading, load_vlm
 from rlaifv_trl.metrics import chair_metrics, pope_metrics
 from rlaifv_trl.recipe import IterativeDPOArguments
-from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, ShapesWorld, build_tiny_vlm
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER
 from support.images import png_header
 
 
@@ -103,7 +104,9 @@ def test_pope_with_a_trained_model_answers_every_question(pope_dataset, tmp_path
     assert metrics["num_unparsed"] == 0 and metrics["accuracy"] >= 0.75
 
 
-def test_chair_on_a_parquet_dataset(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def chair_parquet(tmp_path_factory):
+    """Three ShapesWorld images with COCO objects as their ground truth, in a parquet file."""
     world = ShapesWorld()
     scenes = [world.scene(EVAL_SEED_OFFSET + i) for i in range(3)]
     dataset = Dataset.from_dict(
@@ -113,10 +116,14 @@ def test_chair_on_a_parquet_dataset(tiny_model, tmp_path):
             "objects": [["person", "dog"], ["dining table"], []],
         }
     ).cast_column("image", Image())
-    path = tmp_path / "chair.parquet"
+    path = tmp_path_factory.mktemp("data") / "chair.parquet"
     dataset.to_parquet(str(path))
+    return path
+
+
+def test_chair_on_a_parquet_dataset(tiny_model, chair_parquet, tmp_path):
     out = tmp_path / "out"
-    assert main(["evaluate", str(tiny_model), "--benchmark", "chair", "--dataset", str(path), "--max-new-tokens",
+    assert main(["evaluate", str(tiny_model), "--benchmark", "chair", "--dataset", str(chair_parquet), "--max-new-tokens",
                  "4", "--output-dir", str(out)]) == 0  # fmt: skip
     report, markdown, answers = _read(out)
     result = report["results"]["chair"]
@@ -124,6 +131,36 @@ def test_chair_on_a_parquet_dataset(tiny_model, tmp_path):
     assert report["settings"]["vocabulary"] == "coco"
     assert result["metrics"] == chair_metrics([a["answer"] for a in answers], [a["reference"] for a in answers])
     assert "| mention_rate |" in markdown and "| mean_length |" in markdown
+
+
+def test_the_library_evaluators_run_on_datasets_without_a_plugin(tiny_model, pope_dataset, chair_parquet):
+    """`pope=<dataset>` and `chair=<dataset>` in a recipe's `evaluation` list need no module of the user's."""
+    evaluators = load_evaluators([f"pope={pope_dataset}", f"chair={chair_parquet}"])
+    model, processor = load_vlm(tiny_model)
+    metrics = run_evaluators(evaluators, model, processor, EvaluationSettings(num_prompts=2, max_new_tokens=4))
+    assert set(metrics) == {
+        "pope_accuracy",
+        "pope_f1",
+        "pope_yes_ratio",
+        "chair_response",
+        "chair_mention",
+        "chair_recall",
+    }
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("chair", "needs a dataset"),
+        ("pope=", "names no dataset"),
+        ("shapesworlds", "Unknown evaluator 'shapesworlds'"),
+        ("no_such_module:evaluate", "Cannot import"),
+    ],
+)
+def test_a_wrong_evaluator_name_fails_when_the_config_is_read(name, message):
+    with pytest.raises(ValueError, match=message):
+        load_evaluators([name])
 
 
 def test_shapesworld_generates_its_scenes(tiny_model, tmp_path):
@@ -140,8 +177,10 @@ def test_shapesworld_generates_its_scenes(tiny_model, tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--benchmark", "shapesworld", "--dataset", "x"], "generates its scenes"),
+        (["--benchmark", "shapesworld", "--dataset", "x"], "generates its rows"),
         (["--benchmark", "chair"], "needs --dataset"),
+        (["--benchmark", "chair", "--dataset", "x", "--vocabulary", "imagenet"], "Unknown vocabulary 'imagenet'"),
+        (["--benchmark", "halbench"], "Unknown benchmark 'halbench'"),
         (["--benchmark", "pope", "--dataset", "./no/such/folder"], "No dataset"),
     ],
 )
@@ -158,8 +197,8 @@ def test_pope_refuses_a_dataset_without_its_columns(tiny_model, tmp_path, capsys
     assert "['answer']" in capsys.readouterr().err
 
 
-def test_shapesworld_pope_is_a_builtin_evaluator(tiny_model):
-    assert "shapesworld_pope" in BUILTIN_EVALUATORS
+def test_the_test_beds_evaluators_are_registered_not_built_in(tiny_model):
+    assert {"pope", "chair", "shapesworld", "shapesworld_pope", "motionworld"} <= set(evaluator_names())
     evaluators = load_evaluators(["shapesworld", "shapesworld_pope"])
     model, processor = load_vlm(tiny_model)
     settings = EvaluationSettings(num_prompts=3, temperature=0.0, max_new_tokens=4)
@@ -192,7 +231,7 @@ def test_every_evaluator_shows_a_progress_bar_of_its_prompts(tiny_model, capfd):
 
 def test_the_recipes_evaluation_stage_shows_progress_unless_turned_off(tiny_model, capfd):
     arguments = IterativeDPOArguments(
-        "rlaifv_trl.synthetic.recipe:shapesworld_prompts", evaluation=["shapesworld_pope"], evaluation_prompts=2
+        "rlaifv_testbed.recipe:shapesworld_prompts", evaluation=["shapesworld_pope"], evaluation_prompts=2
     )
     shown = PolicyEvaluation.from_arguments(arguments, 0, ModelLoading(), disable_tqdm=False)
     assert set(shown(str(tiny_model))) == {"pope_accuracy", "pope_f1", "pope_yes_ratio"}
@@ -203,8 +242,6 @@ def test_the_recipes_evaluation_stage_shows_progress_unless_turned_off(tiny_mode
 
 
 def test_pope_evaluator_factory_on_a_dataset(pope_dataset):
-    from rlaifv_trl.benchmarks import pope_evaluator
-
     model, processor = load_vlm(BUILTIN_LABELER)
     evaluator = pope_evaluator(str(pope_dataset), prefix="mypope")
     metrics = run_evaluators({"mypope": evaluator}, model, processor, EvaluationSettings(num_prompts=6))

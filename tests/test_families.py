@@ -1,6 +1,6 @@
 """Every supported vision-language family, for real, on every path of the project.
 
-For each family of `rlaifv_trl.synthetic.families.FAMILIES` (a tiny stand-in of its own classes, tokenizer markup,
+For each family of `rlaifv_testbed.families.FAMILIES` (a tiny stand-in of its own classes, tokenizer markup,
 chat template and image processor):
 - n-way sampling, reproducible and independent of the prompts sampled beside it;
 - the labeler's prefix-shared yes/no probabilities equal a plain per-question forward within 1e-4;
@@ -20,11 +20,11 @@ from peft import LoraConfig
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
 
+from rlaifv_testbed import ShapesWorld, oracle_preference_dataset, prompt_dataset
+from rlaifv_testbed.families import FAMILIES
 from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOTrainer, precompute_ref_log_probs
 from rlaifv_trl.feedback import CandidateSampler, LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages
-from rlaifv_trl.synthetic import ShapesWorld, oracle_preference_dataset, prompt_dataset
-from rlaifv_trl.synthetic.families import FAMILIES
 
 
 NAMES = list(FAMILIES)

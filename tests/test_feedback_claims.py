@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rlaifv_testbed import ShapesWorld, build_tokenizer, shapes_objects
+from rlaifv_testbed.shapes import existence_question
 from rlaifv_trl.feedback import (
     CausalLMRunner,
     ClaimSplitter,
@@ -21,8 +23,6 @@ from rlaifv_trl.feedback import (
     with_instruction,
 )
 from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
-from rlaifv_trl.synthetic import ShapesWorld, build_tokenizer, shapes_objects
-from rlaifv_trl.synthetic.shapes import existence_question
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from datasets import Image, List, load_from_disk
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlamaConfig, LlamaForCausalLM
 from trl import DPOConfig, DPOTrainer
 
+from rlaifv_testbed import build_tokenizer, prompt_dataset, shapes_objects
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.cards import public_name
 from rlaifv_trl.feedback import derive_seed, split_claims
-from rlaifv_trl.synthetic import build_tokenizer, prompt_dataset, shapes_objects
 
 
 SMALL = {"num_candidates": 4, "max_new_tokens": 12, "shard_size": 2}

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
+from rlaifv_testbed import ShapesWorld
+from rlaifv_testbed.data import user_turn
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.feedback.inputs import MESSAGE_FEATURE
-from rlaifv_trl.synthetic import ShapesWorld
-from rlaifv_trl.synthetic.data import user_turn
 from rlaifv_trl.validation import BadRow, decode_image
 
 

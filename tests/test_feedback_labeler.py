@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld
 from rlaifv_trl import prefix_sharing
 from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
 from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
-from rlaifv_trl.synthetic import ShapesWorld
 
 
 QUESTIONS = [

@@ -6,13 +6,13 @@ import torch
 from datasets import load_from_disk
 from huggingface_hub import DatasetCard
 
+from rlaifv_testbed import prompt_dataset
+from rlaifv_testbed.builtin import BUILTIN_LABELER, BUILTIN_POLICY
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator, load_preference_dataset, load_ranking_dataset
 from rlaifv_trl.artifacts import dataset_configs, write_iteration_dataset
 from rlaifv_trl.cards import DatasetCardInfo, IterationStats, render_dataset_card
 from rlaifv_trl.feedback.pairs import group_ranks, tie_groups
 from rlaifv_trl.hub import RetryPolicy, push_dataset
-from rlaifv_trl.synthetic import prompt_dataset
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY
 
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)

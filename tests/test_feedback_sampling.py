@@ -13,9 +13,9 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from rlaifv_testbed import prompt_dataset
 from rlaifv_trl.feedback import CandidateSampler, FeedbackConfig, derive_seed
 from rlaifv_trl.feedback.sampling import SeededSampling
-from rlaifv_trl.synthetic import prompt_dataset
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 from trl import GRPOConfig
 
+from rlaifv_testbed import prompt_dataset
 from rlaifv_trl import GRPORankConfig, GRPORankTrainer
-from rlaifv_trl.synthetic import prompt_dataset
 from rlaifv_trl.trainer.rank_advantages import (
     dcg_gain,
     kendall_tau,

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
+from rlaifv_testbed.builtin import cached_builtin
 from rlaifv_trl.manifest import MANIFEST_FILE
-from rlaifv_trl.synthetic.builtin import cached_builtin
 from support.recipe_process import finish, run_recipe_process
 
 

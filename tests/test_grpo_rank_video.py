@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
+from rlaifv_testbed import motion_prompt_dataset
 from rlaifv_trl import GRPORankConfig, GRPORankTrainer
 from rlaifv_trl.ranking import DivideAndConquerRanker, RankerReward
-from rlaifv_trl.synthetic import motion_prompt_dataset
 from rlaifv_trl.trainer.rank_advantages import rank_advantages
 from rlaifv_trl.validation import BadRowError
 

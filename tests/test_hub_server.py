@@ -25,7 +25,7 @@ from huggingface_hub.utils import get_session
 from PIL import Image as PILImage
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from rlaifv_trl.synthetic import build_tiny_vlm
+from rlaifv_testbed import build_tiny_vlm
 from support import network_guard
 from support.network_guard import BlockedAttempt
 

@@ -14,10 +14,11 @@ import pytest
 HEAVY = ("torch", "trl", "transformers", "datasets")
 LAZY_PACKAGES = [
     "rlaifv_trl",
+    "rlaifv_trl.evaluation",
     "rlaifv_trl.feedback",
     "rlaifv_trl.ranking",
     "rlaifv_trl.recipe",
-    "rlaifv_trl.synthetic",
+    "rlaifv_testbed",
     "rlaifv_trl.trainer",
     "rlaifv_trl.validation",
 ]

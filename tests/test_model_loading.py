@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 from trl import ModelConfig
 
+from rlaifv_testbed.models import PRESETS, build_tiny_causal_lm, build_tiny_vlm
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.loading import ModelLoading, load_causal_lm, load_vlm
-from rlaifv_trl.synthetic.models import PRESETS, build_tiny_causal_lm, build_tiny_vlm
 from support.stand_ins import undecided_labeler
 
 

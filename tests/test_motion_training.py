@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import MotionWorld, shapes_objects, train_base_policy
+from rlaifv_testbed.motion_data import motion_sft_dataset, motion_yes_no_dataset
 from rlaifv_trl.feedback.rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
-from rlaifv_trl.synthetic import MotionWorld, shapes_objects, train_base_policy
-from rlaifv_trl.synthetic.motion_data import motion_sft_dataset, motion_yes_no_dataset
 from rlaifv_trl.trainer.collator import DataCollatorForVisionLanguageModelingWithVideos
 
 

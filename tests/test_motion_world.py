@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from datasets import Image, List
 
-from rlaifv_trl.synthetic import EVAL_SEED_OFFSET, MotionWorld, motion_facts, motion_prompt_dataset
-from rlaifv_trl.synthetic.motion import DIRECTIONS, QUESTION_KINDS
-from rlaifv_trl.synthetic.motion_data import motion_evaluation_prompts, score_motion_answers, video_turn
-from rlaifv_trl.synthetic.shapes import COLORS
+from rlaifv_testbed import EVAL_SEED_OFFSET, MotionWorld, motion_facts, motion_prompt_dataset
+from rlaifv_testbed.motion import DIRECTIONS, QUESTION_KINDS
+from rlaifv_testbed.motion_data import motion_evaluation_prompts, score_motion_answers, video_turn
+from rlaifv_testbed.shapes import COLORS
 from rlaifv_trl.validation import BadRow, RowValidation, check_visual_prompt_row
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld, build_tiny_vlm
 from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
-from rlaifv_trl.synthetic import ShapesWorld, build_tiny_vlm
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from datasets import Dataset, Features, Image, List, Value
 
+from rlaifv_testbed import ShapesWorld
+from rlaifv_testbed.data import assistant_turn, user_turn
 from rlaifv_trl.artifacts import write_iteration_dataset
 from rlaifv_trl.data import detect_schema, load_preference_dataset
-from rlaifv_trl.synthetic import ShapesWorld
-from rlaifv_trl.synthetic.data import assistant_turn, user_turn
 
 
 def scenes(count):

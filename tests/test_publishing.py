@@ -14,6 +14,8 @@ from datasets import load_dataset
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 from transformers import AutoModelForImageTextToText
 
+from rlaifv_testbed import ShapesWorld, build_tiny_vlm
+from rlaifv_testbed.data import assistant_turn, user_turn
 from rlaifv_trl.artifacts import dataset_configs, model_dir, write_iteration_dataset
 from rlaifv_trl.cards import (
     DatasetCardInfo,
@@ -34,8 +36,6 @@ from rlaifv_trl.hub import (
     push_model,
     push_run,
 )
-from rlaifv_trl.synthetic import ShapesWorld, build_tiny_vlm
-from rlaifv_trl.synthetic.data import assistant_turn, user_turn
 
 
 FAST = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
@@ -248,8 +248,13 @@ def test_card_templates_and_builtin_weights_ship_inside_the_wheel(tmp_path):
     (wheel,) = tmp_path.glob("rlaifv_trl-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "rlaifv_trl/hub_cards/dataset_card.md" in names and "rlaifv_trl/hub_cards/model_card.md" in names
-    assert "rlaifv_trl/synthetic/weights/shapesworld_llava.safetensors" in names  # the embedded default's models
-    assert "rlaifv_trl/synthetic/weights/shapesworld_llava_labeler.safetensors" in names
+    assert "rlaifv_testbed/weights/shapesworld_llava.safetensors" in names  # the embedded default's models
+    assert "rlaifv_testbed/weights/shapesworld_llava_labeler.safetensors" in names
+    # The test bed registers its parts with the library through entry points.
+    (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    registered = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[rlaifv_trl.model_names]\nbuiltin = rlaifv_testbed.builtin:cached_builtin" in registered
+    assert "shapesworld = rlaifv_testbed.recipe:shapesworld_chair" in registered
     # CHAIR's COCO synonyms and the evaluate modules (scripts named like their folders).
     assert "rlaifv_trl/metrics/coco_synonyms.txt" in names
     assert {"rlaifv_trl/metrics/modules/chair/chair.py", "rlaifv_trl/metrics/modules/pope/pope.py"} <= set(names)

@@ -9,6 +9,11 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import GRPOConfig, GRPOTrainer
 
+from rlaifv_testbed import MotionWorld, ShapesWorld, prompt_dataset
+from rlaifv_testbed.builtin import BUILTIN_LABELER, BUILTIN_POLICY
+from rlaifv_testbed.data import user_turn
+from rlaifv_testbed.models import make_tiny_causal_lm
+from rlaifv_testbed.motion_data import video_turn
 from rlaifv_trl.feedback.claims import with_instruction
 from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
 from rlaifv_trl.feedback.labeler import LabelGroup, YesNoLabeler
@@ -24,11 +29,6 @@ from rlaifv_trl.ranking import (
     parse_ranking,
     presentation_orders,
 )
-from rlaifv_trl.synthetic import MotionWorld, ShapesWorld, prompt_dataset
-from rlaifv_trl.synthetic.builtin import BUILTIN_LABELER, BUILTIN_POLICY
-from rlaifv_trl.synthetic.data import user_turn
-from rlaifv_trl.synthetic.models import make_tiny_causal_lm
-from rlaifv_trl.synthetic.motion_data import video_turn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

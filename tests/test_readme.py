@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rlaifv_trl.synthetic.families import FAMILIES
+from rlaifv_testbed.families import FAMILIES
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -142,7 +142,7 @@ def test_the_model_cards_best_of_n_snippet_runs(pushed_run):
     _, _, model_repo, _ = pushed_run
     card = ModelCard.load(model_repo)  # main = iteration-2
     snippet = next(block for block in card.text.split("```python")[1:] if "LengthNormalizedRewardScorer" in block)
-    from rlaifv_trl.synthetic import ShapesWorld
+    from rlaifv_testbed import ShapesWorld
 
     scene = ShapesWorld().scene(3)
     candidates = [scene.description(), scene.description() + " There is a red circle.", "There is a blue square."]
@@ -167,7 +167,7 @@ def test_the_pushed_models_load_through_the_auto_classes(pushed_run):
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}],
         add_generation_prompt=True,
     )
-    from rlaifv_trl.synthetic import ShapesWorld
+    from rlaifv_testbed import ShapesWorld
 
     inputs = processor(images=[ShapesWorld().scene(7).render()], text=[text], return_tensors="pt")
     output = model.generate(**inputs, max_new_tokens=4, do_sample=False)

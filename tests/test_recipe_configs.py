@@ -18,9 +18,9 @@ import yaml
 from huggingface_hub import HfApi
 from transformers import AutoModelForImageTextToText
 
+from rlaifv_testbed.models import build_tiny_causal_lm, build_tiny_vlm
 from rlaifv_trl import load_preference_dataset
 from rlaifv_trl.loading import resolve_model_name
-from rlaifv_trl.synthetic.models import build_tiny_causal_lm, build_tiny_vlm
 from support.stand_ins import undecided_labeler
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld
+from rlaifv_testbed.data import assistant_turn, user_turn
 from rlaifv_trl import LengthNormalizedRewardScorer
 from rlaifv_trl.reward import SCORE_MODES
-from rlaifv_trl.synthetic import ShapesWorld
-from rlaifv_trl.synthetic.data import assistant_turn, user_turn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld
 from rlaifv_trl.log_probs import token_log_probs
 from rlaifv_trl.prefix_sharing import continuation_log_probs, continuation_logits, encode_prefix
-from rlaifv_trl.synthetic import ShapesWorld
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,9 +11,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl.data_utils import prepare_multimodal_messages
 from trl.trainer.utils import get_callable_name
 
+from rlaifv_testbed import ShapesWorld
+from rlaifv_testbed.data import assistant_turn, user_turn
 from rlaifv_trl import LengthNormalizedRewardScorer
-from rlaifv_trl.synthetic import ShapesWorld
-from rlaifv_trl.synthetic.data import assistant_turn, user_turn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,8 +6,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCall
 from trl import GRPOConfig, GRPOTrainer
 from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
+from rlaifv_testbed import prompt_dataset
 from rlaifv_trl import LengthNormalizedRewardScorer
-from rlaifv_trl.synthetic import prompt_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

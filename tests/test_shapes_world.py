@@ -6,8 +6,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from rlaifv_trl.metrics import chair
-from rlaifv_trl.synthetic import (
+from rlaifv_testbed import (
     COLORS,
     EVAL_SEED_OFFSET,
     ShapesWorld,
@@ -17,7 +16,8 @@ from rlaifv_trl.synthetic import (
     shapes_objects,
     yes_no_dataset,
 )
-from rlaifv_trl.synthetic.shapes import BACKGROUND, describe
+from rlaifv_testbed.shapes import BACKGROUND, describe
+from rlaifv_trl.metrics import chair
 
 
 def _components(pixels: np.ndarray, rgb: tuple[int, int, int]) -> list[list[tuple[int, int]]]:

@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import PRESETS, YES_NO_WORDS, ShapesWorld, available_architectures, build_tiny_vlm
+from rlaifv_testbed.data import user_turn
+from rlaifv_testbed.models import count_parameters
 from rlaifv_trl.generation import encode, generate_batch, render_prompts
-from rlaifv_trl.synthetic import PRESETS, YES_NO_WORDS, ShapesWorld, available_architectures, build_tiny_vlm
-from rlaifv_trl.synthetic.data import user_turn
-from rlaifv_trl.synthetic.models import count_parameters
 
 
 ARCHS = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
@@ -16,7 +16,7 @@ ARCHS = ["llava", "llava_next", "qwen2_vl", "qwen2_5_vl"]
 
 def test_every_architecture_is_available_here():
     # The Qwen2-VL family needs torchvision, which the test environment installs: its tests must run, not skip.
-    from rlaifv_trl.synthetic.families import FAMILIES
+    from rlaifv_testbed.families import FAMILIES
 
     assert available_architectures() == list(FAMILIES)
 
@@ -89,7 +89,7 @@ def test_preset_sizes(arch, preset, low, high, tmp_path):
 def test_tiny_causal_lms_chat_in_their_familys_format(family, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlaifv_trl.synthetic.models import build_tiny_causal_lm
+    from rlaifv_testbed.models import build_tiny_causal_lm
 
     path = build_tiny_causal_lm(tmp_path, family)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

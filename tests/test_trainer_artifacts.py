@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOTrainer
 from rlaifv_trl.reward_config import REWARD_CONFIG_NAME, ImplicitRewardConfig
-from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

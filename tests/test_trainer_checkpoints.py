@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
 
+from rlaifv_testbed import oracle_preference_dataset, prompt_dataset
 from rlaifv_trl import GRPORankConfig, GRPORankTrainer, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import oracle_preference_dataset, prompt_dataset
 from rlaifv_trl.trainer.checkpoints import CheckpointsMixin, load_checkpoint_weights, needs_key_conversion
 
 

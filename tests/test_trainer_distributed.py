@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import precompute_ref_log_probs
-from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
 pytestmark = pytest.mark.slow  # an end-to-end run: `pytest -m "not slow"` leaves it out

@@ -8,8 +8,8 @@ from datasets import load_dataset, load_from_disk
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
 
+from rlaifv_testbed import make_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOTrainer, precompute_ref_log_probs
-from rlaifv_trl.synthetic import make_tiny_vlm, oracle_preference_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -7,8 +7,8 @@ from peft import LoraConfig
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import DPOConfig, DPOTrainer
 
+from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOTrainer, precompute_ref_log_probs
-from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

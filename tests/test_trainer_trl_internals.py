@@ -15,8 +15,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
+from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

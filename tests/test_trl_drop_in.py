@@ -16,8 +16,8 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, set_seed
 from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer
 
+from rlaifv_testbed import prompt_dataset
 from rlaifv_trl import GRPORankConfig, GRPORankTrainer, RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import prompt_dataset
 from rlaifv_trl.trainer.rank_advantages import dcg_gain
 
 

@@ -10,12 +10,12 @@ import torch
 from datasets import Dataset, Features, Image, List, Value
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import MotionWorld, motion_prompt_dataset
+from rlaifv_testbed.motion_data import video_turn
 from rlaifv_trl import FeedbackConfig, RLAIFVDPOTrainer, RLAIFVFeedbackGenerator
 from rlaifv_trl.feedback import CandidateSampler
 from rlaifv_trl.feedback.labeler import LabelGroup, YesNoLabeler
 from rlaifv_trl.generation import encode_prompts
-from rlaifv_trl.synthetic import MotionWorld, motion_prompt_dataset
-from rlaifv_trl.synthetic.motion_data import video_turn
 from rlaifv_trl.video import prompt_visuals
 
 

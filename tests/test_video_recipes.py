@@ -12,7 +12,7 @@ from rlaifv_trl.manifest import MANIFEST_FILE
 
 ROOT = Path(__file__).parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-MOTION = ("--prompt_dataset", "rlaifv_trl.synthetic.motion_data:motionworld_prompts", "--evaluation", "motionworld")
+MOTION = ("--prompt_dataset", "rlaifv_testbed.motion_data:motionworld_prompts", "--evaluation", "motionworld")
 
 
 def run_recipe(script: str, argv: list[str]):

@@ -18,14 +18,14 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import ShapesWorld, TinyVLMPreset, build_tiny_vlm
+from rlaifv_testbed.models import build_tiny_causal_lm
 from rlaifv_trl.backends.vllm_checkpoint import needs_conversion, vllm_loadable
 from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMEngineError, VLLMSettings
 from rlaifv_trl.backends.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from rlaifv_trl.feedback import FeedbackConfig, LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.llm_claims import LLMClaimSplitter, parse_claims
 from rlaifv_trl.feedback.sampling import CandidateSampler
-from rlaifv_trl.synthetic import ShapesWorld, TinyVLMPreset, build_tiny_vlm
-from rlaifv_trl.synthetic.models import build_tiny_causal_lm
 from support.stand_ins import undecided_labeler
 
 

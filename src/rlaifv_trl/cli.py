@@ -2,7 +2,7 @@
 
 - `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...` (a recipe run's manifest and summary then record the
   commits);
-- `rlaifv-trl evaluate MODEL --benchmark {pope,shapesworld,chair} [--dataset ...] [--output-dir ...]`.
+- `rlaifv-trl evaluate MODEL --benchmark {pope,chair,<registered>} [--dataset ...] [--output-dir ...]`.
 """
 
 from __future__ import annotations
@@ -32,25 +32,28 @@ def _add_evaluate(commands) -> None:
         "evaluate",
         help="Measure a model's hallucination on a benchmark; writes report.json and report.md.",
         description="Answer a hallucination benchmark with a vision-language model and score the answers (POPE: "
-        "yes/no existence questions; CHAIR: object mentions in descriptions; shapesworld: both, on generated scenes).",
+        "yes/no existence questions; CHAIR: object mentions in descriptions; a benchmark an installed package "
+        "registers, e.g. the test bed's shapesworld: both, on generated scenes).",
     )
-    evaluate.add_argument("model", help="Model folder, Hub id or builtin:<name>.")
-    evaluate.add_argument("--benchmark", required=True, choices=["pope", "shapesworld", "chair"])
+    evaluate.add_argument("model", help="Model folder, Hub id or a registered name (e.g. builtin:<name>).")
+    evaluate.add_argument(
+        "--benchmark", required=True, help="pope, chair, or a registered benchmark (the test bed's shapesworld)."
+    )
     evaluate.add_argument(
         "--dataset",
         help="Local dataset (save_to_disk folder, parquet/json/csv file) or Hub id. pope: POPE's schema (default "
-        "lmms-lab/POPE); chair: columns image, objects and optionally question or prompt; not for shapesworld.",
+        "lmms-lab/POPE); chair: columns image, objects and optionally question or prompt; not for registered ones.",
     )
     evaluate.add_argument("--split", help="Dataset split (default: the only split, else 'test').")
     evaluate.add_argument(
-        "--num-prompts", type=int, help="Rows to answer: a seeded random subset (default: all; shapesworld: 200)."
+        "--num-prompts", type=int, help="Rows to answer: a seeded random subset (default: all; registered: 200)."
     )
     evaluate.add_argument("--temperature", type=float, default=0.0, help="Sampling temperature (0: greedy).")
     evaluate.add_argument("--max-new-tokens", type=int, default=64)
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument(
-        "--vocabulary", default="coco", choices=["coco", "shapesworld"], help="Object vocabulary of chair."
+        "--vocabulary", default="coco", help="Object vocabulary of chair: coco or a registered one (shapesworld)."
     )
     evaluate.add_argument("--output-dir", default="evaluation", help="Where report.json and report.md are written.")
     evaluate.add_argument("--revision", default="main", help="Model revision (Hub models).")
@@ -67,7 +70,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .benchmarks import EvaluationRequest, run_evaluation
+    from .evaluation.hallucination import EvaluationRequest, run_evaluation
 
     for name in ("num_prompts", "max_new_tokens", "batch_size", "max_image_pixels"):
         value = getattr(args, name)

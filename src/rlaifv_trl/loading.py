@@ -2,8 +2,9 @@
 
 Every model the project loads by name goes through `ModelLoading`: the revision, dtype, attention implementation,
 `trust_remote_code` and 4/8-bit quantization of TRL's `ModelConfig` (the policy's), or the same options under the
-labeler's and splitter's own `FeedbackConfig` fields. Names starting with `builtin:` are the small models shipped with
-the package (the ShapesWorld test bed); they are saved once into a cache folder and loaded from there.
+labeler's and splitter's own `FeedbackConfig` fields. A name `"<prefix>:<name>"` whose prefix an installed package
+registers (entry-point group `rlaifv_trl.model_names`, see `rlaifv_trl.plugins`) is resolved by that package to a local
+folder: the test bed's `builtin:` models, for example.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,9 @@ from transformers.utils import is_bitsandbytes_available
 from trl import ModelConfig, get_quantization_config
 
 from .compatibility import check_vision_language_model
+from .plugins import MODEL_NAMES, registered_function
 
 
-BUILTIN_PREFIX = "builtin:"
 # Weight files `from_pretrained` does not read when a repository has safetensors ones.
 _OTHER_WEIGHT_FORMATS = ["*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.ckpt", "*.gguf", "*.onnx", "*.ot"]
 
@@ -154,18 +156,23 @@ def kbit_device_map() -> dict[str, Any]:
     return {"": device.index if device.type == "cuda" and device.index is not None else str(device)}
 
 
-def is_builtin(name: str | os.PathLike | None) -> bool:
-    """Whether `name` names a model shipped with the package (`"builtin:<name>"`)."""
-    return name is not None and str(name).startswith(BUILTIN_PREFIX)
+def model_name_resolver(name: str | os.PathLike | None) -> Callable[[str], str | os.PathLike] | None:
+    """The function an installed package registers for the prefix of `name` (`"<prefix>:<name>"`), else `None`."""
+    prefix, sep, _ = str(name).partition(":") if name is not None else ("", "", "")
+    if not sep or not prefix.isidentifier():
+        return None
+    return registered_function(MODEL_NAMES, prefix)
+
+
+def is_registered_model_name(name: str | os.PathLike | None) -> bool:
+    """Whether `name` is resolved by an installed package (e.g. the test bed's `"builtin:<name>"`)."""
+    return model_name_resolver(name) is not None
 
 
 def resolve_model_name(name: str | os.PathLike) -> str:
-    """`name` itself, or for a built-in model the cache folder it is saved into (once)."""
-    if not is_builtin(name):
-        return str(name)
-    from .synthetic.builtin import cached_builtin  # the test bed is only imported when it is asked for
-
-    return str(cached_builtin(str(name)))
+    """`name` itself, or for a name an installed package registers, the local folder it resolves to."""
+    resolver = model_name_resolver(name)
+    return str(name) if resolver is None else str(resolver(str(name)))
 
 
 def copy_custom_code(source: str | os.PathLike, target: str | os.PathLike) -> list[str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from rlaifv_testbed import prompt_dataset
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
-from rlaifv_trl.synthetic import prompt_dataset
 
 
 class HangAtShard(logging.Handler):

@@ -14,8 +14,8 @@ import torch.distributed as dist
 from accelerate.utils import gather
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOConfig, RLAIFVDPOTrainer
-from rlaifv_trl.synthetic import oracle_preference_dataset
 
 
 def main(model_dir: str, output_json: str) -> None:

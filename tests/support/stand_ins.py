@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed import YES_NO_WORDS, ShapesWorld
 from rlaifv_trl.data import user_turn
 from rlaifv_trl.feedback import CandidateSampler, YesNoLabeler, polar_question, split_claims, with_instruction
 from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
-from rlaifv_trl.synthetic import YES_NO_WORDS, ShapesWorld
 
 
 QUESTIONS = [

@@ -120,7 +120,7 @@ class RLAIFVFeedbackGenerator:
 
     ```python
     from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
-    from rlaifv_trl.synthetic import prompt_dataset
+    from rlaifv_testbed import prompt_dataset
 
     generator = RLAIFVFeedbackGenerator("path/to/policy", args=FeedbackConfig(num_candidates=8))
     output = generator.generate(prompt_dataset(100), output_dir="feedback/iteration-1")

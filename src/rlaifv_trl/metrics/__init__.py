@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .chair import VOCABULARIES, ChairResult, chair, chair_metrics, vocabulary_extractor
+from .chair import ChairResult, chair, chair_metrics, vocabularies, vocabulary_extractor
 from .coco import coco_categories, coco_category, coco_objects, coco_synonyms
 from .pope import parse_yes_no, pope_metrics
 
@@ -32,7 +32,6 @@ def module_path(name: str) -> str:
 
 __all__ = [
     "MODULES",
-    "VOCABULARIES",
     "ChairResult",
     "chair",
     "chair_metrics",
@@ -43,5 +42,6 @@ __all__ = [
     "module_path",
     "parse_yes_no",
     "pope_metrics",
+    "vocabularies",
     "vocabulary_extractor",
 ]

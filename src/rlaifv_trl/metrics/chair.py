@@ -43,8 +43,7 @@ def chair(
     Args:
         answers: The generated answers.
         ground_truth: For each answer, the objects present in its image.
-        extract_objects: Maps an answer to the objects it mentions (for ShapesWorld:
-            `rlaifv_trl.synthetic.shapes_objects`).
+        extract_objects: Maps an answer to the objects it mentions (for COCO: `rlaifv_trl.metrics.coco_objects`).
     """
     if len(answers) != len(ground_truth):
         raise ValueError(f"{len(answers)} answers but {len(ground_truth)} ground-truth sets")
@@ -70,24 +69,31 @@ def chair(
     )
 
 
-VOCABULARIES = ("coco", "shapesworld")
+def vocabularies() -> list[str]:
+    """The CHAIR vocabularies: "coco" and those installed packages register (entry-point group
+    `rlaifv_trl.chair_vocabularies`; the test bed registers "shapesworld")."""
+    from ..plugins import CHAIR_VOCABULARIES, registered_names
+
+    return ["coco", *(name for name in registered_names(CHAIR_VOCABULARIES) if name != "coco")]
 
 
 def vocabulary_extractor(vocabulary: str) -> tuple[Callable[[str], list[str]], Callable[[str], str]]:
     """The object extractor of a vocabulary and the normalization of its ground-truth names.
 
     "coco": the 80 COCO categories with CHAIR's synonyms (`coco_objects`; ground truth may name a category or a
-    synonym, "man" -> "person"); "shapesworld": ShapesWorld's "<colour> <shape>" objects.
+    synonym, "man" -> "person"); other names: the vocabulary an installed package registers, e.g. the test bed's
+    "shapesworld" ("<colour> <shape>" objects).
     """
     if vocabulary == "coco":
         from .coco import coco_category, coco_objects
 
         return coco_objects, coco_category
-    if vocabulary == "shapesworld":
-        from ..synthetic.shapes import shapes_objects
+    from ..plugins import CHAIR_VOCABULARIES, registered_function
 
-        return shapes_objects, lambda name: " ".join(name.lower().split())
-    raise ValueError(f"Unknown vocabulary {vocabulary!r}: use one of {VOCABULARIES}")
+    registered = registered_function(CHAIR_VOCABULARIES, vocabulary)
+    if registered is None:
+        raise ValueError(f"Unknown vocabulary {vocabulary!r}: use one of {vocabularies()}")
+    return registered()
 
 
 def chair_metrics(
@@ -98,7 +104,7 @@ def chair_metrics(
     Args:
         predictions: The generated answers.
         references: For each answer, the objects present in its image (category names or synonyms).
-        vocabulary: "coco" or "shapesworld" (see `vocabulary_extractor`).
+        vocabulary: "coco" or a registered vocabulary (see `vocabulary_extractor`).
 
     Returns:
         `ChairResult`'s fields (`response_rate`, `mention_rate`, `recall` and counts) and `mean_length`, the mean

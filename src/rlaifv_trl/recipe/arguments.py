@@ -22,7 +22,7 @@ class IterativeDPOArguments:
             Source of the (image, instruction) prompts: a Hub dataset id or a local folder with an image column
             (`images` or `image`) and a text column (`prompt`, `question`, `instruction` or `query`), or a function
             given by import path, `"package.module:function"`, called as `function(iteration=k, count=n, seed=s)`
-            (k from 1) and returning such a dataset (`rlaifv_trl.synthetic.recipe:shapesworld_prompts` draws
+            (k from 1) and returning such a dataset (`rlaifv_testbed.recipe:shapesworld_prompts` draws
             ShapesWorld scenes).
         prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
             Config of the prompt dataset.
@@ -131,7 +131,7 @@ class IterativeDPOArguments:
         if not self.prompt_dataset:
             raise ValueError(
                 "Set prompt_dataset: a Hub dataset id or local folder of (image, question) rows, or a function "
-                "'package.module:function' (e.g. rlaifv_trl.synthetic.recipe:shapesworld_prompts for ShapesWorld)."
+                "'package.module:function' (e.g. rlaifv_testbed.recipe:shapesworld_prompts for ShapesWorld)."
             )
         self.evaluation = [name for name in (self.evaluation or []) if name.lower() not in ("none", "")]
         checks = {

@@ -102,7 +102,7 @@ class GRPORankArguments:
         if not self.prompt_dataset:
             raise ValueError(
                 "Set prompt_dataset: a Hub dataset id or local folder of (image, question) rows, or a function "
-                "'package.module:function' (e.g. rlaifv_trl.synthetic.recipe:shapesworld_prompts for ShapesWorld)."
+                "'package.module:function' (e.g. rlaifv_testbed.recipe:shapesworld_prompts for ShapesWorld)."
             )
         if self.oracle not in ORACLES:
             raise ValueError(f"oracle must be one of {ORACLES}, got {self.oracle!r}")

@@ -25,7 +25,7 @@ from ..hub import (
     push_model,
     pushing,
 )
-from ..loading import is_builtin
+from ..loading import is_registered_model_name
 from ..manifest import MANIFEST_FILE, Manifest
 from ..reward_config import ImplicitRewardConfig
 from ..trainer import RLAIFVDPOConfig
@@ -107,9 +107,9 @@ def write_model_card(
     }  # fmt: skip
     reward = ImplicitRewardConfig.from_dpo_config(training_args)
     if iteration == 1:
-        on_hub = not public_name(run.base_model).startswith("local:") or is_builtin(run.base_model)
+        on_hub = not public_name(run.base_model).startswith("local:") or is_registered_model_name(run.base_model)
         reward.reference_model = run.base_model if on_hub else None
-        reward.reference_revision = base_revision if on_hub and not is_builtin(run.base_model) else None
+        reward.reference_revision = base_revision if on_hub and not is_registered_model_name(run.base_model) else None
     else:
         reward.reference_path = f"../{config_name(iteration - 1)}"
         if script_args.model_repo:

@@ -51,7 +51,7 @@ class GRPORankTrainer(CheckpointsMixin, VideoPromptsMixin, GRPOTrainer):
     divide-and-conquer labeler), a TRL reward model, or a plain function.
 
     Video prompts: a dataset with a `videos` column (one list of videos per row, each a list of frames, as
-    `rlaifv_trl.synthetic.motion_prompt_dataset` makes) and `{"type": "video"}` placeholders in its prompts trains as
+    `rlaifv_testbed.motion_prompt_dataset` makes) and `{"type": "video"}` placeholders in its prompts trains as
     an image dataset does, for families whose processor takes videos (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...; others are
     refused naming the family). The videos are encoded with the prompts, given to generation and to every forward pass
     (old, reference and policy log-probs, the predicted ranks, the loss), and reach the reward functions as the

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from rlaifv_trl.metrics import VOCABULARIES, chair_metrics
+from rlaifv_trl.metrics import chair_metrics
 
 
 _DESCRIPTION = """CHAIR (Caption Hallucination Assessment with Image Relevance) measures object hallucination: the
@@ -12,7 +12,8 @@ objects an answer mentions are read with a vocabulary and compared with the obje
 Object HalBench's response level), `mention_rate` the fraction of object mentions that are absent (CHAIR_i, the
 mention level; each object counted once per answer), `recall` the fraction of present objects mentioned, and
 `mean_length` the mean answer length in words. Vocabularies: "coco" (the 80 COCO categories with CHAIR's synonyms,
-plurals and multi-word phrases) and "shapesworld" (rlaifv-trl's synthetic scenes)."""
+plurals and multi-word phrases) and those installed packages register (entry-point group
+`rlaifv_trl.chair_vocabularies`)."""
 
 _CITATION = """@inproceedings{rohrbach2018object,
   title = {Object Hallucination in Image Captioning},
@@ -25,7 +26,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (list of str): The generated answers.
     references (list of list of str): For each answer, the objects present in its image (names or synonyms).
-    vocabulary (str): "coco" (default) or "shapesworld".
+    vocabulary (str): "coco" (default) or a registered vocabulary.
 Returns:
     response_rate, mention_rate, recall, mean_length (floats), num_answers, num_answers_with_objects, num_mentions,
     num_hallucinated_mentions (ints).
@@ -53,6 +54,4 @@ class Chair(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, vocabulary: str = "coco") -> dict:
-        if vocabulary not in VOCABULARIES:
-            raise ValueError(f"Unknown vocabulary {vocabulary!r}: use one of {VOCABULARIES}")
         return chair_metrics(predictions, references, vocabulary=vocabulary)

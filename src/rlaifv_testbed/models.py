@@ -94,7 +94,7 @@ def build_tiny_vlm(
 
     Args:
         output_dir: Where to save the model, processor and tokenizer.
-        arch: A family of `rlaifv_trl.synthetic.families.FAMILIES` (its `model_type`).
+        arch: A family of `rlaifv_testbed.families.FAMILIES` (its `model_type`).
         preset: "tiny", "small" or a `TinyVLMPreset`.
         seed: Seed of the random initialisation; the same seed gives identical weights.
 

@@ -4,7 +4,8 @@ labeler and a listwise ranker) and small Qwen2-VLs trained on MotionWorld videos
 Their weights (`weights/*.safetensors`, a few MB each) come from `scripts/train_builtin_policy.py`, which
 runs `train_builtin_policy` below. Only the weights are shipped: the architecture, processor and tokenizer are rebuilt
 offline by `make_tiny_vlm`, which is deterministic, so `materialize_builtin` needs neither network nor training.
-`"builtin:<name>"` works wherever a model name does (`rlaifv_trl.loading.resolve_model_name`): the model is saved once
+`"builtin:<name>"` works wherever a model name does (`rlaifv_trl.loading.resolve_model_name` finds `cached_builtin`
+through the entry point this package registers): the model is saved once
 into `$HF_HOME/rlaifv_trl/builtin/` and loaded from there.
 """
 
@@ -21,11 +22,15 @@ from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText
 
-from ..atomic_io import atomic_directory
-from ..loading import BUILTIN_PREFIX
+from rlaifv_trl.atomic_io import atomic_directory
+
 from .models import build_tiny_vlm, make_tiny_vlm
 from .policy import train_base_policy
 from .ranker import train_listwise_ranker
+
+
+# Registered as a model-name prefix (entry-point group `rlaifv_trl.model_names` in pyproject.toml).
+BUILTIN_PREFIX = "builtin:"
 
 
 @dataclass(frozen=True)

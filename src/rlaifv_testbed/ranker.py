@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from ..data import user_turn
-from ..feedback.sampling import CandidateSampler
-from ..loading import load_vlm
+from rlaifv_trl.data import user_turn
+from rlaifv_trl.feedback.sampling import CandidateSampler
+from rlaifv_trl.loading import load_vlm
+
 from .policy import _is_vision_tower, supervised_fine_tune
 from .ranking_data import RANKING_SEED_OFFSET, ranking_dataset
 from .shapes import DESCRIPTION_PROMPTS, ShapesWorld

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 from datasets import Dataset, Features, Image, List, Value
 
-from ..data import assistant_turn, user_turn
-from ..ranking.listwise import render_query
+from rlaifv_trl.data import assistant_turn, user_turn
+from rlaifv_trl.ranking.listwise import render_query
+
 from .shapes import DESCRIPTION_PROMPTS, Scene, ShapesWorld, all_object_names, describe, shapes_objects
 
 

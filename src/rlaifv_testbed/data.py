@@ -13,7 +13,8 @@ import random
 
 from datasets import Dataset, Features, Image, List, Value
 
-from ..data import assistant_turn, user_turn
+from rlaifv_trl.data import assistant_turn, user_turn
+
 from .shapes import DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, Scene, ShapesWorld, existence_question
 
 

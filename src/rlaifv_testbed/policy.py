@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 from trl import SFTConfig, SFTTrainer
 
-from ..feedback.labeler import LabelGroup, YesNoLabeler
-from ..generation import generate_batch
-from ..metrics.chair import ChairResult, chair
-from ..trainer.collator import DataCollatorForVisionLanguageModelingWithVideos
+from rlaifv_trl.feedback.labeler import LabelGroup, YesNoLabeler
+from rlaifv_trl.generation import generate_batch
+from rlaifv_trl.metrics.chair import ChairResult, chair
+from rlaifv_trl.trainer.collator import DataCollatorForVisionLanguageModelingWithVideos
+
 from .data import description_dataset, evaluation_prompts, yes_no_dataset
 from .motion import DIRECTIONS, MotionWorld
 from .motion_data import motion_sft_dataset, motion_yes_no_dataset

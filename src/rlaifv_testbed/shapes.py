@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
@@ -43,6 +43,12 @@ _MENTION = re.compile(rf"\b({'|'.join(COLORS)})\s+({'|'.join(SHAPES)})s?\b", re.
 def shapes_objects(text: str) -> list[str]:
     """ShapesWorld objects mentioned in `text`, in order, as "<colour> <shape>" names."""
     return [f"{color.lower()} {shape.lower()}" for color, shape in _MENTION.findall(text)]
+
+
+def chair_vocabulary() -> tuple[Callable[[str], list[str]], Callable[[str], str]]:
+    """ShapesWorld's CHAIR vocabulary (registered as "shapesworld"): the object extractor and the normalization of
+    ground-truth names."""
+    return shapes_objects, lambda name: " ".join(name.lower().split())
 
 
 def all_object_names() -> list[str]:

@@ -5,7 +5,7 @@ feature `List(List(Image()))`, so `row["videos"][0]` is the clip's frames as PIL
 `[{"type": "video"}, {"type": "text", "text": ...}]`.
 
 ```yaml
-prompt_dataset: rlaifv_trl.synthetic.motion_data:motionworld_prompts
+prompt_dataset: rlaifv_testbed.motion_data:motionworld_prompts
 evaluation: [motionworld]   # this module's motionworld_eval
 ```
 """
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datasets import Dataset, Features, Image, List, Value
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..data import assistant_turn
-from ..feedback.config import DEFAULT_YES_NO_INSTRUCTION
-from ..feedback.rules import polar_question
+from rlaifv_trl.data import assistant_turn
+from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
+from rlaifv_trl.feedback.rules import polar_question
+
 from .motion import DIRECTIONS, QUESTION_KINDS, Clip, MotionWorld, motion_facts
 from .shapes import EVAL_SEED_OFFSET
 
@@ -277,7 +278,7 @@ def motionworld_eval(
     """
     import torch
 
-    from ..generation import generate_batch
+    from rlaifv_trl.generation import generate_batch
 
     world = MotionWorld()
     kinds = [kinds[i % len(kinds)] for i in range(num_prompts)]

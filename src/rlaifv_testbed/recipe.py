@@ -1,8 +1,9 @@
 """ShapesWorld as a source of prompts and an evaluator for the recipe (the embedded default's test bed).
 
 ```yaml
-prompt_dataset: rlaifv_trl.synthetic.recipe:shapesworld_prompts
-evaluation: [shapesworld, shapesworld_pope]   # this module's shapesworld_chair and shapesworld_pope
+prompt_dataset: rlaifv_testbed.recipe:shapesworld_prompts
+evaluation: [shapesworld, shapesworld_pope]   # this module's shapesworld_chair and shapesworld_pope (registered
+                                              # in the entry-point group rlaifv_trl.evaluators)
 ```
 """
 
@@ -11,7 +12,10 @@ from __future__ import annotations
 from datasets import Dataset
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..metrics.pope import pope_metrics
+from rlaifv_trl.evaluation.hallucination import generate_answers
+from rlaifv_trl.metrics.pope import pope_metrics
+
+from .benchmark import shapesworld_question_rows
 from .data import prompt_dataset
 from .policy import evaluate_hallucination
 
@@ -63,8 +67,6 @@ def shapesworld_pope(
     Returns `pope_accuracy`, `pope_f1` and `pope_yes_ratio` (0.5 for an unbiased model); answers that say neither
     yes nor no count as wrong. A temperature of 0 decodes greedily.
     """
-    from ..benchmarks import generate_answers, shapesworld_question_rows
-
     rows = shapesworld_question_rows(num_prompts, seed=seed)
     answers = generate_answers(
         model, processor, rows, batch_size=50, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed

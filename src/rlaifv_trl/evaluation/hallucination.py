@@ -6,14 +6,14 @@ Benchmarks (`rlaifv-trl evaluate MODEL --benchmark ...`):
   `category`;
 - `chair`: descriptions of images with ground-truth objects (`image` or `images`, `question` or `prompt` (optional),
   `objects`: list of strings), scored with `chair_metrics` and a vocabulary ("coco" by default);
-- `shapesworld`: held-out ShapesWorld scenes generated on the fly, both descriptions (CHAIR) and existence questions
-  (POPE).
+- any benchmark an installed package registers (entry-point group `rlaifv_trl.benchmarks`, see `rlaifv_trl.plugins`),
+  which generates its own rows: the test bed's `shapesworld` (held-out scenes, both descriptions and existence
+  questions).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,12 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from PIL import Image
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin
 
-from .data import user_turn
-from .generation import generate_batch, prompts_progress
-from .metrics import chair_metrics, pope_metrics
-from .validation import (
+from ..data import user_turn
+from ..generation import generate_batch, prompts_progress
+from ..metrics import chair_metrics, pope_metrics, vocabulary_extractor
+from ..plugins import BENCHMARKS as REGISTERED_BENCHMARKS
+from ..plugins import registered_function, registered_names
+from ..validation import (
     BadRow,
     RowValidation,
     ValidationReport,
@@ -39,7 +41,7 @@ from .validation import (
 )
 
 
-BENCHMARKS = ("pope", "chair", "shapesworld")
+DATASET_BENCHMARKS = ("pope", "chair")
 DEFAULT_POPE_DATASET = "lmms-lab/POPE"
 # Appended to POPE questions that do not already ask for a yes/no answer.
 YES_NO_INSTRUCTION = "Please answer yes or no."
@@ -60,6 +62,7 @@ class BenchmarkRows:
         references: "yes"/"no" for POPE, the list of present objects for CHAIR.
         categories: POPE's `category` of each row, when the dataset has one.
         ids: The id of each row (`question_id`, else its index).
+        vocabulary: The CHAIR vocabulary its descriptions are scored with (see `rlaifv_trl.metrics.vocabularies`).
         report: The rows read and skipped, each skipped one with its index, id, code, field and message.
     """
 
@@ -69,6 +72,7 @@ class BenchmarkRows:
     references: list[Any]
     categories: list[str] | None = None
     ids: list[Any] = field(default_factory=list)
+    vocabulary: str = "coco"
     report: ValidationReport = field(default_factory=lambda: ValidationReport("benchmark"))
 
     def __len__(self) -> int:
@@ -117,7 +121,7 @@ def load_table(path_or_id: str, split: str | None = None) -> Dataset:
     return loaded
 
 
-def _subset(dataset: Dataset, num_rows: int | None, seed: int) -> Dataset:
+def seeded_subset(dataset: Dataset, num_rows: int | None, seed: int) -> Dataset:
     """A seeded random subset of `num_rows` rows (all rows, in order, when `num_rows` is `None` or large enough)."""
     if num_rows is None or num_rows >= len(dataset):
         return dataset
@@ -231,28 +235,12 @@ def chair_rows(
     return _rows(dataset, rows, read)
 
 
-def shapesworld_question_rows(num_prompts: int, seed: int = 0) -> BenchmarkRows:
-    """`num_prompts` existence questions (half "yes", half "no") about held-out ShapesWorld scenes."""
-    from .synthetic import EVAL_SEED_OFFSET, yes_no_dataset
-
-    questions = yes_no_dataset(math.ceil(num_prompts / 2), start_seed=EVAL_SEED_OFFSET, seed=seed)
-    questions = questions.select(range(num_prompts))
-    return BenchmarkRows(
-        "pope", list(questions["prompt"]), list(questions["images"]),
-        ["yes" if present else "no" for present in questions["present"]], ids=list(questions["scene_seed"]),
-    )  # fmt: skip
-
-
-def shapesworld_rows(num_prompts: int, seed: int = 0) -> tuple[BenchmarkRows, BenchmarkRows]:
-    """`num_prompts` descriptions and `num_prompts` existence questions about held-out ShapesWorld scenes."""
-    from .synthetic import evaluation_prompts
-
-    descriptions = evaluation_prompts(num_prompts, seed=seed)
-    chair = BenchmarkRows(
-        "chair", list(descriptions["prompt"]), list(descriptions["images"]), list(descriptions["objects"]),
-        ids=list(descriptions["scene_seed"]),
-    )  # fmt: skip
-    return chair, shapesworld_question_rows(num_prompts, seed=seed)
+def benchmarks() -> list[str]:
+    """The benchmarks of `rlaifv-trl evaluate`: POPE and CHAIR on a dataset, and those installed packages register."""
+    return [
+        *DATASET_BENCHMARKS,
+        *(name for name in registered_names(REGISTERED_BENCHMARKS) if name not in DATASET_BENCHMARKS),
+    ]
 
 
 def generate_answers(
@@ -281,10 +269,10 @@ def generate_answers(
     return answers
 
 
-def score(rows: BenchmarkRows, answers: Sequence[str], vocabulary: str = "coco") -> dict[str, Any]:
+def score(rows: BenchmarkRows, answers: Sequence[str]) -> dict[str, Any]:
     """The metrics of `answers` (and for POPE with categories, the metrics of each category)."""
     if rows.kind == "chair":
-        return {"metrics": chair_metrics(answers, rows.references, vocabulary=vocabulary)}
+        return {"metrics": chair_metrics(answers, rows.references, vocabulary=rows.vocabulary)}
     scored: dict[str, Any] = {"metrics": pope_metrics(answers, rows.references)}
     if rows.categories:
         scored["per_category"] = {
@@ -330,39 +318,46 @@ class EvaluationRequest:
 
 def benchmark_dataset(request: EvaluationRequest) -> Dataset | None:
     """The dataset a request's benchmark reads (a seeded subset of `num_prompts` rows), its columns checked; `None`
-    for shapesworld, which generates its scenes."""
-    if request.benchmark not in BENCHMARKS:
-        raise ValueError(f"Unknown benchmark {request.benchmark!r}: use one of {BENCHMARKS}")
-    if request.benchmark == "shapesworld":
+    for a registered benchmark, which generates its rows."""
+    if request.benchmark not in benchmarks():
+        raise ValueError(f"Unknown benchmark {request.benchmark!r}: use one of {benchmarks()}")
+    if request.benchmark not in DATASET_BENCHMARKS:
         if request.dataset is not None:
-            raise ValueError("The shapesworld benchmark generates its scenes; --dataset is for pope and chair")
+            raise ValueError(
+                f"The {request.benchmark} benchmark generates its rows; --dataset is for {' and '.join(DATASET_BENCHMARKS)}"
+            )
         return None
-    if request.benchmark == "chair" and request.dataset is None:
-        raise ValueError("The chair benchmark needs --dataset (columns image, objects and optionally question)")
+    if request.benchmark == "chair":
+        if request.dataset is None:
+            raise ValueError("The chair benchmark needs --dataset (columns image, objects and optionally question)")
+        vocabulary_extractor(request.vocabulary)  # an unknown vocabulary fails before anything loads
     dataset = load_table(request.dataset or DEFAULT_POPE_DATASET, request.split)
     check_columns(dataset, request.benchmark)
-    return _subset(dataset, request.num_prompts, request.seed)
+    return seeded_subset(dataset, request.num_prompts, request.seed)
 
 
 def benchmark_rows(
     request: EvaluationRequest, dataset: Dataset | None, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> dict[str, BenchmarkRows]:
     """The rows of a request's benchmark by part name ("pope", "chair"), from its `benchmark_dataset`; rows whose
-    images fail the request's `row_validation` or whose questions hold special tokens of `tokenizer` are skipped."""
+    images fail the request's `row_validation` or whose questions hold special tokens of `tokenizer` are skipped.
+    A registered benchmark generates its parts itself (`function(num_prompts, seed)`, 200 prompts by default)."""
     if dataset is None:
-        chair, pope = shapesworld_rows(request.num_prompts or 200, seed=request.seed)
-        return {"chair": chair, "pope": pope}
-    read = pope_rows if request.benchmark == "pope" else chair_rows
-    return {request.benchmark: read(dataset, request.row_validation(), tokenizer)}
+        generate = registered_function(REGISTERED_BENCHMARKS, request.benchmark)
+        return generate(request.num_prompts or 200, seed=request.seed)
+    if request.benchmark == "pope":
+        return {"pope": pope_rows(dataset, request.row_validation(), tokenizer)}
+    rows = chair_rows(dataset, request.row_validation(), tokenizer)
+    rows.vocabulary = request.vocabulary
+    return {"chair": rows}
 
 
 def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
     """Load the model, answer the benchmark, score, and write `report.json`, `report.md` and `answers.jsonl` into
     `request.output_dir`. Returns the report."""
-    from .loading import ModelLoading, load_vlm
+    from ..loading import ModelLoading, load_vlm
 
     dataset = benchmark_dataset(request)  # a wrong dataset fails before the model loads
-    vocabulary = "shapesworld" if request.benchmark == "shapesworld" else request.vocabulary
     loading = ModelLoading(revision=request.revision, dtype=request.dtype, trust_remote_code=request.trust_remote_code)
     model, processor = load_vlm(request.model, loading)
     parts = benchmark_rows(request, dataset, getattr(processor, "tokenizer", processor))
@@ -377,7 +372,7 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
             "max_new_tokens": request.max_new_tokens,
             "batch_size": request.batch_size,
             "seed": request.seed,
-            **({"vocabulary": vocabulary} if "chair" in parts else {}),
+            **({"vocabulary": parts["chair"].vocabulary} if "chair" in parts else {}),
             **(_validation_settings(request) if dataset is not None else {}),
         },
         "results": {},
@@ -392,7 +387,7 @@ def run_evaluation(request: EvaluationRequest) -> dict[str, Any]:
                 description=f"{request.benchmark} ({name})" if len(parts) > 1 else request.benchmark,
             )  # fmt: skip
             report["results"][name] = {
-                "num_rows": len(rows), **score(rows, answers, vocabulary), "num_skipped": len(rows.skipped),
+                "num_rows": len(rows), **score(rows, answers), "num_skipped": len(rows.skipped),
                 "skipped": rows.skipped, "skipped_by_code": rows.report.by_code(),
             }  # fmt: skip
             for row_id, prompt, reference, answer in zip(rows.ids, rows.prompts, rows.references, answers):
@@ -446,50 +441,3 @@ def markdown_report(report: dict[str, Any]) -> str:
                 lines.append(f"| `{code}` | {info['count']} | {example} | {info['rows']} |")
             lines.append("")
     return "\n".join(lines)
-
-
-def pope_evaluator(
-    dataset: str,
-    split: str | None = None,
-    prefix: str = "pope",
-    batch_size: int = 8,
-    validation: RowValidation | None = None,
-):
-    """A recipe evaluator on a POPE-schema dataset (a local path or a Hub id), returning `<prefix>_accuracy`,
-    `<prefix>_f1` and `<prefix>_yes_ratio`. Evaluators are named by import path, so bind it in a module of yours:
-
-    ```python
-    # my_evaluators.py; in the recipe config: evaluation: [my_evaluators:pope]
-    from rlaifv_trl.benchmarks import pope_evaluator
-
-    pope = pope_evaluator("lmms-lab/POPE", split="test")
-    ```
-
-    Each evaluation answers a seeded random subset of `num_prompts` questions. Rows are checked like
-    `rlaifv-trl evaluate`'s (`validation`; images given by path are read from the dataset's own folder by default).
-    """
-
-    loaded: list[Dataset] = []
-    validation = (validation or RowValidation()).rooted_at(dataset_folder(dataset))
-
-    def evaluator(
-        model: PreTrainedModel,
-        processor: ProcessorMixin,
-        *,
-        num_prompts: int,
-        temperature: float,
-        max_new_tokens: int,
-        seed: int,
-    ) -> dict[str, float]:
-        if not loaded:  # read once, on first use: the recipe evaluates after every iteration
-            loaded.append(load_table(dataset, split))
-        tokenizer = getattr(processor, "tokenizer", processor)
-        rows = pope_rows(_subset(loaded[0], num_prompts, seed), validation, tokenizer)
-        answers = generate_answers(
-            model, processor, rows, batch_size=batch_size, temperature=temperature, max_new_tokens=max_new_tokens,
-            seed=seed,
-        )  # fmt: skip
-        metrics = pope_metrics(answers, rows.references)
-        return {f"{prefix}_{key}": float(metrics[key]) for key in ("accuracy", "f1", "yes_ratio")}
-
-    return evaluator
