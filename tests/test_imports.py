@@ -18,6 +18,7 @@ LAZY_PACKAGES = [
     "rlaifv_trl.feedback",
     "rlaifv_trl.ranking",
     "rlaifv_trl.recipe",
+    "rlaifv_trl.scoring",
     "rlaifv_testbed",
     "rlaifv_trl.trainer",
     "rlaifv_trl.validation",

@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from rlaifv_testbed import ShapesWorld
 from rlaifv_testbed.data import assistant_turn, user_turn
 from rlaifv_trl import LengthNormalizedRewardScorer
-from rlaifv_trl.reward import SCORE_MODES
+from rlaifv_trl.scoring import SCORE_MODES
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

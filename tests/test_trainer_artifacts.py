@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed import oracle_preference_dataset
 from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOTrainer
-from rlaifv_trl.reward_config import REWARD_CONFIG_NAME, ImplicitRewardConfig
+from rlaifv_trl.scoring.implicit_reward import REWARD_CONFIG_NAME, ImplicitRewardConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,7 +1,7 @@
 from .data import load_preference_dataset, load_ranking_dataset
 from .feedback import FeedbackConfig, FeedbackOutput, RLAIFVFeedbackGenerator, YesNoLabeler
 from .ranking import DivideAndConquerRanker, ListwiseRanker, RankerReward, Ranking, parse_ranking
-from .reward import AnswerLogProbs, BestOfN, LengthNormalizedRewardScorer
+from .scoring import AnswerLogProbs, BestOfN, LengthNormalizedRewardScorer
 from .trainer import GRPORankConfig, GRPORankTrainer, RLAIFVDPOConfig, RLAIFVDPOTrainer, precompute_ref_log_probs
 
 __all__ = [

@@ -22,7 +22,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
 from .artifacts import MODELS_DIR, config_name, dataset_dir, rankings_config_name
 from .atomic_io import atomic_write_text
-from .reward_config import ImplicitRewardConfig
+from .scoring.implicit_reward import ImplicitRewardConfig
 
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from .listwise import (
     render_query,
 )
 from .parsing import ParsedRanking, parse_ranking
-from .reward import RankerReward, dcg_gain
+from .reward_function import RankerReward, dcg_gain
 from .types import Ranker, Ranking
 
 __all__ = [

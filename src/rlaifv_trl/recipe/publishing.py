@@ -27,7 +27,7 @@ from ..hub import (
 )
 from ..loading import is_registered_model_name
 from ..manifest import MANIFEST_FILE, Manifest
-from ..reward_config import ImplicitRewardConfig
+from ..scoring.implicit_reward import ImplicitRewardConfig
 from ..trainer import RLAIFVDPOConfig
 from .arguments import IterativeDPOArguments
 from .run import RecipeRun

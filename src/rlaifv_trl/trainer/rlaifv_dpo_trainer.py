@@ -32,7 +32,7 @@ from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.utils import get_config_model_id
 
 from ..log_probs import length_normalized_reward
-from ..reward_config import REWARD_CONFIG_NAME, ImplicitRewardConfig
+from ..scoring.implicit_reward import REWARD_CONFIG_NAME, ImplicitRewardConfig
 from ..validation import BadRow, RowValidation, ValidationReport
 from ..video import VIDEO_COLUMN, require_video_support
 from .checkpoints import CheckpointsMixin

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import atomic_write_json
+from ..atomic_io import atomic_write_json
 
 
 REWARD_CONFIG_NAME = "implicit_reward.json"

@@ -34,10 +34,10 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedM
 from trl.data_utils import apply_chat_template, prepare_multimodal_messages
 from trl.trainer.utils import get_config_model_id
 
-from .loading import resolve_model_name
-from .log_probs import length_normalized_reward, reference_context, token_log_probs
-from .prefix_sharing import continuation_log_probs, encode_prefix, prefix_sharing_refusal
-from .reward_config import REWARD_CONFIG_NAME, RLAIFV_BETA, ImplicitRewardConfig
+from ..loading import resolve_model_name
+from ..log_probs import length_normalized_reward, reference_context, token_log_probs
+from ..prefix_sharing import continuation_log_probs, encode_prefix, prefix_sharing_refusal
+from .implicit_reward import REWARD_CONFIG_NAME, RLAIFV_BETA, ImplicitRewardConfig
 
 
 SCORE_MODES = ("implicit_reward", "policy_log_prob", "reference_log_prob")
