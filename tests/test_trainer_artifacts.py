@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed import oracle_preference_dataset
-from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOTrainer
+from rlaifv_trl import LengthNormalizedRewardScorer, RLAIFVDPOConfig, RLAIFVDPOTrainer
 from rlaifv_trl.scoring.implicit_reward import REWARD_CONFIG_NAME, ImplicitRewardConfig
 
 
@@ -78,3 +78,10 @@ def test_the_scorer_refuses_a_policy_without_recorded_settings_unless_beta_is_gi
 def test_settings_written_by_a_later_release_load(tmp_path):
     (tmp_path / REWARD_CONFIG_NAME).write_text(json.dumps({"beta": 0.2, "a_later_field": 1}))
     assert ImplicitRewardConfig.load(tmp_path) == ImplicitRewardConfig(beta=0.2)
+
+
+def test_beta_has_one_source_of_truth():
+    """The scorer's default beta is the DPO config's default, which is RLAIF-V's 0.1."""
+    from rlaifv_trl.scoring import RLAIFV_BETA
+
+    assert RLAIFV_BETA == RLAIFVDPOConfig(output_dir="unused").beta == 0.1

@@ -12,11 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trl import DPOConfig
+
 from ..atomic_io import atomic_write_json
 
 
 REWARD_CONFIG_NAME = "implicit_reward.json"
-RLAIFV_BETA = 0.1  # the DPO beta of RLAIF-V (and of `DPOConfig`)
+# RLAIF-V's DPO beta is TRL's default (0.1); `RLAIFVDPOConfig` inherits it, so both read this one value.
+RLAIFV_BETA: float = next(field.default for field in dataclasses.fields(DPOConfig) if field.name == "beta")
 
 
 @dataclass
