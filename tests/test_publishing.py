@@ -4,6 +4,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -199,12 +200,30 @@ def test_cli_push_to_an_unavailable_hub_fails_in_one_line(down_hub_url, hub, tmp
     assert f"push them later with: rlaifv-trl push {tmp_path} --dataset-repo {hub.user}/down" in last
 
 
-def test_token_problems_are_caught_before_any_work(hub):
+def test_token_problems_are_caught_before_any_work(hub, monkeypatch):
     assert check_hub_access([f"{hub.user}/a", "b"]) == hub.user
+    asked = hub.server.hub.count_requests("/api/whoami-v2")
     with pytest.raises(HubAccessError, match="401"):
         check_hub_access([f"{hub.user}/a"], token="hf_wrong", retry=FAST)
+    assert hub.server.hub.count_requests("/api/whoami-v2") == asked + 1  # a rejected token is not retried
     with pytest.raises(HubAccessError, match="cannot write"):
         check_hub_access([f"{hub.other_user}/a"])
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubAccessError, match="No Hub token found"):
+        check_hub_access([f"{hub.user}/a"], retry=FAST)
+
+
+def test_the_token_check_retries_with_the_policy_and_waits_out_a_rate_limit(hub):
+    whoami = "/api/whoami-v2"
+    asked = hub.server.hub.count_requests(whoami)
+    hub.server.hub.inject_failures(whoami, status=503, count=FAST.attempts - 1)  # the last try gets through
+    assert check_hub_access([f"{hub.user}/a"], retry=FAST) == hub.user
+    assert hub.server.hub.count_requests(whoami) == asked + FAST.attempts
+    # A 429 is retried after the wait the Hub asks for (Retry-After), not the policy's 0.01 s.
+    hub.server.hub.inject_failures(whoami, status=429, count=1, headers={"Retry-After": "1"})
+    start = time.monotonic()
+    assert check_hub_access([f"{hub.user}/a"], retry=FAST) == hub.user
+    assert time.monotonic() - start >= 1.0
 
 
 @pytest.mark.slow

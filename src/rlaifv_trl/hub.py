@@ -2,9 +2,10 @@
 per iteration, `main` = latest).
 
 Everything is written to a local folder first (`rlaifv_trl.artifacts`); pushing mirrors that folder, so a failed
-push loses nothing and can be repeated later with `rlaifv-trl push`. Transient failures (5xx, 429, timeouts,
-refused connections) are retried with exponential backoff. Failures are reported in one line (`failure_reason`), and
-tokens are never logged.
+push loses nothing and can be repeated later with `rlaifv-trl push`. Transient failures (5xx, 408, 429, timeouts,
+refused connections) are retried with exponential backoff: huggingface_hub's `http_backoff` for the token check and
+for the file transfers of an upload, and `with_retries` for the calls huggingface_hub sends only once (see there).
+Failures are reported in one line (`failure_reason`), and tokens are never logged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from huggingface_hub import HfApi, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
 
 from .artifacts import MODELS_DIR, config_name, dataset_dir, rankings_config_name
 from .atomic_io import atomic_write_text
@@ -55,13 +57,22 @@ class RetryPolicy:
     initial_delay: float = 2.0
     max_delay: float = 60.0
 
+    def as_backoff(self) -> dict[str, float]:
+        """The same schedule as arguments of huggingface_hub's `http_backoff`."""
+        return {
+            "max_retries": self.attempts - 1,
+            "base_wait_time": self.initial_delay,
+            "max_wait_time": self.max_delay,
+        }
+
 
 def is_transient(error: BaseException) -> bool:
-    """Whether retrying might help: server errors, rate limits, timeouts and connection failures."""
+    """Whether retrying might help: server errors, request timeouts, rate limits, timeouts and connection failures
+    (what `http_backoff` retries, and any other 5xx)."""
     if isinstance(error, HfHubHTTPError):
         response = getattr(error, "response", None)
         status = getattr(response, "status_code", None)
-        return status is None or status >= 500 or status == 429
+        return status is None or status >= 500 or status in (408, 429)
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
     transport = {"TransportError", "TimeoutException", "NetworkError", "ConnectError", "RemoteProtocolError"}
@@ -81,7 +92,12 @@ def failure_reason(error: BaseException) -> str:
 
 
 def with_retries(action: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
-    """Run `action`, retrying transient failures; the last failure propagates."""
+    """Run `action`, retrying transient failures; the last failure propagates.
+
+    For the Hub calls that huggingface_hub sends once, without its `http_backoff`: `create_repo`, `create_branch`,
+    and in `upload_folder` the card check and, without hf_xet (`HF_HUB_DISABLE_XET`), the commit. Running
+    `upload_folder` again resumes it: files already on the Hub are not sent again.
+    """
     policy = policy or RetryPolicy()
     delay = policy.initial_delay
     for attempt in range(1, policy.attempts + 1):
@@ -113,13 +129,22 @@ def check_hub_access(
     Hub cannot be reached or keeps failing (after the retries).
     """
     api = api or HfApi(token=token)
-    try:
-        identity = with_retries(lambda: api.whoami(token=token), "Checking the Hub token", retry)
-    except LocalTokenNotFoundError:
+    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
+    if not token:
         raise HubAccessError(
             "No Hub token found. Log in with `hf auth login` or set `HF_TOKEN`; or leave the Hub repositories "
             "unset to keep the artifacts in the local output folder."
-        ) from None
+        )
+    try:
+        # `HfApi.whoami` asks once; `http_backoff` retries what is transient, waiting as long as a rate limit
+        # (429, `Retry-After`) says, and answers a rejected token (401) at once.
+        response = http_backoff(
+            "GET",
+            f"{api.endpoint}/api/whoami-v2",
+            headers=build_hf_headers(token=token),
+            **(retry or RetryPolicy()).as_backoff(),
+        )
+        hf_raise_for_status(response)
     except Exception as error:  # noqa: BLE001 - every failure of the check ends here, in one line
         if is_transient(error):
             raise HubUnavailableError(
@@ -137,6 +162,7 @@ def check_hub_access(
                 f"The Hub at {api.endpoint} refused the token check ({failure_reason(error)})."
             ) from None
         raise
+    identity = response.json()
     user = identity["name"]
     namespaces = {user} | {org["name"] for org in identity.get("orgs", [])}
     for repo_id in repo_ids:

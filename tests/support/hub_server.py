@@ -296,6 +296,7 @@ class FailureRule:
     remaining: int
     method: str | None = None
     message: str = "Injected failure"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def matches(self, method: str, path: str) -> bool:
         return self.remaining > 0 and self.pattern in path and self.method in (None, method)
@@ -351,16 +352,17 @@ class HubState:
         *,
         method: str | None = None,
         message: str = "Injected failure",
+        headers: Mapping[str, str] | None = None,
     ) -> FailureRule:
         """Make the next ``count`` requests whose target contains ``pattern`` fail.
 
         ``pattern`` is a plain substring of the raw (percent-encoded) request target,
         e.g. ``"/commit/"`` or ``"/resolve/"``; ``method`` (e.g. ``"POST"``) narrows it.
         The failure is a JSON error with ``X-Error-Message: message`` and no
-        ``X-Error-Code``. Rules are used in the order they were added; the returned
-        rule's ``remaining`` counts down to 0.
+        ``X-Error-Code``, plus ``headers`` (e.g. ``{"Retry-After": "1"}``). Rules are used
+        in the order they were added; the returned rule's ``remaining`` counts down to 0.
         """
-        rule = FailureRule(pattern, status, count, method.upper() if method else None, message)
+        rule = FailureRule(pattern, status, count, method.upper() if method else None, message, dict(headers or {}))
         with self.lock:
             self._failures.append(rule)
         return rule
@@ -466,7 +468,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             rule = self.hub.take_failure(self.command, self.path)
             if rule is not None:
                 self._injected = True
-                raise HubError(rule.status, rule.message)
+                raise HubError(rule.status, rule.message, headers=rule.headers)
             self._route()
         except HubError as error:
             self._send_error(error)

@@ -69,7 +69,9 @@ class IterativeDPOArguments:
             run, or `"continue"` it (the artifacts stay in the run folder, and the summary says how to push them later
             with `rlaifv-trl push`). A token the Hub rejects stops the run either way.
         hub_retry_attempts (`int`, *optional*, defaults to `5`):
-            Tries of each Hub request in all, with exponential backoff between them.
+            Tries of each Hub request in all, with exponential backoff between them: the token check (huggingface_hub's
+            `http_backoff`, which also waits out a rate limit as long as the Hub asks), repository and branch creation
+            and each upload. The file transfers inside an upload are retried by huggingface_hub on its own schedule.
         hub_retry_initial_delay (`float`, *optional*, defaults to `2.0`):
             Seconds before the first retry; doubled after each failure (at most 60).
         license (`str` or `None`, *optional*, defaults to `None`):
