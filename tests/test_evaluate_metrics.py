@@ -184,9 +184,34 @@ def test_pope_boolean_references_and_degenerate_cases():
     found = pope_metrics(["Yes"] * 4, ["yes", "no", "yes", "no"])
     assert (found["precision"], found["recall"], found["yes_ratio"]) == (0.5, 1.0, 1.0)
     assert found["f1"] == pytest.approx(2 / 3)
-    assert pope_metrics([], [])["accuracy"] == 0.0
     with pytest.raises(ValueError, match="yes"):
         pope_metrics(["yes"], ["maybe"])
+
+
+ZEROS = {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "yes_ratio": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("answers", "references", "expected"),
+    [
+        # No answer says yes: precision 0/0 is 0, recall 0 / 1 reference yes, accuracy 1 TN / 2.
+        (["No.", "no"], ["yes", "no"], {**ZEROS, "accuracy": 0.5, "num_answers": 2, "num_unparsed": 0}),
+        # No reference is yes: precision 0 TP / 1 answered yes, recall 0/0 is 0, accuracy 1 TN / 2, yes ratio 1/2.
+        (["Yes.", "No."], [False, False], {**ZEROS, "accuracy": 0.5, "yes_ratio": 0.5, "num_answers": 2, "num_unparsed": 0}),
+        # Unparsed answers are wrong even where the reference is "no", and miss a "yes": recall 0 / 1 reference yes.
+        (["Maybe.", "I cannot tell."], ["yes", "no"], {**ZEROS, "num_answers": 2, "num_unparsed": 2}),
+        # One unparsed answer among right ones: accuracy 2/3; precision 1/1, recall 1 TP / 2 reference yes, f1 2/3.
+        (["Yes.", "Not sure.", "No."], ["yes", "yes", "no"], {
+            "accuracy": 2 / 3, "precision": 1.0, "recall": 0.5, "f1": 2 / 3, "yes_ratio": 1 / 3, "num_answers": 3,
+            "num_unparsed": 1,
+        }),
+        ([], [], {**ZEROS, "num_answers": 0, "num_unparsed": 0}),
+    ],
+)  # fmt: skip
+def test_pope_ratios_without_a_denominator_are_zero(answers, references, expected):
+    found = pope_metrics(answers, references)
+    _assert_same(found, expected)
+    assert all(type(found[key]) is float for key in ZEROS)  # plain floats, not numpy scalars (JSON, manifests)
 
 
 def test_chair_module_matches_the_function():

@@ -15,6 +15,8 @@ _UNSURE = re.compile(
     r"impossible to (tell|say|determine))\b"
 )
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
+# The labels scikit-learn compares: a parsed answer or a reference (True, False), and an unparsed answer (None).
+_LABELS = {True: "yes", False: "no", None: "neither"}
 
 
 def parse_yes_no(text: str) -> bool | None:
@@ -53,11 +55,11 @@ def _as_label(reference: str | bool) -> bool:
 
 
 def pope_metrics(predictions: Sequence[str], references: Sequence[str | bool]) -> dict[str, float | int]:
-    """POPE metrics of free-form answers against "yes"/"no" references (or booleans).
+    """POPE metrics of free-form answers against "yes"/"no" references (or booleans), by scikit-learn.
 
     "Yes" is the positive class. An answer that says neither yes nor no (`parse_yes_no` returns `None`) counts as
     wrong: it is never a true or false positive, it is a false negative when the reference is "yes", and it is not
-    counted in `yes_ratio`.
+    counted in `yes_ratio`. A ratio whose denominator is 0 (no answer said yes, no reference is yes, no answers) is 0.
 
     Returns:
         `accuracy` (correct answers / answers), `precision` (true yes / answered yes), `recall` (true yes /
@@ -65,27 +67,23 @@ def pope_metrics(predictions: Sequence[str], references: Sequence[str | bool]) -
     """
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    true_positive = false_positive = true_negative = unparsed = positives = 0
-    for prediction, reference in zip(predictions, references):
-        answer, truth = parse_yes_no(prediction), _as_label(reference)
-        positives += truth
-        if answer is None:
-            unparsed += 1
-        elif answer:
-            true_positive += truth
-            false_positive += not truth
-        else:
-            true_negative += not truth
-    total = len(predictions)
-    answered_yes = true_positive + false_positive
-    precision = true_positive / answered_yes if answered_yes else 0.0
-    recall = true_positive / positives if positives else 0.0
+    answers = [_LABELS[parse_yes_no(prediction)] for prediction in predictions]
+    truths = [_LABELS[_as_label(reference)] for reference in references]
+    total = len(answers)
+    counts = {"num_answers": total, "num_unparsed": answers.count(_LABELS[None])}
+    if not total:  # scikit-learn refuses empty input
+        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "yes_ratio": 0.0, **counts}
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support  # on first use: 1 s to import
+
+    # The scores of the label "yes" alone: an unparsed answer is a third label, so it is neither a yes nor right.
+    (precision,), (recall,), (f1,), _ = precision_recall_fscore_support(
+        truths, answers, labels=[_LABELS[True]], average=None, zero_division=0.0
+    )
     return {
-        "accuracy": (true_positive + true_negative) / total if total else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "yes_ratio": answered_yes / total if total else 0.0,
-        "num_answers": total,
-        "num_unparsed": unparsed,
+        "accuracy": float(accuracy_score(truths, answers)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "yes_ratio": answers.count(_LABELS[True]) / total,
+        **counts,
     }
