@@ -1,7 +1,9 @@
 # Copyright the rlaifv-trl contributors. Licensed under the Apache License, Version 2.0.
 """
 GRPO_rank (Oracle-RLAIF): for each iteration, sample `num_generations` answers per prompt online -> the oracle ranks
-them -> rank-aware advantages -> clipped surrogate with a KL to the iteration's starting policy -> evaluate.
+them -> rank-aware advantages -> clipped surrogate with a KL to the iteration's starting policy -> evaluate. The
+recipe reads top to bottom in `rlaifv_trl.scripts.grpo_rank` (`main`, `make_parser`), which `rlaifv-trl grpo-rank`
+runs; this file runs the same code, so that the commands below work from a clone as they always have.
 
 ```bash
 # On CPU: ShapesWorld scenes, the built-in policy, the built-in labeler as divide-and-conquer oracle
@@ -18,56 +20,10 @@ stopped, and with a larger `num_rounds` it continues a finished run; a run with 
 `output_dir` is refused.
 """
 
-import logging
-
-import datasets
-import transformers
-from accelerate import PartialState
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from rlaifv_trl import GRPORankConfig
-from rlaifv_trl.evaluation import PolicyEvaluation
-from rlaifv_trl.loading import ModelLoading
-from rlaifv_trl.recipe import RecipeRun, RunSummary, run_settings
-from rlaifv_trl.recipe.grpo_rank import GRPORankArguments, oracle_reward, train_grpo_rank
+from rlaifv_trl.scripts.grpo_rank import main, make_parser, run
 
 
-def main(script_args, training_args, model_args):
-    if model_args.model_name_or_path is None:
-        raise ValueError("Set model_name_or_path: the policy to align (a Hub id, a folder, or builtin:<name>)")
-    policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
-    policy_loading.check()
-    peft_config = get_peft_config(model_args)
-    evaluate = PolicyEvaluation.from_arguments(
-        script_args, training_args.seed, policy_loading, disable_tqdm=training_args.disable_tqdm
-    )
-
-    settings = run_settings(script_args, None, training_args, model_args)
-    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
-    with RecipeRun(output_dir, settings, base_model, num_iterations=script_args.num_rounds) as run:
-        reward = oracle_reward(script_args, model_args.model_name_or_path, policy_loading)
-        run.stage(0, "evaluate", evaluate, run.policy(0))  # the base policy
-        for k in range(1, script_args.num_rounds + 1):  # iteration k trains the policy of k - 1 into policy k
-            run.stage(
-                k, "train", train_grpo_rank, run, k, script_args, training_args, policy_loading, reward, peft_config
-            )
-            run.stage(k, "evaluate", evaluate, run.policy(k))
-        summary = RunSummary.of(run, script_args.num_rounds, None, None)
-        summary.write()
-    return summary
-
-
-def make_parser():
-    return TrlParser((GRPORankArguments, GRPORankConfig, ModelConfig))
-
+__all__ = ["main", "make_parser"]
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    summary = main(script_args, training_args, model_args)
-    if PartialState().is_main_process:
-        table = summary.table()
-        print(f"\nEvaluation (lower hallucination is better):\n\n{table}\n" if table else "")
-        print("Artifacts:\n" + summary.artifacts())
+    run()

@@ -1,8 +1,10 @@
 # Copyright the rlaifv-trl contributors. Licensed under the Apache License, Version 2.0.
 """
 Iterative RLAIF-V: for each iteration, sample -> divide -> conquer -> pairs -> reference log-probs -> publish the
-data -> DPO -> evaluate -> publish the policy. Iteration k (from 1) samples from the policy of iteration k - 1 (the
-base model for k = 1) and trains it, on the dataset config `iteration-k`, into `models/iteration-k`.
+data -> DPO -> evaluate -> publish the policy. The recipe reads top to bottom in `rlaifv_trl.scripts.iterative_dpo`
+(`main`, `make_parser`), which `rlaifv-trl dpo` runs; this file runs the same code, so that the commands below work
+from a clone as they always have. One copy of the recipe: the file, the command and
+`accelerate launch -m rlaifv_trl.scripts.iterative_dpo` cannot drift apart.
 
 ```bash
 # The embedded default on CPU (ShapesWorld scenes, small built-in VLMs), or: make demo
@@ -20,105 +22,10 @@ continues a finished run; a run with other settings in the same `output_dir` is 
 the first one is going.
 """
 
-import logging
-import sys
-
-import datasets
-import transformers
-from accelerate import PartialState
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
-from rlaifv_trl.evaluation import PolicyEvaluation
-from rlaifv_trl.hub import HubAccessError, HubPushError, HubUnavailableError
-from rlaifv_trl.loading import ModelLoading
-from rlaifv_trl.recipe import (
-    HubPublisher,
-    IterativeDPOArguments,
-    RecipeRun,
-    RunSummary,
-    add_reference_log_probs,
-    check_recipe_arguments,
-    collect_preferences,
-    run_settings,
-    train_policy,
-    write_dataset_card,
-    write_model_card,
-)
-from rlaifv_trl.validation import RowValidation
+from rlaifv_trl.scripts.iterative_dpo import main, make_parser, run
 
 
-def main(script_args, feedback_args, training_args, model_args, row_validation):
-    check_recipe_arguments(script_args, training_args, model_args)
-    # Models: the policy as TRL's scripts load it (revision, dtype, attention, 4/8-bit), LoRA if asked for
-    policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
-    policy_loading.check()
-    peft_config = get_peft_config(model_args)
-    adapter = f"LoRA r={model_args.lora_r} (merged)" if peft_config else "none (full fine-tuning)"
-    revision = model_args.model_revision
-
-    # Evaluation: named evaluators, run on the base policy and after every iteration
-    evaluate = PolicyEvaluation.from_arguments(
-        script_args, training_args.seed, policy_loading, disable_tqdm=training_args.disable_tqdm
-    )
-
-    settings = run_settings(script_args, feedback_args, training_args, model_args, row_validation)
-    output_dir, base_model = training_args.output_dir, model_args.model_name_or_path
-    with RecipeRun(output_dir, settings, base_model, script_args.model_repo, script_args.num_iterations) as run:
-        hub = HubPublisher(run, script_args)
-        hub.check_access()  # before any long work
-        run.stage(0, "evaluate", evaluate, run.policy(0))  # the base policy
-        for k in range(1, script_args.num_iterations + 1):
-            # Feedback on iteration k's prompts from the policy of iteration k - 1, with its reference log-probs
-            run.stage(
-                k, "feedback", collect_preferences, run, k, script_args, feedback_args, training_args, policy_loading,
-                row_validation,
-            )  # fmt: skip
-            run.stage(
-                k,
-                "reference_log_probs",
-                add_reference_log_probs,
-                run,
-                k,
-                training_args,
-                policy_loading,
-                row_validation,
-            )
-            write_dataset_card(run, script_args, feedback_args, training_args)
-            if script_args.dataset_repo:
-                run.stage(k, "push_dataset", hub.push_dataset, k)
-
-            # DPO from the policy of iteration k - 1, also the reference, then evaluate and publish policy k
-            run.stage(
-                k, "train", train_policy, run, k, training_args, policy_loading, peft_config,
-                script_args.checkpoint_selection, evaluate.evaluators, evaluate.settings, row_validation,
-            )  # fmt: skip
-            run.stage(k, "evaluate", evaluate, run.policy(k))
-            run.stage(k, "model_card", write_model_card, run, k, script_args, training_args, adapter, revision)
-            if script_args.model_repo:
-                run.stage(k, "push_model", hub.push_model, k)
-
-        summary = RunSummary.of(run, script_args.num_iterations, script_args.dataset_repo, script_args.model_repo)
-        summary.write()
-    return summary
-
-
-def make_parser():
-    return TrlParser((IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig, RowValidation))
-
+__all__ = ["main", "make_parser"]
 
 if __name__ == "__main__":
-    script_args, feedback_args, training_args, model_args, row_validation = make_parser().parse_args_and_config()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Keep the stage progress bars (sampling, labeling, reference log-probs, training); drop the many short ones of
-    # loading weights and of datasets' bookkeeping.
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        summary = main(script_args, feedback_args, training_args, model_args, row_validation)
-    except (HubAccessError, HubUnavailableError, HubPushError) as error:  # said in one line, without a traceback
-        sys.exit(f"iterative_dpo.py: {error}")
-    if PartialState().is_main_process:
-        table = summary.table()
-        print(f"\nEvaluation (lower hallucination is better):\n\n{table}\n" if table else "")
-        print("Artifacts:\n" + summary.artifacts())
+    run()

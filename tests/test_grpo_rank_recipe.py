@@ -30,7 +30,7 @@ def recipe_args(output_dir: Path, *extra: str) -> list[str]:
     """The shipped config with only sizes shrunk: 8 prompts x 4 answers, 2 steps, 8 evaluation scenes."""
     return [
         *("--config", str(ROOT / "recipes/configs/grpo_rank_tiny_cpu.yaml"), "--output_dir", str(output_dir)),
-        *("--prompts_per_round", "8", "--num_generations", "4", "--per_device_train_batch_size", "16"),
+        *("--prompts_per_iteration", "8", "--num_generations", "4", "--per_device_train_batch_size", "16"),
         *("--max_completion_length", "24", "--evaluation_prompts", "8", "--disable_tqdm", "true"),
         *extra,
     ]  # fmt: skip

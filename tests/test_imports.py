@@ -39,6 +39,7 @@ def test_importing_the_package_and_its_subpackages_loads_no_heavy_library():
     assert heavy_modules_after("\n".join(f"import {name}" for name in LAZY_PACKAGES)) == []
     # The checks the command line and the recipes' settings read stay light too.
     assert heavy_modules_after("from rlaifv_trl.validation import CODES, BadRow, ValidationReport") == []
+    assert heavy_modules_after("import rlaifv_trl.scripts\nfrom rlaifv_trl.recipe import PromptArguments") == []
 
 
 def test_command_line_help_loads_no_heavy_library():
@@ -47,7 +48,7 @@ def test_command_line_help_loads_no_heavy_library():
     done = subprocess.run(
         [sys.executable, "-m", "rlaifv_trl.cli", "--help"], capture_output=True, text=True, timeout=120, check=True
     )
-    assert "evaluate" in done.stdout and "push" in done.stdout
+    assert all(command in done.stdout for command in ("dpo", "grpo-rank", "evaluate", "push"))
 
 
 def stub_names(package) -> list[str]:

@@ -5,22 +5,35 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import ModelConfig
+from transformers import TrainingArguments
 
-from rlaifv_trl import FeedbackConfig, RLAIFVDPOConfig
-from rlaifv_trl.manifest import result_settings
-from rlaifv_trl.recipe import IterativeDPOArguments, check_recipe_arguments, run_settings
-from rlaifv_trl.validation import RowValidation
+from rlaifv_trl.manifest import own_fields, result_fields, result_settings
+from rlaifv_trl.recipe import (
+    EvaluationArguments,
+    HubArguments,
+    IterativeDPOArguments,
+    PromptArguments,
+    check_recipe_arguments,
+    run_settings,
+)
+from rlaifv_trl.recipe.grpo_rank import GRPORankArguments
+from rlaifv_trl.scripts import grpo_rank
 
 
 ROOT = Path(__file__).parents[1]
 TINY = ROOT / "recipes" / "configs" / "tiny_cpu.yaml"
+GRPO_TINY = ROOT / "recipes" / "configs" / "grpo_rank_tiny_cpu.yaml"
+SHARED = (PromptArguments, EvaluationArguments, HubArguments)
+
+
+def recipe_parser():
+    from test_recipe import recipe_module
+
+    return recipe_module().make_parser()
 
 
 def parse(*argv: str):
-    from test_recipe import recipe_module
-
-    return recipe_module().make_parser().parse_args_and_config(list(argv))
+    return recipe_parser().parse_args_and_config(list(argv))
 
 
 def as_parsed(value):
@@ -38,16 +51,95 @@ def test_a_flag_overrides_one_setting_and_keeps_every_other_yaml_value():
     assert (parsed[1].max_new_tokens, parsed[1].length_balancing, parsed[1].shard_size) == (48, False, 64)
 
 
-def test_every_setting_is_declared_once_and_documented():
-    names = [
-        field.name
-        for config in (IterativeDPOArguments, FeedbackConfig, RLAIFVDPOConfig, ModelConfig, RowValidation)
-        for field in dataclasses.fields(config)
+def documented_classes(parser) -> list[type]:
+    """The project's dataclasses a parser reads, with their bases, less the training configs (those redeclare
+    upstream fields only to change their defaults, which their docstrings list as such)."""
+    classes = dict.fromkeys(cls for config in parser.dataclass_types for cls in config.__mro__)
+    return [
+        cls
+        for cls in classes
+        if cls.__module__.startswith("rlaifv_trl")
+        and dataclasses.is_dataclass(cls)
+        and not issubclass(cls, TrainingArguments)
     ]
+
+
+@pytest.mark.parametrize("make_parser", [recipe_parser, grpo_rank.make_parser], ids=["dpo", "grpo_rank"])
+def test_every_setting_is_declared_once_and_documented(make_parser):
+    parser = make_parser()
+    names = [field.name for config in parser.dataclass_types for field in dataclasses.fields(config)]
     assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})
-    for config in (IterativeDPOArguments, FeedbackConfig, RowValidation):
-        for field in dataclasses.fields(config):
-            assert field.metadata.get("help") and f"{field.name} (`" in config.__doc__, field.name
+    for cls in documented_classes(parser):
+        for name in own_fields(cls):  # each class documents the fields it declares, the shared ones included
+            help_text = cls.__dataclass_fields__[name].metadata.get("help")
+            assert help_text and f"{name} (`" in cls.__doc__, (cls.__name__, name)
+    assert set(SHARED) & set(documented_classes(parser))
+
+
+def test_both_recipes_share_the_prompt_and_evaluation_settings():
+    shared = ["--prompts_per_iteration", "12", "--evaluation", "shapesworld", "none", "--evaluation_temperature", "0"]
+    dpo = parse("--config", str(TINY), *shared)[0]
+    grpo = grpo_rank.make_parser().parse_args_and_config(["--config", str(GRPO_TINY), *shared])[0]
+    for script_args in (dpo, grpo):
+        assert isinstance(script_args, PromptArguments) and isinstance(script_args, EvaluationArguments)
+        assert (script_args.prompts_per_iteration, script_args.evaluation) == (12, ["shapesworld"])
+        assert script_args.evaluation_temperature == 0.0
+    assert isinstance(dpo, HubArguments) and not isinstance(grpo, HubArguments)
+    assert grpo.num_rounds == 1  # the method's iterations; TRL's num_iterations is GRPO's mu
+    with pytest.raises(ValueError, match="prompts_per_round"):  # the old name is refused
+        grpo_rank.make_parser().parse_args_and_config(["--config", str(GRPO_TINY), "--prompts_per_round", "8"])
+
+
+@pytest.mark.parametrize("recipe_arguments", [IterativeDPOArguments, GRPORankArguments])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"prompt_dataset": None}, "Set prompt_dataset"),
+        ({"prompts_per_iteration": 0}, "prompts_per_iteration must be at least 1"),
+        ({"evaluation_prompts": 0}, "evaluation_prompts must be at least 1"),
+        ({"evaluation_max_new_tokens": 0}, "evaluation_max_new_tokens must be at least 1"),
+        ({"evaluation_temperature": -1.0}, "evaluation_temperature must be at least 0"),
+    ],
+)
+def test_the_shared_checks_hold_in_both_recipes(recipe_arguments, values, message):
+    shared = next(cls for cls in SHARED if set(values) <= set(cls.__dataclass_fields__))
+    arguments = {"prompt_dataset": "me/prompts", **values}
+    for config in (shared, recipe_arguments):
+        with pytest.raises(ValueError, match=message):
+            config(**{name: value for name, value in arguments.items() if name in config.__dataclass_fields__})
+
+
+def test_evaluation_names_are_normalised_by_the_shared_class():
+    assert EvaluationArguments(evaluation=["none", "", "shapesworld"]).evaluation == ["shapesworld"]
+    assert GRPORankArguments(prompt_dataset="me/prompts", evaluation=["None"]).evaluation == []
+    assert IterativeDPOArguments(prompt_dataset="me/prompts", evaluation=None).evaluation == []
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"hub_failure": "retry"}, "hub_failure must be one of"),
+        ({"hub_retry_attempts": 0}, "hub_retry_attempts must be at least 1"),
+        ({"hub_retry_initial_delay": -1.0}, "hub_retry_initial_delay must be at least 0"),
+    ],
+)
+def test_the_hub_checks_hold_in_the_dpo_recipe(values, message):
+    for config, prompts in ((HubArguments, {}), (IterativeDPOArguments, {"prompt_dataset": "me/prompts"})):
+        with pytest.raises(ValueError, match=message):
+            config(**prompts, **values)
+
+
+@pytest.mark.parametrize("recipe_arguments", [IterativeDPOArguments, GRPORankArguments])
+def test_which_fields_decide_results_joins_the_shared_classes(recipe_arguments):
+    bases = [cls for cls in SHARED if issubclass(recipe_arguments, cls)]
+    deciding = result_fields(recipe_arguments)
+    not_deciding = frozenset().union(*(vars(cls)["fields_not_affecting_results"] for cls in recipe_arguments.__mro__
+                                       if "fields_not_affecting_results" in vars(cls)))  # fmt: skip
+    assert deciding == recipe_arguments.result_fields.union(*(cls.result_fields for cls in bases))
+    assert not deciding & not_deciding
+    assert deciding | not_deciding == {field.name for field in dataclasses.fields(recipe_arguments)}
+    assert {"prompts_per_iteration", "evaluation_prompts"} <= deciding
+    assert not {"model_repo", "hub_failure", "num_iterations", "num_rounds"} & deciding
 
 
 def test_unknown_yaml_keys_and_missing_prompts_are_refused(tmp_path):

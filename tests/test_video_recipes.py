@@ -57,7 +57,7 @@ def test_grpo_rank_on_video_prompts(tiny_vlm_dir, tmp_path):
         [
             *("--config", str(ROOT / "recipes/configs/grpo_rank_tiny_cpu.yaml"), "--output_dir", str(run)),
             *("--model_name_or_path", model, "--oracle_model_name_or_path", model, *MOTION),
-            *("--prompts_per_round", "4", "--num_generations", "4", "--per_device_train_batch_size", "8"),
+            *("--prompts_per_iteration", "4", "--num_generations", "4", "--per_device_train_batch_size", "8"),
             *("--max_completion_length", "12", "--evaluation_prompts", "4", "--disable_tqdm", "true"),
         ],
     )

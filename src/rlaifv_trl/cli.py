@@ -1,5 +1,9 @@
 """The `rlaifv-trl` command line:
 
+- `rlaifv-trl dpo --config recipes/configs/tiny_cpu.yaml [flags]`: the iterative RLAIF-V recipe
+  (`rlaifv_trl.scripts.iterative_dpo`), and `rlaifv-trl grpo-rank --config ... [flags]`: the GRPO_rank recipe
+  (`rlaifv_trl.scripts.grpo_rank`), each under `accelerate launch` as `trl dpo` runs TRL's scripts (see
+  `rlaifv_trl.scripts.launch`): every flag is a setting of the recipe or an option of `accelerate launch`;
 - `rlaifv-trl push RUN_DIR --dataset-repo ... --model-repo ...` (a recipe run's manifest and summary then record the
   commits);
 - `rlaifv-trl evaluate MODEL --benchmark {pope,chair,<registered>} [--dataset ...] [--output-dir ...]`.
@@ -13,9 +17,19 @@ import sys
 from pathlib import Path
 
 
+# Subcommand -> (module of rlaifv_trl.scripts, help).
+RECIPES = {
+    "dpo": ("iterative_dpo", "Run the iterative RLAIF-V recipe: sample, label, pairs, DPO, evaluate, per iteration."),
+    "grpo-rank": ("grpo_rank", "Run the GRPO_rank recipe: online GRPO on an oracle's rankings, per iteration."),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlaifv-trl", description="RLAIF-V for TRL.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in RECIPES.items():
+        # Their flags are the recipe's (see `rlaifv-trl dpo --help`), parsed by its own TrlParser.
+        commands.add_parser(name, help=help_text, add_help=False)
     push = commands.add_parser("push", help="Push a run's local artifacts (preference data, models) to the Hub.")
     push.add_argument("run_dir", help="The run's output folder (holding dataset/ and models/).")
     push.add_argument(
@@ -98,13 +112,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     # Each command imports what it needs when it runs, so that `rlaifv-trl --help` answers at once.
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command in RECIPES:
+        from .scripts.launch import launch_recipe
+
+        script, _ = RECIPES[args.command]
+        return launch_recipe(script, argv[argv.index(args.command) + 1 :], prog=f"rlaifv-trl {args.command}")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "push":
         if not args.dataset_repo and not args.model_repo:
-            _parser().error("push needs --dataset-repo, --model-repo or both")
+            parser.error("push needs --dataset-repo, --model-repo or both")
         return _push(args)
     return 0
 

@@ -17,9 +17,11 @@ def run_recipe_process(
     offline: bool = True,
     script: str = "recipes/iterative_dpo.py",
     hub_endpoint: str | None = None,
+    command: list[str] | None = None,
 ) -> subprocess.Popen:
     """`python SCRIPT ARGV` in its own process group (the loopback Hub, or `hub_endpoint`, is reachable unless
-    `offline`); `launcher` is a script that runs the recipe (e.g. tests/scripts/kill_while_saving.py)."""
+    `offline`); `launcher` is a script that runs the recipe (e.g. tests/scripts/kill_while_saving.py); `command`
+    replaces `SCRIPT` (e.g. `["-m", "rlaifv_trl.cli", "dpo"]`)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",  # bitwise-reproducible CPU math across processes
@@ -30,7 +32,7 @@ def run_recipe_process(
     if hub_endpoint:
         env.update(HF_ENDPOINT=hub_endpoint)
     return subprocess.Popen(
-        [sys.executable, *(launcher or []), str(ROOT / script), *argv],
+        [sys.executable, *(launcher or []), *(command or [str(ROOT / script)]), *argv],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
 

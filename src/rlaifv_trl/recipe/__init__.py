@@ -1,7 +1,10 @@
-"""The iterative RLAIF-V recipe behind `recipes/iterative_dpo.py`: one small piece per job.
+"""The recipes behind `rlaifv-trl dpo` and `rlaifv-trl grpo-rank` (scripts in `rlaifv_trl.scripts`): one small piece
+per job.
 
-- `arguments`: `IterativeDPOArguments` (prompts, iterations, evaluation, Hub), parsed beside `FeedbackConfig`,
-  `RLAIFVDPOConfig` and TRL's `ModelConfig`;
+- `shared_arguments`: `PromptArguments`, `EvaluationArguments` and `HubArguments`, the settings both recipes share;
+- `arguments`: `IterativeDPOArguments` (those three, iterations, published preference data, checkpoint selection),
+  parsed beside `FeedbackConfig`, `RLAIFVDPOConfig` and TRL's `ModelConfig`;
+- `grpo_rank`: `GRPORankArguments` (prompts, evaluation, iterations, the oracle) and the GRPO_rank stage;
 - `run`: the run folder (lock, manifest, stages run once);
 - `prompts`, `preferences`: each iteration's prompts, feedback, pairs and reference log-probs;
 - `training`: DPO from the last complete checkpoint, LoRA merged, the policy saved;

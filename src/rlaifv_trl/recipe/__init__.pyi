@@ -2,12 +2,16 @@ from .arguments import IterativeDPOArguments, check_recipe_arguments
 from .preferences import add_reference_log_probs, collect_preferences
 from .publishing import HubPublisher, write_dataset_card, write_model_card
 from .run import RecipeRun, run_settings
+from .shared_arguments import EvaluationArguments, HubArguments, PromptArguments
 from .summary import RunSummary
 from .training import train_policy
 
 __all__ = [
+    "EvaluationArguments",
+    "HubArguments",
     "HubPublisher",
     "IterativeDPOArguments",
+    "PromptArguments",
     "RecipeRun",
     "RunSummary",
     "add_reference_log_probs",

@@ -1,6 +1,6 @@
-"""The GRPO_rank recipe behind `recipes/grpo_rank.py` (Oracle-RLAIF): online GRPO whose advantages come from an
-oracle's ranking of each prompt's answers, iteration by iteration (`num_rounds` of them), the reference refreshed at
-each iteration."""
+"""The GRPO_rank recipe's arguments and stages (Oracle-RLAIF), run by `rlaifv_trl.scripts.grpo_rank`: online GRPO
+whose advantages come from an oracle's ranking of each prompt's answers, iteration by iteration (`num_rounds` of
+them), the reference refreshed at each iteration."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..ranking import DivideAndConquerRanker, ListwiseRanker, RankerReward
 from ..trainer import GRPORankConfig, GRPORankTrainer
 from .prompts import iteration_prompts
 from .run import RecipeRun
+from .shared_arguments import EvaluationArguments, PromptArguments, check_positive
 from .training import ResumableCheckpoints, train_and_save
 
 
@@ -20,29 +21,21 @@ ORACLES = ("divide_and_conquer", "listwise")
 
 
 @dataclass
-class GRPORankArguments:
+class GRPORankArguments(EvaluationArguments, PromptArguments):
     r"""
-    Arguments of the GRPO_rank recipe: which prompts, how many iterations, which oracle ranks the answers, and how
-    policies are evaluated. The policy lives in TRL's `ModelConfig`, the training settings (generations per prompt,
-    advantage form, KL, entropy bonus, learning rate, ...) in [`GRPORankConfig`], whose `output_dir` is the run folder.
+    Arguments of the GRPO_rank recipe: which prompts ([`PromptArguments`]), how many iterations, which oracle ranks
+    the answers, and how policies are evaluated ([`EvaluationArguments`]); the fields of those two are documented
+    there and are flat fields of this class. The policy lives in TRL's `ModelConfig`, the training settings
+    (generations per prompt, advantage form, KL, entropy bonus, learning rate, ...) in [`GRPORankConfig`], whose
+    `output_dir` is the run folder.
 
     Parameters:
-        prompt_dataset (`str`):
-            Source of the (image, instruction) prompts, as in the iterative DPO recipe: a Hub dataset id, a local
-            folder, or a function `"package.module:function"` called as `function(iteration=k, count=n, seed=s)`.
-        prompt_dataset_config (`str` or `None`, *optional*, defaults to `None`):
-            Config of the prompt dataset.
-        prompt_dataset_split (`str`, *optional*, defaults to `"train"`):
-            Split of the prompt dataset.
-        prompts_per_round (`int`, *optional*, defaults to `4000`):
-            Prompts trained on in each iteration (disjoint across iterations); each is sampled `num_generations`
-            times per epoch. (The method's iterations are called rounds here: `num_iterations` is TRL's updates per
-            generation batch, μ.)
         num_rounds (`int`, *optional*, defaults to `4`):
-            Iterations: iteration k starts from the policy of iteration k - 1 (the base model for k = 1), which is
-            also its reference (the KL anchor), and saves its policy as `models/iteration-k` of the run folder.
-            Rerunning a finished run with more continues it (the iterations done stay as they are); fewer is
-            refused.
+            Iterations of the method: iteration k starts from the policy of iteration k - 1 (the base model for
+            k = 1), which is also its reference (the KL anchor), and saves its policy as `models/iteration-k` of the
+            run folder. Rerunning a finished run with more continues it (the iterations done stay as they are); fewer
+            is refused. Not `num_iterations` as in the iterative DPO recipe: TRL's `GRPOConfig`, parsed beside, has a
+            `num_iterations` of its own (μ, the updates per generation batch).
         oracle (`str`, *optional*, defaults to `"divide_and_conquer"`):
             The oracle ranker: `"divide_and_conquer"` (RLAIF-V's claim labels: a labeler VLM judges every claim; the
             answer with fewer rejected claims ranks higher, ties kept) or `"listwise"` (a model is shown the
@@ -56,33 +49,15 @@ class GRPORankArguments:
             Presentation orders per prompt of the listwise oracle (position-bias control).
         oracle_batch_size (`int`, *optional*, defaults to `64`):
             Questions (divide and conquer) or queries (listwise) per oracle forward pass.
-        evaluation (`list[str]`, *optional*, defaults to `[]`):
-            Evaluators run on the base policy and after every iteration (as in the iterative DPO recipe).
-        evaluation_prompts (`int`, *optional*, defaults to `200`):
-            Prompts each evaluator answers.
-        evaluation_temperature (`float`, *optional*, defaults to `1.0`):
-            Sampling temperature of the evaluated answers (0: greedy).
-        evaluation_max_new_tokens (`int`, *optional*, defaults to `64`):
-            Longest evaluated answer, in tokens.
     """
 
-    # Which fields decide results (see `rlaifv_trl.manifest`); the others may change in a resumed run (the number of
-    # iterations may grow: `RecipeRun` refuses shrinking).
+    # Which of this class's own fields decide results (see `rlaifv_trl.manifest`; the shared bases list theirs); the
+    # others may change in a resumed run (the number of iterations may grow: `RecipeRun` refuses shrinking).
     result_fields: ClassVar[frozenset[str]] = frozenset(
-        {
-            "prompt_dataset", "prompt_dataset_config", "prompt_dataset_split", "prompts_per_round", "oracle",
-            "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations", "evaluation",
-            "evaluation_prompts", "evaluation_temperature", "evaluation_max_new_tokens",
-        }
-    )  # fmt: skip
+        {"oracle", "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations"}
+    )
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"num_rounds", "oracle_batch_size"})
 
-    prompt_dataset: str | None = field(
-        default=None, metadata={"help": "Prompts: Hub id, local folder, or package.module:function."}
-    )
-    prompt_dataset_config: str | None = field(default=None, metadata={"help": "Config of the prompt dataset."})
-    prompt_dataset_split: str = field(default="train", metadata={"help": "Split of the prompt dataset."})
-    prompts_per_round: int = field(default=4000, metadata={"help": "Prompts per iteration (disjoint)."})
     num_rounds: int = field(default=4, metadata={"help": "Iterations (the reference is refreshed at each)."})
     oracle: str = field(default="divide_and_conquer", metadata={"help": f"The oracle ranker: one of {ORACLES}."})
     oracle_model_name_or_path: str | None = field(
@@ -91,25 +66,12 @@ class GRPORankArguments:
     oracle_tie_break: str = field(default="keep", metadata={"help": "Tie rule of the divide-and-conquer oracle."})
     oracle_num_permutations: int = field(default=3, metadata={"help": "Presentation orders (listwise oracle)."})
     oracle_batch_size: int = field(default=64, metadata={"help": "Questions or queries per oracle forward pass."})
-    evaluation: list[str] = field(
-        default_factory=list, metadata={"help": "Evaluators: built-in names (shapesworld) or package.module:function."}
-    )
-    evaluation_prompts: int = field(default=200, metadata={"help": "Prompts each evaluator answers."})
-    evaluation_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
-    evaluation_max_new_tokens: int = field(default=64, metadata={"help": "Longest evaluated answer, in tokens."})
 
     def __post_init__(self) -> None:
-        if not self.prompt_dataset:
-            raise ValueError(
-                "Set prompt_dataset: a Hub dataset id or local folder of (image, question) rows, or a function "
-                "'package.module:function' (e.g. rlaifv_testbed.recipe:shapesworld_prompts for ShapesWorld)."
-            )
+        super().__post_init__()  # prompts, evaluation
         if self.oracle not in ORACLES:
             raise ValueError(f"oracle must be one of {ORACLES}, got {self.oracle!r}")
-        self.evaluation = [name for name in (self.evaluation or []) if name.lower() not in ("none", "")]
-        for name in ("num_rounds", "prompts_per_round", "oracle_num_permutations", "oracle_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_positive(self, "num_rounds", "oracle_num_permutations", "oracle_batch_size")
 
 
 def oracle_reward(script_args: GRPORankArguments, base_model: str, loading: ModelLoading) -> RankerReward:
@@ -140,7 +102,7 @@ def train_grpo_rank(
     """GRPO_rank on the prompts of `iteration`, from the policy of `iteration - 1` (also the reference) to the
     policy of `iteration`; resumes from the last complete checkpoint; returns training metrics."""
     prompts = iteration_prompts(
-        script_args.prompt_dataset, iteration, script_args.prompts_per_round, script_args.prompt_dataset_split,
+        script_args.prompt_dataset, iteration, script_args.prompts_per_iteration, script_args.prompt_dataset_split,
         script_args.prompt_dataset_config, training_args.seed,
     )  # fmt: skip
     policy = policy_loading.locate(run.policy(iteration - 1))

@@ -31,6 +31,7 @@ from ..scoring.implicit_reward import ImplicitRewardConfig
 from ..trainer import RLAIFVDPOConfig
 from .arguments import IterativeDPOArguments
 from .run import RecipeRun
+from .shared_arguments import HubArguments
 from .summary import SUMMARY_FILE, RunSummary
 
 
@@ -133,7 +134,7 @@ def write_model_card(
 class HubPublisher:
     """Pushes a run's dataset configs and policies as the run goes (main process only), after checking the token."""
 
-    def __init__(self, run: RecipeRun, script_args: IterativeDPOArguments):
+    def __init__(self, run: RecipeRun, script_args: HubArguments):
         self.run, self.args = run, script_args
         self.retry = RetryPolicy(
             attempts=script_args.hub_retry_attempts, initial_delay=script_args.hub_retry_initial_delay
