@@ -78,9 +78,10 @@ class EvaluationArguments(CheckedArguments):
     Parameters:
         evaluation (`list[str]`, *optional*, defaults to `[]`):
             Evaluators run on the base policy and after every iteration (and, in the iterative DPO recipe with
-            `checkpoint_selection="best"`, on every checkpoint): built-in names (`"shapesworld"`: CHAIR on held-out
-            ShapesWorld scenes) or import paths `"package.module:function"` of your own. Empty (or `none`): no
-            evaluation.
+            `checkpoint_selection="best"`, on every checkpoint): `"pope"` or `"pope=<dataset>"` (POPE on a Hub or
+            local dataset, `lmms-lab/POPE` by default), `"chair=<dataset>"` (CHAIR with COCO's vocabulary), names
+            installed packages register (the test bed's `"shapesworld"`: CHAIR on held-out ShapesWorld scenes) or
+            import paths `"package.module:function"` of your own. Empty (or `none`): no evaluation.
         evaluation_prompts (`int`, *optional*, defaults to `200`):
             Prompts each evaluator answers.
         evaluation_temperature (`float`, *optional*, defaults to `1.0`):
@@ -96,7 +97,8 @@ class EvaluationArguments(CheckedArguments):
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
 
     evaluation: list[str] = field(
-        default_factory=list, metadata={"help": "Evaluators: built-in names (shapesworld) or package.module:function."}
+        default_factory=list,
+        metadata={"help": "Evaluators: pope[=dataset], chair=dataset, registered names, package.module:function."},
     )
     evaluation_prompts: int = field(default=200, metadata={"help": "Prompts each evaluator answers."})
     evaluation_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
