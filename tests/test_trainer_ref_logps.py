@@ -10,6 +10,7 @@ from trl import DPOConfig, DPOTrainer
 
 from rlaifv_testbed import make_tiny_vlm, oracle_preference_dataset
 from rlaifv_trl import RLAIFVDPOTrainer, precompute_ref_log_probs
+from rlaifv_trl.trainer.reference_logps import mixed_precision_dtype
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -220,3 +221,41 @@ def test_rows_whose_computed_reference_log_probs_are_not_finite_are_skipped(tiny
     assert report.num_kept == 3 and len(trainer.train_dataset) == 3
     trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_under_bf16_the_columns_are_what_dpo_trainer_computes_in_bf16_autocast(tiny_vlm_dirs, dpo_args):
+    """A float32 model trained with `bf16`: the reference passes run in bf16 autocast, as TRL's do, not in float32."""
+    reference = tiny_vlm_dirs["llava"]
+    processor = AutoProcessor.from_pretrained(reference)
+    data = oracle_preference_dataset(4)
+    args = dpo_args(DPOConfig, bf16=True, per_device_train_batch_size=4)
+    trl_trainer = DPOTrainer(
+        model=load(tiny_vlm_dirs["llava_policy"]), ref_model=load(reference), args=args, train_dataset=data,
+        processing_class=processor,
+    )  # fmt: skip
+    batch = trl_trainer._prepare_inputs(trl_trainer.data_collator(list(data)))
+    expected = torch.stack(trl_trainer.compute_ref_log_probs(trl_trainer.ref_model, batch), dim=1)
+
+    bf16 = column_values(
+        precompute_ref_log_probs(
+            load(reference), processor, data, batch_size=4, autocast_dtype=mixed_precision_dtype(args)
+        )
+    )
+    float32 = column_values(precompute_ref_log_probs(load(reference), processor, data, batch_size=4))
+    assert mixed_precision_dtype(args) is torch.bfloat16 and mixed_precision_dtype(dpo_args()) is None
+    torch.testing.assert_close(bf16, expected, atol=1e-4, rtol=0)
+    assert not torch.allclose(float32, expected, atol=1e-4, rtol=0)  # float32 passes are not what bf16 training sees
+
+
+def test_the_trainer_precomputes_under_its_mixed_precision(tiny_vlm_dirs, dpo_args):
+    reference = tiny_vlm_dirs["llava"]
+    processor = AutoProcessor.from_pretrained(reference)
+    data = oracle_preference_dataset(4)
+    expected = column_values(
+        precompute_ref_log_probs(load(reference), processor, data, batch_size=2, autocast_dtype=torch.bfloat16)
+    )
+    trainer = RLAIFVDPOTrainer(
+        model=load(reference), args=dpo_args(bf16=True, precompute_ref_log_probs=True), train_dataset=data,
+        processing_class=processor,
+    )  # fmt: skip
+    torch.testing.assert_close(column_values(trainer.train_dataset), expected, atol=0, rtol=0)

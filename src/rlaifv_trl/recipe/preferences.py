@@ -20,6 +20,7 @@ from ..feedback.report import RunReport
 from ..loading import ModelLoading, load_vlm
 from ..trainer import RLAIFVDPOConfig, precompute_ref_log_probs
 from ..trainer.collator import trainable_rows
+from ..trainer.reference_logps import mixed_precision_dtype
 from ..validation import RowValidation
 from .arguments import IterativeDPOArguments
 from .prompts import iteration_prompts
@@ -115,8 +116,9 @@ def add_reference_log_probs(
     if training_args.precompute_ref_log_probs:
         batch_size = training_args.precompute_ref_batch_size or training_args.per_device_train_batch_size
         pairs = precompute_ref_log_probs(
-            model, processor, pairs, batch_size=batch_size, max_length=training_args.max_length
-        )
+            model, processor, pairs, batch_size=batch_size, max_length=training_args.max_length,
+            autocast_dtype=mixed_precision_dtype(training_args),
+        )  # fmt: skip
     del model
     gc.collect()
     if run.process.is_main_process:

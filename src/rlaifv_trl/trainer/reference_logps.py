@@ -4,14 +4,17 @@ RLAIF-V computes the reference model's log-probabilities of every chosen and rej
 keeps them with the data, so DPO training needs no reference forward pass and no reference model in memory. TRL
 does this for text datasets only; `precompute_ref_log_probs` does it for vision datasets, in the format
 `trl.DPOTrainer` reads: float32 columns `ref_chosen_logps` and `ref_rejected_logps` holding the summed log-probs of
-each answer (as the chat template renders it, truncated to `max_length` like in training). The columns travel with the
-dataset: `save_to_disk`, `push_to_hub`.
+each answer (as the chat template renders it, truncated to `max_length` like in training), computed under the
+training's mixed precision as `trl.DPOTrainer` computes them (bf16 autocast under `bf16`). The columns travel with
+the dataset: `save_to_disk`, `push_to_hub`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -22,6 +25,13 @@ from transformers import ProcessorMixin
 
 from ..log_probs import completion_log_probs, reference_context
 from .collator import REF_COLUMNS, ROW_INDEX_KEY, DataCollatorForVisionPreferenceWithRef
+
+
+def mixed_precision_dtype(args: Any) -> torch.dtype | None:
+    """The autocast dtype of a training config: bfloat16 under `bf16`, float16 under `fp16`, else `None`."""
+    if getattr(args, "bf16", False):
+        return torch.bfloat16
+    return torch.float16 if getattr(args, "fp16", False) else None
 
 
 def has_ref_log_probs(dataset: Dataset | IterableDataset) -> bool:
@@ -64,6 +74,7 @@ def precompute_ref_log_probs(
     max_length: int | None = None,
     num_workers: int = 0,
     desc: str = "Computing reference log probs",
+    autocast_dtype: torch.dtype | None = None,
 ) -> Dataset:
     """Add the reference model's log-probabilities of each chosen and rejected answer to a vision preference dataset.
 
@@ -78,6 +89,10 @@ def precompute_ref_log_probs(
             whole answer would be cut raises a `ValueError` naming it.
         num_workers: Data loading worker processes (images are decoded and processed on the fly).
         desc: Label of the progress bar (shown on the main process).
+        autocast_dtype: The training's mixed precision (`mixed_precision_dtype(args)`: `torch.bfloat16` under
+            `bf16`): the forward passes run under `torch.autocast` in it, as `trl.DPOTrainer` computes reference
+            log-probs (`accelerator.autocast()`), so a float32 model trained in bf16 gets bf16-speed reference passes
+            and the values training would compute. `None`: the model's own dtype.
 
     Returns:
         `dataset` with float32 columns `ref_chosen_logps` and `ref_rejected_logps`. Under `torchrun` or
@@ -99,8 +114,11 @@ def precompute_ref_log_probs(
     was_training = model.training
     model.eval()
     sums: list[torch.Tensor] = []
+    autocast = (
+        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    )
     try:
-        with reference_context(model):
+        with reference_context(model), autocast:
             progress = tqdm(loader, desc=desc, disable=bool(os.environ.get("TQDM_DISABLE")))  # main process only
             for batch in progress:
                 batch = {key: value.to(device) for key, value in batch.items()}

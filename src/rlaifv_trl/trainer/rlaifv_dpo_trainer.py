@@ -38,7 +38,7 @@ from ..video import VIDEO_COLUMN, require_video_support
 from .checkpoints import CheckpointsMixin
 from .collator import REF_COLUMNS, DataCollatorForVisionPreferenceWithRef, trainable_rows
 from .image_features import ImageFeaturesOncePerPair
-from .reference_logps import has_ref_log_probs, precompute_ref_log_probs
+from .reference_logps import has_ref_log_probs, mixed_precision_dtype, precompute_ref_log_probs
 from .rlaifv_dpo_config import RLAIFVDPOConfig
 
 
@@ -379,6 +379,7 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
             max_length=self.args.max_length,
             num_workers=self.args.dataloader_num_workers,
             desc=f"Computing reference log probs for {name} dataset",
+            autocast_dtype=mixed_precision_dtype(self.args),
         )
         dataset = self._finite_ref_rows(dataset, name)
         self._checked_datasets.add(id(dataset))  # checked above: not again after `__init__`
