@@ -18,14 +18,16 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from rlaifv_testbed import ShapesWorld, TinyVLMPreset, build_tiny_vlm
+from rlaifv_testbed import COLORS, ShapesWorld, TinyVLMPreset, build_tiny_vlm
 from rlaifv_testbed.models import build_tiny_causal_lm
 from rlaifv_trl.backends.vllm_checkpoint import needs_conversion, vllm_loadable
 from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMEngineError, VLLMSettings
 from rlaifv_trl.backends.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from rlaifv_trl.feedback import FeedbackConfig, LabelGroup, YesNoLabeler
+from rlaifv_trl.feedback.labeler import render_question
 from rlaifv_trl.feedback.llm_claims import LLMClaimSplitter, parse_claims
 from rlaifv_trl.feedback.sampling import CandidateSampler
+from rlaifv_trl.manifest import result_settings
 from support.stand_ins import undecided_labeler
 
 
@@ -124,6 +126,29 @@ def test_vllm_labeler_equals_the_transformers_labeler(llava, llava_engine):
     assert max(differences) < 1e-3
     assert all(a == b for a, b in verdicts)
     assert len(distinct) > 3  # the labels depend on the image and the question
+    # The labeler reads its yes/no tokens by id: its engine is not allowed to send the whole vocabulary.
+    text = render_question(processor, 1, questions[0])
+    with pytest.raises(RuntimeError, match="greater than max allowed: 20"):
+        llava_engine.next_token_probabilities([text], [[image]], labeler.token_ids, logprobs=-1)
+
+
+def test_yes_no_tokens_by_id_equal_the_whole_vocabulary_and_outlive_the_top_k(llava, vllm_python):
+    """The log-probabilities read by id are those of the full softmax: the same as the whole vocabulary's, where the
+    top 2 holds no yes/no token at all (it would report 0)."""
+    processor = AutoProcessor.from_pretrained(llava)
+    labeler = VLLMYesNoLabeler(lambda: None, processor)
+    scenes = images(2, seed=5)
+    texts = [render_question(processor, 1, f"Is there a {color} circle? Please answer yes or no.") for color in COLORS]
+    own = [[scenes[i % 2]] for i in range(len(texts))]
+    whole_vocabulary = settings(vllm_python)
+    whole_vocabulary.engine_kwargs["max_logprobs"] = -1
+    with VLLMEngine(llava, whole_vocabulary) as engine:
+        by_id = engine.next_token_probabilities(texts, own, labeler.token_ids)
+        whole = engine.next_token_probabilities(texts, own, labeler.token_ids, logprobs=-1)
+        top_2 = engine.next_token_probabilities(texts, own, labeler.token_ids, logprobs=2)
+    assert by_id == whole  # the same floats, gathered from the same log-softmax
+    assert all(0 < p < 1 for row in by_id for p in row)
+    assert [0.0, 0.0] in top_2  # a question whose yes/no tokens are all outside the top 2
 
 
 def test_vllm_sampler_gives_n_distinct_answers_reproducible_per_seed(llava, llava_engine):
@@ -183,6 +208,13 @@ def test_options_vllm_cannot_honour_are_refused():
         FeedbackConfig(vllm_gpu_memory_utilization=1.5)
     with pytest.raises(ValueError, match="vllm_tensor_parallel_size must be at least 1"):
         FeedbackConfig(vllm_tensor_parallel_size=0)
+
+
+def test_labeler_top_logprobs_is_deprecated_and_decides_nothing():
+    assert FeedbackConfig().labeler_top_logprobs is None
+    with pytest.warns(FutureWarning, match="labeler_top_logprobs is deprecated and ignored"):
+        config = FeedbackConfig(labeler_backend="vllm", labeler_top_logprobs=-1)
+    assert "labeler_top_logprobs" not in result_settings(config)  # a run recorded with it resumes without it
 
 
 def test_one_recipe_iteration_with_every_backend_on_vllm(llava, llama, vllm_python, tmp_path, one_thread):

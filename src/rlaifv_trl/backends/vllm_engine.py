@@ -121,7 +121,9 @@ class VLLMEngine:
             "enable_prefix_caching": self.settings.enable_prefix_caching,
             "trust_remote_code": trust_remote_code,
             "seed": seed,
-            "max_logprobs": -1,  # p(yes)/p(no) over the whole vocabulary when asked
+            # Log-probabilities of the full softmax, before any sampling setting (vLLM's default, pinned: the labeler
+            # reads p(yes)/p(no) from them). `max_logprobs` stays vLLM's 20: the labeler asks for its tokens by id.
+            "logprobs_mode": "raw_logprobs",
             "limit_mm_per_prompt": {"image": max_images, "video": 0},
         }
         if self.settings.data_parallel_size != 1:
@@ -206,10 +208,12 @@ class VLLMEngine:
         prompts: Sequence[str],
         images: Sequence[Sequence[Image.Image]] | None,
         token_ids: Sequence[Sequence[int]],
-        logprobs: int = -1,
+        logprobs: int | None = None,
     ) -> list[list[float]]:
         """For each prompt, the probability that the next token is in each group of `token_ids` (summed over the
-        group), from the top-`logprobs` log-probabilities of the first generated token (-1: all)."""
+        group): from those tokens' own log-probabilities (`logprobs=None`), or from the top-`logprobs`
+        log-probabilities of the first generated token (-1: the whole vocabulary; the engine then needs
+        `engine_kwargs={"max_logprobs": -1}`), where a token outside the top k counts as 0."""
         message, _ = self._message("next_token_probabilities", prompts, images)
         message["token_ids"] = [list(group) for group in token_ids]
         message["logprobs"] = logprobs

@@ -4,6 +4,14 @@ Each takes the same inputs and gives the same kind of output as its transformers
 (`CandidateSampler`, `CausalLMRunner`, `YesNoLabeler`), renders its prompts the same way (the model's chat template,
 tokenized without added special tokens) and records the same seeds. Each starts its engine at first use and frees it
 on `close()`; the feedback generator closes them at the end of every stage, so one model at a time holds memory.
+
+The labeler asks vLLM for the log-probabilities of its yes/no token ids only (`SamplingParams.logprob_token_ids`):
+the model runner gathers them from the full-vocabulary log-softmax of the first generated token (vLLM's
+`raw_logprobs`), so they equal those of the whole vocabulary while vLLM's front end builds a handful of log-prob
+objects per question instead of one per vocabulary token (0.6 CPU-s per question with a 64k vocabulary,
+`benchmarks/vllm_labeler.py`). A top-k list may miss the tokens (or needs k large enough to be as slow),
+`allowed_token_ids` renormalises over the yes/no tokens and loses the rest of the mass, and prompt log-probs of the two
+continuations cost a second prefill of every question.
 """
 
 from __future__ import annotations
@@ -182,15 +190,13 @@ class VLLMCausalLMRunner(LazyEngine):
 
 
 class VLLMYesNoLabeler(LazyEngine):
-    """`YesNoLabeler` on vLLM: p_yes and p_no from the first generated token's log-probabilities; vLLM's prefix cache
-    encodes a group's image once for all its questions.
+    """`YesNoLabeler` on vLLM: p_yes and p_no are the first generated token's probabilities of the yes and no token
+    ids (full softmax), read by id; vLLM's prefix cache encodes a group's image once for all its questions.
 
     Args:
         start: Starts the labeler's engine.
         processor: The labeler's processor (chat template).
-        top_logprobs: Log-probabilities read per question: -1 for the whole vocabulary (exact), or the k most likely
-            tokens (faster with large vocabularies; a yes/no token outside them counts as probability 0, and
-            questions where every yes/no token is outside are counted in `num_outside_top_logprobs`).
+        top_logprobs: Deprecated and ignored (`FeedbackConfig.labeler_top_logprobs`): the yes/no tokens are read by id.
         yes_words, no_words: As `YesNoLabeler`.
         batch_size: Questions per engine call.
     """
@@ -199,7 +205,7 @@ class VLLMYesNoLabeler(LazyEngine):
         self,
         start: Callable[[], VLLMEngine],
         processor: ProcessorMixin,
-        top_logprobs: int = -1,
+        top_logprobs: int | None = None,
         yes_words: Sequence[str] = ("yes", "Yes"),
         no_words: Sequence[str] = ("no", "No"),
         batch_size: int = 64,
@@ -209,9 +215,7 @@ class VLLMYesNoLabeler(LazyEngine):
         self.processor = processor
         tokenizer = getattr(processor, "tokenizer", processor)
         self.token_ids = [single_token_ids(tokenizer, yes_words), single_token_ids(tokenizer, no_words)]
-        self.top_logprobs = top_logprobs
         self.num_full_forwards = 0  # every question is one request: there is no fallback
-        self.num_outside_top_logprobs = 0
 
     def label_group(self, group: LabelGroup) -> list[YesNoLabel]:
         if not group.questions:
@@ -221,14 +225,8 @@ class VLLMYesNoLabeler(LazyEngine):
         probabilities = []
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start : start + self.batch_size]
-            probabilities += self.engine.next_token_probabilities(
-                chunk, [group.images] * len(chunk), self.token_ids, self.top_logprobs
-            )
-        labels = {}
-        for question, (p_yes, p_no) in zip(unique, probabilities):
-            if p_yes == 0.0 and p_no == 0.0:
-                self.num_outside_top_logprobs += 1
-            labels[question] = YesNoLabel(p_yes, p_no)
+            probabilities += self.engine.next_token_probabilities(chunk, [group.images] * len(chunk), self.token_ids)
+        labels = {question: YesNoLabel(p_yes, p_no) for question, (p_yes, p_no) in zip(unique, probabilities)}
         return [labels[question] for question in group.questions]
 
     def label(self, groups: Sequence[LabelGroup]) -> list[list[YesNoLabel]]:

@@ -11,8 +11,10 @@ Protocol: one JSON object per line on standard input, one answer per line on the
   the texts of each request's completions (`sampling` holds `vllm.SamplingParams` fields, `n` and `seed` among them);
 - `{"op": "next_token_probabilities", "images": [...], "requests": [{"prompt", "image_ids"}, ...], "token_ids":
   [[...], ...], "logprobs": k}`: for every request, the probability of the first generated token being each listed
-  token (sums over each inner list), read from the first token's top-k log-probabilities (`k = -1`: the whole
-  vocabulary); a token outside the top k counts as probability 0;
+  token (sums over each inner list). `k = null` (default) reads exactly the listed tokens' log-probabilities
+  (`SamplingParams.logprob_token_ids`: a gather from the full log-softmax, the vocabulary never leaves the model
+  runner); `k >= 1` reads the first token's top-k log-probabilities, `k = -1` the whole vocabulary (the engine needs
+  `max_logprobs` at least k), and a token outside the top k then counts as probability 0;
 - `{"op": "stop"}`.
 Prompts are token-free texts rendered with the model's chat template; they are tokenized without adding special
 tokens, as the transformers backend does. Every answer is `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import json
 import math
@@ -37,13 +40,19 @@ def _images(encoded: list[str]) -> list:
 
 
 def _prompts(message: dict) -> list[dict]:
-    images = _images(message.get("images", []))
+    """vLLM prompts; each image carries the SHA-256 of its PNG as its identifier, so that vLLM does not hash its
+    pixels again for every request that shows it (its multimodal caches key on the identifier)."""
+    encoded = message.get("images", [])
+    images = _images(encoded)
+    digests = [hashlib.sha256(item.encode("ascii")).hexdigest() for item in encoded]
     prompts = []
     for request in message["requests"]:
         prompt = {"prompt": request["prompt"]}
-        own = [images[i] for i in request.get("image_ids", [])]
-        if own:
+        ids = request.get("image_ids", [])
+        if ids:
+            own = [images[i] for i in ids]
             prompt["multi_modal_data"] = {"image": own if len(own) > 1 else own[0]}
+            prompt["multi_modal_uuids"] = {"image": [digests[i] for i in ids]}
         prompts.append(prompt)
     return prompts
 
@@ -70,9 +79,14 @@ class Worker:
     def next_token_probabilities(self, message: dict) -> dict:
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=message.get("logprobs", -1))
-        outputs = self.llm.generate(_prompts(message), params, use_tqdm=False, tokenization_kwargs=self.tokenization)
         groups = message["token_ids"]
+        k = message.get("logprobs")
+        if k is None:
+            wanted = sorted({i for group in groups for i in group})
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=wanted)
+        else:
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k)
+        outputs = self.llm.generate(_prompts(message), params, use_tqdm=False, tokenization_kwargs=self.tokenization)
         probabilities = []
         for output in outputs:
             top = output.outputs[0].logprobs[0]  # token id -> Logprob of the first generated position

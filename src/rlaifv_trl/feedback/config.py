@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -114,10 +115,9 @@ class FeedbackConfig:
         labeler_backend (`str`, *optional*, defaults to `"transformers"`):
             What runs the labeler: `"transformers"` (prefix-shared forward passes) or `"vllm"` (p(yes)/p(no) from
             the first generated token's log-probabilities, the image prefix reused through vLLM's prefix caching).
-        labeler_top_logprobs (`int`, *optional*, defaults to `-1`):
-            Log-probabilities the vLLM labeler reads per question: -1 for the whole vocabulary (the transformers
-            labeler's p(yes)/p(no)), or the k most likely tokens (cheaper with large vocabularies; a yes/no token
-            outside them counts as 0).
+        labeler_top_logprobs (`int` or `None`, *optional*, defaults to `None`):
+            Deprecated and ignored, to be removed: the vLLM labeler reads the log-probabilities of its yes/no tokens
+            by id (exact, without the whole vocabulary), which leaves nothing to choose.
         vllm_python (`str` or `None`, *optional*, defaults to `None`):
             Python interpreter with vLLM that runs the engines (e.g. `.venv-vllm/bin/python` from
             `scripts/make_vllm_env.sh`); `None`: `RLAIFV_VLLM_PYTHON`, else this Python.
@@ -161,14 +161,14 @@ class FeedbackConfig:
             "splitter_load_in_4bit", "splitter_load_in_8bit", "labeler_model_name_or_path", "yes_no_instruction",
             "labeler_model_revision", "labeler_dtype", "labeler_attn_implementation", "labeler_trust_remote_code",
             "labeler_load_in_4bit", "labeler_load_in_8bit", "sampling_backend", "splitter_backend", "labeler_backend",
-            "labeler_top_logprobs", "vllm_enable_prefix_caching", "vllm_engine_kwargs", "min_score_gap",
+            "vllm_enable_prefix_caching", "vllm_engine_kwargs", "min_score_gap",
             "pairs_per_prompt", "length_balancing", "length_balancing_step",
         }
     )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
         {
             "labeler_batch_size", "sampling_batch_size", "vllm_python", "vllm_gpu_memory_utilization",
-            "vllm_tensor_parallel_size", "vllm_data_parallel_size", "vllm_max_model_len",
+            "vllm_tensor_parallel_size", "vllm_data_parallel_size", "vllm_max_model_len", "labeler_top_logprobs",
         }
     )  # fmt: skip
 
@@ -244,8 +244,8 @@ class FeedbackConfig:
     labeler_backend: str = field(
         default="transformers", metadata={"help": "What runs the labeler.", "choices": BACKENDS}
     )
-    labeler_top_logprobs: int = field(
-        default=-1, metadata={"help": "Log-probabilities the vLLM labeler reads per question (-1: all)."}
+    labeler_top_logprobs: int | None = field(
+        default=None, metadata={"help": "Deprecated and ignored: the vLLM labeler reads its yes/no tokens by id."}
     )
     vllm_python: str | None = field(default=None, metadata={"help": "Python interpreter that has vLLM."})
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory share of a vLLM engine."})
@@ -306,10 +306,13 @@ class FeedbackConfig:
         require(not clash, f"generation_kwargs must not set {clash}: use the config fields of the same name")
         for name in ("sampling_backend", "splitter_backend", "labeler_backend"):
             require(getattr(self, name) in BACKENDS, f"{name} must be one of {BACKENDS}, got {getattr(self, name)!r}")
-        require(
-            self.labeler_top_logprobs == -1 or self.labeler_top_logprobs >= 1,
-            f"labeler_top_logprobs must be -1 (all) or at least 1, got {self.labeler_top_logprobs}",
-        )
+        if self.labeler_top_logprobs is not None:
+            warnings.warn(
+                "labeler_top_logprobs is deprecated and ignored, and will be removed: the vLLM labeler reads the "
+                "log-probabilities of its yes/no tokens by id, exactly and without the whole vocabulary",
+                FutureWarning,
+                stacklevel=2,
+            )
         require(
             self.splitter_backend == "transformers"
             or self.splitter_model_name_or_path is not None
