@@ -8,8 +8,8 @@ on `close()`; the feedback generator closes them at the end of every stage, so o
 The labeler asks vLLM for the log-probabilities of its yes/no token ids only (`SamplingParams.logprob_token_ids`):
 the model runner gathers them from the full-vocabulary log-softmax of the first generated token (vLLM's
 `raw_logprobs`), so they equal those of the whole vocabulary while vLLM's front end builds a handful of log-prob
-objects per question instead of one per vocabulary token (0.6 CPU-s per question with a 64k vocabulary,
-`benchmarks/vllm_labeler.py`). A top-k list may miss the tokens (or needs k large enough to be as slow),
+objects per question instead of one per vocabulary token (0.8 CPU-ms instead of 0.5 CPU-s per question with a 64k
+vocabulary, `benchmarks/vllm_labeler.py`). A top-k list may miss the tokens (or needs k large enough to be as slow),
 `allowed_token_ids` renormalises over the yes/no tokens and loses the rest of the mass, and prompt log-probs of the two
 continuations cost a second prefill of every question.
 """
