@@ -20,6 +20,7 @@ continues a finished run; a run with other settings in the same `output_dir` is 
 the first one is going.
 """
 
+import dataclasses
 import logging
 import sys
 
@@ -49,7 +50,9 @@ from rlaifv_trl.validation import RowValidation
 
 
 def main(script_args, feedback_args, training_args, model_args, row_validation):
-    check_recipe_arguments(script_args, training_args, model_args)
+    check_recipe_arguments(script_args, training_args, model_args, row_validation)
+    # Rows: one validation for the prompts, the published pairs and training, strict with strict_rows
+    row_validation = dataclasses.replace(row_validation, strict=feedback_args.strict_rows)
     # Models: the policy as TRL's scripts load it (revision, dtype, attention, 4/8-bit), LoRA if asked for
     policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
     policy_loading.check()
