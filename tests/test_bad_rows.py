@@ -222,10 +222,11 @@ def test_the_feedback_generator(corpus, generator, one_thread):
     assert outcomes(report.skipped, len(dataset)) == expected_at(0)
     assert report.num_prompts + len(report.skipped) == len(dataset)
     assert all(" at 0x" not in entry["reason"] for entry in report.skipped)
-    with pytest.raises(
-        BadRowError, match=rf"row {KINDS.index('image None')} \(id 'row-3'\) is unusable \[image.missing\]"
-    ):
+    first_bad = rf"row {KINDS.index('image None')} \(id 'row-3'\) is unusable \[image.missing\]"
+    with pytest.raises(BadRowError, match=first_bad):
         generator(RowValidation(image_root=str(folder))).generate(dataset, disable_tqdm=True, strict=True)
+    with pytest.raises(BadRowError, match=first_bad):  # strict rows: the validation's setting
+        generator(RowValidation(image_root=str(folder), strict=True)).generate(dataset, disable_tqdm=True)
 
 
 def test_the_recipes_prompts_from_a_local_folder(corpus, generator, one_thread):
@@ -242,6 +243,10 @@ def test_the_recipes_prompts_from_a_local_folder(corpus, generator, one_thread):
             index = int(identifier.split("-")[1])
             assert codes.get(identifier, K) == expected[index], KINDS[index]
     assert sum(entry["code"] == "id.missing" for entry in output.report.skipped) == 1
+    strict = RowValidation(strict=True).rooted_at(folder)  # the recipe's prompts, with strict_rows
+    assert strict.strict and strict.image_root == str(folder)
+    with pytest.raises(BadRowError, match="is unusable"):
+        generator(strict).generate(prompts, disable_tqdm=True)
 
 
 def test_load_preference_dataset_from_a_local_folder(corpus):
@@ -273,8 +278,9 @@ def test_the_trainer(corpus, tiny_vlm_dirs, dpo_args):
     trainer.train()
     with pytest.raises(BadRowError, match=r"\(id 'row-3'\) is unusable \[image.missing\]"):
         RLAIFVDPOTrainer(
-            model=str(path), args=dpo_args(max_length=512, strict_rows=True), train_dataset=dataset,
-            processing_class=AutoProcessor.from_pretrained(path), row_validation=RowValidation(image_root=str(folder)),
+            model=str(path), args=dpo_args(max_length=512), train_dataset=dataset,
+            processing_class=AutoProcessor.from_pretrained(path),
+            row_validation=RowValidation(image_root=str(folder), strict=True),
         )  # fmt: skip
 
 

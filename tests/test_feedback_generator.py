@@ -14,6 +14,8 @@ from rlaifv_testbed import build_tokenizer, prompt_dataset, shapes_objects
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.cards import public_name
 from rlaifv_trl.feedback import derive_seed, split_claims
+from rlaifv_trl.manifest import Manifest
+from rlaifv_trl.run_lock import RunLock
 
 
 SMALL = {"num_candidates": 4, "max_new_tokens": 12, "shard_size": 2}
@@ -147,6 +149,47 @@ def test_a_different_run_in_the_same_directory_is_refused_unless_overwritten(run
     assert "seed_of_another_run" not in stale.read_text()
     assert json.loads((copy / "manifest.json").read_text())["settings"]["temperature"] == 1.0
     assert fresh.report.num_prompts == len(prompts)
+
+
+def test_inside_a_run_folder_the_feedback_uses_the_runs_lock_and_manifest(run, tiny_vlm_dir, tmp_path):
+    """Driven by a run that holds the lock of the folder around it (the recipe's), the feedback takes no lock and
+    opens no manifest of its own: its settings go to a section of the run's manifest, checked on a rerun."""
+    prompts, args, output = run
+    generator = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args)
+    folder = tmp_path / "feedback" / "iteration-1"
+    with RunLock(tmp_path):
+        manifest = Manifest.open(tmp_path, {"seed": 42})
+        inside = generator.generate(prompts, folder, section=manifest.section("iteration-1/feedback"), **QUIET)
+        assert inside.preference.to_list() == output.preference.to_list() and inside.output_dir == folder
+        assert not (folder / "manifest.json").exists() and not (folder / ".lock").exists()
+        recorded = Manifest.read(tmp_path).sections["iteration-1/feedback"]["settings"]
+        assert recorded["seed"] == 42 and recorded["dataset"]["num_rows"] == len(prompts)
+        shards = sorted(folder.glob("*/shard-*.json"))
+        stamps = {path: path.stat().st_mtime_ns for path in shards}
+        (folder / "claims" / "shard-00002.json").unlink()
+        again = generator.generate(prompts, folder, section=manifest.section("iteration-1/feedback"), **QUIET)
+        assert again.audit.to_list() == output.audit.to_list()
+        assert [path for path in shards if path.stat().st_mtime_ns != stamps[path]] == [
+            folder / "claims" / "shard-00002.json"
+        ]
+        with pytest.raises(ValueError, match=r"changed: dataset"):  # other prompts: not mixed with these shards
+            generator.generate(
+                prompt_dataset(6, start_seed=7), folder, section=manifest.section("iteration-1/feedback"), **QUIET
+            )
+
+
+def test_the_pipeline_runs_in_memory_and_gives_the_runners_output(run, tiny_vlm_dir, tmp_path, monkeypatch):
+    prompts, args, output = run
+    monkeypatch.chdir(tmp_path)
+    pipeline = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).pipeline
+    in_memory = pipeline.run(prompts)
+    assert in_memory.output_dir is None and not list(tmp_path.iterdir())  # no file written
+    assert in_memory.preference.to_list() == output.preference.to_list()
+    assert (
+        in_memory.rankings.to_list() == output.rankings.to_list()
+        and in_memory.audit.to_list() == output.audit.to_list()
+    )
+    assert in_memory.report.skipped == output.report.skipped and in_memory.report.num_pairs == output.report.num_pairs
 
 
 def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):

@@ -16,6 +16,7 @@ from transformers import (
 from rlaifv_testbed import prompt_dataset
 from rlaifv_trl.feedback import CandidateSampler, FeedbackConfig, derive_seed
 from rlaifv_trl.feedback.sampling import SeededSampling
+from rlaifv_trl.loading import ModelLoading
 
 
 @pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
@@ -65,6 +66,29 @@ def test_candidates_do_not_depend_on_the_prompts_sampled_beside_them(vlm, one_th
     shuffled = sampler.sample_batch(rows["prompt"][::-1], rows["images"][::-1], [105 - i for i in range(len(rows))])
     assert together == alone == shuffled[::-1]
     assert len({answer for answers in alone for answer in answers}) > len(rows)  # they are samples, not copies
+
+
+def test_both_sampling_backends_sample_with_the_configs_settings(tiny_vlm_dir):
+    """`FeedbackConfig.sampling`, built once, reaches the transformers and the vLLM sampler alike (the vLLM engine
+    is started at first use only: none runs here)."""
+    from accelerate import PartialState
+
+    from rlaifv_trl.feedback.backends import make_sampler
+    from rlaifv_trl.feedback.roles import feedback_models
+
+    kwargs = {"repetition_penalty": 1.1}
+    settings = {"num_candidates": 3, "temperature": 0.9, "top_p": 0.8, "top_k": 5, "max_new_tokens": 7}
+    args = FeedbackConfig(**settings, generation_kwargs=kwargs, labeler_backend="vllm")
+    path, state = str(tiny_vlm_dir("llava")), PartialState()
+    policy, _ = feedback_models(args, path, None, None, None, ModelLoading())
+    local = make_sampler(args, policy, state)
+    served = make_sampler(dataclasses.replace(args, sampling_backend="vllm"), policy, state)
+    assert (local.num_candidates, local.temperature, local.top_p, local.top_k) == (3, 0.9, 0.8, 5)
+    assert local.generation["max_new_tokens"] == 7 and local.generation["repetition_penalty"] == 1.1
+    assert served.num_candidates == 3 and served._engine is None
+    assert {key: served.sampling[key] for key in ("temperature", "top_p", "top_k", "max_tokens", *kwargs)} == {
+        "temperature": 0.9, "top_p": 0.8, "top_k": 5, "max_tokens": 7, **kwargs,
+    }  # fmt: skip
 
 
 def test_seeded_sampling_draws_from_the_warped_distribution():

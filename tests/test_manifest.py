@@ -117,3 +117,26 @@ def test_a_run_folder_numbered_from_0_by_an_earlier_release_is_not_resumed(tmp_p
     with pytest.raises(ValueError, match=refusal):
         resume(tmp_path, current)
     assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == earlier  # left as it was
+
+
+def test_a_section_records_the_settings_of_a_step_that_resumes_on_its_own(tmp_path):
+    feedback = {"seed": 1, "dataset": {"fingerprint": "a"}}
+    with RecipeRun(tmp_path, settings(tmp_path), "builtin:shapesworld-llava") as run:
+
+        def collect():
+            assert run.section(1, "feedback").open(feedback) is False  # recorded the first time
+            return {"num_pairs": 3}
+
+        run.stage(1, "feedback", collect)
+        assert run.iterations() == [1]
+    recorded = Manifest.read(tmp_path)
+    assert recorded.done == {"iteration-1/feedback": {"num_pairs": 3}}  # a section is no finished stage
+    section = recorded.section("iteration-1/feedback")
+    assert section.open(feedback) is False
+    with pytest.raises(ValueError, match=r"iteration-1/feedback started with other settings \(changed: dataset\)"):
+        section.open({**feedback, "dataset": {"fingerprint": "b"}})
+    assert section.open({**feedback, "dataset": {"fingerprint": "b"}}, overwrite=True) is True  # results to remove
+    assert Manifest.read(tmp_path).sections["iteration-1/feedback"]["settings"]["dataset"] == {"fingerprint": "b"}
+    assert resume(tmp_path, settings(tmp_path)) == recorded.done  # kept when the run resumes
+    changed = {"settings": {**feedback, "dataset": {"fingerprint": "b"}}, "defaults": {}}
+    assert Manifest.read(tmp_path).sections == {"iteration-1/feedback": changed}

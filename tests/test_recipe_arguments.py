@@ -160,13 +160,16 @@ def test_unknown_yaml_keys_and_missing_prompts_are_refused(tmp_path):
         (["--checkpoint_selection", "best"], "metric_for_best_model"),
         (["--load_in_4bit", "true"], "LoRA"),
         (["--model_name_or_path", ""], "model_name_or_path"),
+        (["--strict", "true"], "set strict_rows"),
     ],
 )
 def test_settings_the_recipe_cannot_honour_are_refused_before_any_work(flags, message, tmp_path):
-    script_args, _, training_args, model_args, _ = parse("--config", str(TINY), "--output_dir", str(tmp_path), *flags)
+    script_args, _, training_args, model_args, rows = parse(
+        "--config", str(TINY), "--output_dir", str(tmp_path), *flags
+    )
     model_args.model_name_or_path = model_args.model_name_or_path or None
     with pytest.raises(ValueError, match=message):
-        check_recipe_arguments(script_args, training_args, model_args)
+        check_recipe_arguments(script_args, training_args, model_args, rows)
 
 
 def test_unknown_evaluators_fail_before_any_work(tmp_path):
@@ -186,4 +189,11 @@ def test_which_settings_decide_results_is_declared_per_field():
     assert "logging_steps" not in settings["training"] and "learning_rate" in settings["training"]
     assert "hf_x" not in str(settings)  # tokens are never written into the manifest
     assert settings["rows"]["max_image_pixels"] == 64_000_000
+    assert "strict" not in settings["rows"] and "strict_rows" not in settings["feedback"]  # raising changes no result
     assert result_settings(model_args) == settings["model"]
+
+
+def test_strict_rows_is_one_flag_for_every_dataset_the_recipe_reads():
+    _, feedback_args, training_args, _, rows = parse("--config", str(TINY), "--strict_rows", "true")
+    assert feedback_args.strict_rows and not rows.strict and not hasattr(training_args, "strict_rows")
+    assert "strict_rows" in FeedbackConfig.__doc__ and "seeds the feedback" in FeedbackConfig.__doc__

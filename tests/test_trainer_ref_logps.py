@@ -150,7 +150,7 @@ def test_streaming_data_and_ld_alpha_are_refused_with_precompute(tiny_vlm_dirs, 
 def test_non_finite_stored_reference_log_probs_are_bad_rows(tiny_vlm_dirs, dpo_args):
     """A NaN or an infinite stored value would make the loss NaN and every weight NaN: such rows are skipped and
     counted (strict mode raises), and the others train to finite weights."""
-    from rlaifv_trl.validation import BadRowError
+    from rlaifv_trl.validation import BadRowError, RowValidation
 
     reference = tiny_vlm_dirs["llava"]
     processor = AutoProcessor.from_pretrained(reference)
@@ -181,9 +181,10 @@ def test_non_finite_stored_reference_log_probs_are_bad_rows(tiny_vlm_dirs, dpo_a
     with pytest.raises(BadRowError, match=r"row 1 .*ref_logps\.non_finite"):
         RLAIFVDPOTrainer(
             model=load(tiny_vlm_dirs["llava_policy"]),
-            args=dpo_args(precompute_ref_log_probs=True, strict_rows=True),
+            args=dpo_args(precompute_ref_log_probs=True),
             train_dataset=data,
             processing_class=processor,
+            row_validation=RowValidation(strict=True),
         )
 
 

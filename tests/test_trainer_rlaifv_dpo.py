@@ -119,7 +119,7 @@ def test_logs_the_length_normalized_reward_the_scorer_computes(arch, precompute,
 
 
 def test_a_row_whose_answer_max_length_cuts_away_is_skipped_and_counted(tiny_vlm_dirs, dpo_args):
-    from rlaifv_trl.validation import BadRowError
+    from rlaifv_trl.validation import BadRowError, RowValidation
 
     path = tiny_vlm_dirs["llava"]
     processor = AutoProcessor.from_pretrained(path)
@@ -145,9 +145,10 @@ def test_a_row_whose_answer_max_length_cuts_away_is_skipped_and_counted(tiny_vlm
     with pytest.raises(BadRowError, match=r"row 0 \(id 'shapes-7'\) is unusable \[answer.cut_by_max_length\]"):
         RLAIFVDPOTrainer(
             model=load(path),
-            args=dpo_args(max_length=prompt_length + 1, per_device_train_batch_size=1, max_steps=1, strict_rows=True),
+            args=dpo_args(max_length=prompt_length + 1, per_device_train_batch_size=1, max_steps=1),
             train_dataset=data,
             processing_class=processor,
+            row_validation=RowValidation(strict=True),
         )
 
 

@@ -127,7 +127,7 @@ def test_config_defaults_are_the_papers_without_warnings(tmp_path):
     new_fields = {f.name for f in dataclasses.fields(RLAIFVDPOConfig)} - {
         f.name for f in dataclasses.fields(DPOConfig)
     }
-    assert new_fields == {"log_length_normalized_rewards", "strict_rows", "encode_images_once"}
+    assert new_fields == {"log_length_normalized_rewards", "encode_images_once"}  # strict rows: RowValidation's
     assert args.encode_images_once is False  # new behaviour is opt-in
     for name in new_fields:
         assert RLAIFVDPOConfig.__dataclass_fields__[name].metadata["help"] and name in RLAIFVDPOConfig.__doc__

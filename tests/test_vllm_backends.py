@@ -239,8 +239,8 @@ def test_one_recipe_iteration_with_every_backend_on_vllm(llava, llama, vllm_pyth
     report = json.loads((run / "feedback" / "iteration-1" / "report.json").read_text())
     assert report["num_candidates"] == 4 * report["num_prompts"] == 32
     assert report["num_claims"] > 0 and report["num_labeler_full_forwards"] == 0
-    manifest = json.loads((run / "feedback" / "iteration-1" / "manifest.json").read_text())
-    assert manifest["settings"]["sampling_backend"] == manifest["settings"]["labeler_backend"] == "vllm"
+    feedback = json.loads((run / "manifest.json").read_text())["sections"]["iteration-1/feedback"]["settings"]
+    assert feedback["sampling_backend"] == feedback["labeler_backend"] == "vllm"
     assert AutoModelForImageTextToText.from_pretrained(run / "models" / "iteration-1") is not None
     assert set(worker_processes()) <= before  # every engine stopped with its stage: none holds memory in training
 

@@ -10,6 +10,10 @@ only changes float rounding: those may change between runs); every field is in o
 transformers' and TRL's classes are listed in `rlaifv_trl.upstream_fields`. A field in no list (one a later release
 of a library adds, or one a subclass adds) is not recorded. A setting recorded on one side only (a later release of
 rlaifv-trl added it to a list, or removed it) counts as unchanged when it holds its default value there.
+
+A step that resumes on its own inside a folder's run (one iteration's feedback in a recipe run, shard by shard)
+records the settings that decide its results in a section of the folder's manifest (`Manifest.section`), checked the
+same way, rather than in a manifest of its own.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ class Manifest:
     """What a folder's run was started with and what it has finished.
 
     Use `Manifest.open(folder, settings)`; `finished(key)`, `result(key)` and `record(key, result)` read and write
-    finished steps (the file is rewritten atomically at every record). Only one process may write it.
+    finished steps (the file is rewritten atomically at every record), `section(name)` the settings of a step that
+    resumes on its own. Only one process may write it.
     """
 
     def __init__(
@@ -83,11 +88,13 @@ class Manifest:
         restarted: bool = False,
         defaults: Mapping[str, Any] | None = None,
         layout: int | None = None,
+        sections: dict[str, Any] | None = None,
     ):
         self.path, self.settings, self.done = path, settings, done
         self.restarted = restarted  # an earlier run with other settings was overwritten: remove its results
         self.defaults = defaults if defaults is not None else getattr(settings, "defaults", {})
         self.layout = layout
+        self.sections = sections if sections is not None else {}
 
     @classmethod
     def open(
@@ -123,15 +130,12 @@ class Manifest:
             else:
                 changed = changed_settings(data["settings"], settings, data.get("defaults"))
                 if not changed:
-                    manifest = cls(path, settings, data["done"], layout=layout)
-                    if data["settings"] != settings or data.get("defaults") != settings.defaults:
+                    manifest = cls(path, settings, data["done"], layout=layout, sections=data.get("sections"))
+                    if _restated(data, settings):
                         manifest.save()  # settings this release records and the earlier one did not, at their defaults
                     return manifest
                 problem = f"{folder} holds a run started with other settings (changed: {', '.join(changed)})"
-            if not overwrite:
-                raise ValueError(f"{problem}. Use another output folder, or delete this one to start over.")
-            logger.warning("Starting afresh: %s", problem)
-            restarted = True
+            restarted = _start_afresh(problem, overwrite)
         manifest = cls(path, settings, {}, restarted, layout=layout)
         manifest.save()
         return manifest
@@ -141,7 +145,10 @@ class Manifest:
         """The manifest as another process last wrote it."""
         path = Path(folder) / MANIFEST_FILE
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(path, data["settings"], data["done"], defaults=data.get("defaults", {}), layout=data.get("layout"))
+        return cls(
+            path, data["settings"], data["done"], defaults=data.get("defaults", {}), layout=data.get("layout"),
+            sections=data.get("sections"),
+        )  # fmt: skip
 
     def finished(self, key: str) -> bool:
         return key in self.done
@@ -155,10 +162,43 @@ class Manifest:
         self.done[key] = _plain(result)
         self.save()
 
+    def section(self, name: str) -> ManifestSection:
+        """The section `name` (e.g. `"iteration-1/feedback"`), for a step that resumes on its own."""
+        return ManifestSection(self, name)
+
     def save(self) -> None:
         layout = {} if self.layout is None else {"layout": self.layout}
         payload = {**layout, "settings": self.settings, "defaults": self.defaults, "done": self.done}
+        if self.sections:
+            payload["sections"] = self.sections
         atomic_write_json(self.path, payload, indent=2)
+
+
+class ManifestSection:
+    """The settings of one step of a folder's run that resumes on its own, in a section of the folder's manifest:
+    the step's caller holds the folder's lock and hands the section over (only its main process writes it)."""
+
+    def __init__(self, manifest: Manifest, name: str):
+        self.manifest, self.name = manifest, name
+
+    def open(self, settings: Mapping[str, Any], overwrite: bool = False) -> bool:
+        """Record the step's settings, or check them against those recorded: raises `ValueError` naming the changed
+        ones, unless `overwrite`, which records the new ones and returns True (the caller removes the step's
+        earlier results)."""
+        settings = settings if isinstance(settings, ResultSettings) else ResultSettings(settings)
+        recorded = self.manifest.sections.get(self.name)
+        restarted = False
+        if recorded is not None:
+            changed = changed_settings(recorded["settings"], settings, recorded.get("defaults"))
+            if not changed and not _restated(recorded, settings):
+                return False
+            if changed:
+                where = self.manifest.path.parent
+                problem = f"{where} holds {self.name} started with other settings (changed: {', '.join(changed)})"
+                restarted = _start_afresh(problem, overwrite)
+        self.manifest.sections[self.name] = {"settings": settings, "defaults": settings.defaults}
+        self.manifest.save()
+        return restarted
 
 
 def changed_settings(
@@ -183,6 +223,19 @@ def changed_settings(
         if not same:
             changed.append(key)
     return sorted(changed)
+
+
+def _restated(recorded: Mapping[str, Any], settings: ResultSettings) -> bool:
+    """Whether unchanged settings are recorded otherwise (settings or defaults one release records and another not)."""
+    return recorded["settings"] != settings or recorded.get("defaults") != settings.defaults
+
+
+def _start_afresh(problem: str, overwrite: bool) -> bool:
+    """Refuse a run with other settings, unless `overwrite`: then it starts afresh (True)."""
+    if not overwrite:
+        raise ValueError(f"{problem}. Use another output folder, or delete this one to start over.")
+    logger.warning("Starting afresh: %s", problem)
+    return True
 
 
 def _default(field: dataclasses.Field) -> Any:

@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.hang_at_label_shard is not None:
-        logger = logging.getLogger("rlaifv_trl.feedback.generator")
+        logger = logging.getLogger("rlaifv_trl.feedback.runner")
         logger.setLevel(logging.DEBUG)
         logger.addHandler(HangAtShard(f"labels: shard {args.hang_at_label_shard} started", args.marker))
     config = FeedbackConfig(

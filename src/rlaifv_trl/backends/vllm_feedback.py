@@ -196,7 +196,6 @@ class VLLMYesNoLabeler(LazyEngine):
     Args:
         start: Starts the labeler's engine.
         processor: The labeler's processor (chat template).
-        top_logprobs: Deprecated and ignored (`FeedbackConfig.labeler_top_logprobs`): the yes/no tokens are read by id.
         yes_words, no_words: As `YesNoLabeler`.
         batch_size: Questions per engine call.
     """
@@ -205,7 +204,6 @@ class VLLMYesNoLabeler(LazyEngine):
         self,
         start: Callable[[], VLLMEngine],
         processor: ProcessorMixin,
-        top_logprobs: int | None = None,
         yes_words: Sequence[str] = ("yes", "Yes"),
         no_words: Sequence[str] = ("no", "No"),
         batch_size: int = 64,

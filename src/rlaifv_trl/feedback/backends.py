@@ -1,33 +1,107 @@
-"""The vLLM side of the feedback generator: engines for the policy, the splitter and the labeler, started per stage.
+"""One factory per job of the feedback: `make_sampler`, `make_splitter` and `make_labeler`, each on the backend the
+`FeedbackConfig` names for it (transformers or vLLM), with the same settings whichever it is.
 
-A role on the vllm backend is given by name or folder; the generator then loads only its processor or tokenizer
-(chat template, prompt checks), never its weights in transformers. Under `accelerate launch` each process starts
-its own engines on its own GPU and samples, splits and labels its own shards, as with transformers.
+A job on vLLM gets its engine started per stage (`LazyEngine`): under `accelerate launch` each process starts its
+own engines on its own GPU and samples, splits and labels its own shards, as with transformers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 from accelerate import PartialState
-from transformers import AutoConfig, AutoProcessor, AutoTokenizer, GenerationConfig, ProcessorMixin
+from transformers import AutoTokenizer, GenerationConfig
 
 from ..backends.vllm_engine import VLLMEngine, VLLMSettings
 from ..backends.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
-from ..compatibility import check_vision_language_model
-from ..loading import ModelLoading, vllm_loading_check
+from ..loading import ModelLoading, load_causal_lm, vllm_loading_check
+from .claims import ClaimSplitter, QuestionWriter
 from .config import FeedbackConfig
+from .labeler import YesNoLabeler
+from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
+from .roles import VisionModel, require_model_name
+from .rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
+from .sampling import CandidateSampler
 
 
-def _device_env(state: PartialState) -> dict[str, str]:
-    """The GPU of this process, for an engine started by one of several processes."""
-    if state.num_processes == 1 or not torch.cuda.is_available():
-        return {}
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    return {"CUDA_VISIBLE_DEVICES": devices[state.local_process_index % len(devices)]}
+def process_state() -> PartialState:
+    """Accelerate's process state: which process this is, for the shards it runs and the GPU its engines use.
+    Processes launched on a machine without accelerator (e.g. `torchrun` on CPUs) are distributed too, over gloo:
+    accelerate only treats them so when asked for CPU explicitly."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=launched and not torch.accelerator.is_available())
+
+
+def make_sampler(
+    args: FeedbackConfig, policy: VisionModel, state: PartialState
+) -> CandidateSampler | VLLMCandidateSampler:
+    """The candidate sampler of `args.sampling_backend`, sampling with `args.sampling`."""
+    settings = asdict(args.sampling)
+    if args.sampling_backend == "transformers":
+        return CandidateSampler(policy.model, policy.processor, **settings)
+    require_model_name(policy.given, "policy", "sampling_backend")
+    vllm_loading_check(policy.loading)
+    path, start = engine_starter(args, policy.given, policy.loading, state)
+    generation_config = _generation_config(path, policy.loading) or GenerationConfig()  # `generate`'s defaults
+    return VLLMCandidateSampler(start, policy.processor, generation_config, **settings)
+
+
+def make_splitter(
+    args: FeedbackConfig,
+    state: PartialState,
+    claim_splitter: ClaimSplitter | None = None,
+    question_writer: QuestionWriter | None = None,
+) -> tuple[ClaimSplitter, QuestionWriter]:
+    """The claim splitter and question writer: those given, else the language models the config names (one runner
+    per model, on `args.splitter_backend`), else the rules."""
+    runners: dict[str, CausalLMRunner | VLLMCausalLMRunner] = {}
+
+    def runner(name: str) -> CausalLMRunner | VLLMCausalLMRunner:
+        if name not in runners:
+            runners[name] = _language_model(args, name, state)
+        return runners[name]
+
+    if claim_splitter is None:
+        name = args.splitter_model_name_or_path
+        words = args.splitter_max_input_words
+        claim_splitter = LLMClaimSplitter(runner(name), words) if name else RuleBasedClaimSplitter(words)
+    if question_writer is None:
+        name = args.question_writer_model_name_or_path or args.splitter_model_name_or_path
+        question_writer = LLMQuestionWriter(runner(name)) if name else RuleBasedQuestionWriter()
+    return claim_splitter, question_writer
+
+
+def make_labeler(args: FeedbackConfig, labeler: VisionModel, state: PartialState) -> YesNoLabeler | VLLMYesNoLabeler:
+    """The yes/no labeler of `args.labeler_backend`."""
+    if args.labeler_backend == "transformers":
+        return YesNoLabeler(labeler.model, labeler.processor, batch_size=args.labeler_batch_size)
+    require_model_name(labeler.given, "labeler", "labeler_backend")
+    vllm_loading_check(labeler.loading, "labeler_")
+    _, start = engine_starter(args, labeler.given, labeler.loading, state)
+    return VLLMYesNoLabeler(start, labeler.processor, batch_size=args.labeler_batch_size)
+
+
+def _language_model(args: FeedbackConfig, name: str, state: PartialState) -> CausalLMRunner | VLLMCausalLMRunner:
+    """The splitter's or question writer's language model `name` on `args.splitter_backend`."""
+    loading, settings = args.splitter_loading, asdict(args.splitter_sampling)
+    if args.splitter_backend == "transformers":
+        model, tokenizer = load_causal_lm(name, loading)
+        return CausalLMRunner(model, tokenizer, **settings)
+    path, start = engine_starter(args, name, loading, state)
+    tokenizer = AutoTokenizer.from_pretrained(path, **loading.processor_kwargs())
+    generation_config = _generation_config(path, loading)
+    return VLLMCausalLMRunner(start, tokenizer, model_id=str(path), generation_config=generation_config, **settings)
+
+
+def _generation_config(path: str, loading: ModelLoading) -> GenerationConfig | None:
+    """The model's generation config; `None` without a generation_config.json."""
+    try:
+        return GenerationConfig.from_pretrained(path, **loading.processor_kwargs())
+    except OSError:
+        return None
 
 
 def engine_starter(
@@ -60,79 +134,10 @@ def engine_starter(
     return path, start
 
 
-def vlm_processor(name: str | os.PathLike, loading: ModelLoading, role: str) -> tuple[str, ProcessorMixin]:
-    """The processor of a vision-language model served by vLLM, checked like a loaded model, and its location."""
-    path = loading.locate(name)
-    processor = AutoProcessor.from_pretrained(path, **loading.processor_kwargs())
-    check_vision_language_model(AutoConfig.from_pretrained(path, **loading.processor_kwargs()), processor, role)
-    return path, processor
-
-
-def require_model_name(model, role: str, backend: str) -> None:
-    if not isinstance(model, (str, os.PathLike)):
-        raise ValueError(
-            f"{backend}='vllm' serves the {role} with vLLM, which loads it itself: pass its name or folder, not a "
-            "model object"
-        )
-
-
-def vllm_sampler(
-    args: FeedbackConfig,
-    model: str | os.PathLike,
-    loading: ModelLoading,
-    processor: ProcessorMixin,
-    state: PartialState,
-) -> VLLMCandidateSampler:
-    require_model_name(model, "policy", "sampling_backend")
-    vllm_loading_check(loading)
-    path, start = engine_starter(args, model, loading, state)
-    try:
-        generation_config = GenerationConfig.from_pretrained(path, **loading.processor_kwargs())
-    except OSError:  # no generation_config.json: the library's defaults, as `generate` uses them
-        generation_config = GenerationConfig()
-    return VLLMCandidateSampler(
-        start,
-        processor,
-        generation_config,
-        num_candidates=args.num_candidates,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        generation_kwargs=args.generation_kwargs,
-    )
-
-
-def vllm_labeler(
-    args: FeedbackConfig,
-    model: str | os.PathLike,
-    loading: ModelLoading,
-    processor: ProcessorMixin,
-    state: PartialState,
-) -> VLLMYesNoLabeler:
-    require_model_name(model, "labeler", "labeler_backend")
-    vllm_loading_check(loading, "labeler_")
-    _, start = engine_starter(args, model, loading, state)
-    return VLLMYesNoLabeler(
-        start, processor, top_logprobs=args.labeler_top_logprobs, batch_size=args.labeler_batch_size
-    )
-
-
-def vllm_runner(args: FeedbackConfig, name: str, state: PartialState) -> VLLMCausalLMRunner:
-    loading = args.splitter_loading
-    path, start = engine_starter(args, name, loading, state)
-    tokenizer = AutoTokenizer.from_pretrained(path, **loading.processor_kwargs())
-    try:
-        generation_config = GenerationConfig.from_pretrained(path, **loading.processor_kwargs())
-    except OSError:
-        generation_config = None
-    return VLLMCausalLMRunner(
-        start,
-        tokenizer,
-        model_id=str(path),
-        temperature=args.splitter_temperature,
-        top_p=args.splitter_top_p,
-        max_new_tokens=args.splitter_max_new_tokens,
-        generation_config=generation_config,
-        batch_size=args.splitter_batch_size,
-    )
+def _device_env(state: PartialState) -> dict[str, str]:
+    """The GPU of this process, for an engine started by one of several processes."""
+    if state.num_processes == 1 or not torch.cuda.is_available():
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return {"CUDA_VISIBLE_DEVICES": devices[state.local_process_index % len(devices)]}

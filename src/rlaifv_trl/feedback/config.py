@@ -15,6 +15,30 @@ DTYPES = ["auto", "bfloat16", "float16", "float32"]
 BACKENDS = ["transformers", "vllm"]
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the candidates are sampled (`FeedbackConfig.sampling`): the keyword arguments of `CandidateSampler` and
+    of `VLLMCandidateSampler` alike."""
+
+    num_candidates: int = 10
+    temperature: float = 0.7
+    max_new_tokens: int = 512
+    top_p: float | None = None
+    top_k: int | None = None
+    generation_kwargs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    """How a language model completes instructions (`FeedbackConfig.splitter_sampling`): the keyword arguments of
+    `CausalLMRunner` and of `VLLMCausalLMRunner` alike."""
+
+    temperature: float = 0.2
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+
 @dataclass
 class FeedbackConfig:
     r"""
@@ -23,7 +47,9 @@ class FeedbackConfig:
     A flat dataclass in the style of TRL's configs: `TrlParser` parses it beside [`RLAIFVDPOConfig`], so every field
     is a command-line flag (`--num_candidates 4`) and a YAML key. Defaults follow the RLAIF-V paper and its reference
     implementation; behaviour beyond it is opt-in. Where the output goes and the run's seed are arguments of
-    [`RLAIFVFeedbackGenerator.generate`], not settings of this config.
+    [`RLAIFVFeedbackGenerator.generate`], not settings of this config: the run's `seed` (in the recipe, the training
+    arguments' `seed`, which seeds the whole run) seeds the feedback, every prompt's sampling, splitting and pair
+    sampling drawing from seeds derived from it and the prompt's id.
 
     Parameters:
         > Candidate sampling
@@ -148,10 +174,18 @@ class FeedbackConfig:
             mean chosen and rejected lengths closest (as in the reference implementation).
         length_balancing_step (`float`, *optional*, defaults to `0.02`):
             Step of the grid of cut ratios (0, step, 2 * step, ... < 1) searched by length balancing.
+
+        > Rows
+
+        strict_rows (`bool`, *optional*, defaults to `False`):
+            Raise `BadRowError`, naming the row and the problem, on the first unusable row instead of skipping it and
+            counting it in the report (as `RowValidation(strict=True)` does). The recipe applies it to every dataset
+            it reads: the prompts, published pairs, and the pairs `RLAIFVDPOTrainer` trains on (through the
+            `RowValidation` it builds with it).
     """
 
     # Which fields decide results (see `rlaifv_trl.manifest`); the others, batch sizes that change float rounding
-    # only and where vLLM runs, may change in a resumed run.
+    # only, where vLLM runs and raising on a bad row instead of skipping it, may change in a resumed run.
     result_fields: ClassVar[frozenset[str]] = frozenset(
         {
             "num_candidates", "temperature", "top_p", "top_k", "max_new_tokens", "generation_kwargs", "shard_size",
@@ -169,6 +203,7 @@ class FeedbackConfig:
         {
             "labeler_batch_size", "sampling_batch_size", "vllm_python", "vllm_gpu_memory_utilization",
             "vllm_tensor_parallel_size", "vllm_data_parallel_size", "vllm_max_model_len", "labeler_top_logprobs",
+            "strict_rows",
         }
     )  # fmt: skip
 
@@ -263,6 +298,15 @@ class FeedbackConfig:
     length_balancing: bool = field(default=True, metadata={"help": "Balance chosen and rejected answer lengths."})
     length_balancing_step: float = field(default=0.02, metadata={"help": "Grid step of the length-balancing cut."})
 
+    # Rows
+    strict_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Raise on the first unusable row of a dataset (naming it) instead of skipping it and counting it "
+            "in the report; the recipe applies it to every dataset it reads."
+        },
+    )
+
     def __post_init__(self) -> None:
         for name in (
             "labeler_model_name_or_path",
@@ -344,6 +388,20 @@ class FeedbackConfig:
     def splitter_loading(self) -> ModelLoading:
         """How the splitter and question writer models are loaded (their `splitter_*` loading fields)."""
         return ModelLoading.from_prefixed(self, "splitter_")
+
+    @property
+    def sampling(self) -> SamplingSettings:
+        """How the candidates are sampled, whichever backend samples them."""
+        return SamplingSettings(
+            self.num_candidates, self.temperature, self.max_new_tokens, self.top_p, self.top_k, self.generation_kwargs
+        )
+
+    @property
+    def splitter_sampling(self) -> CompletionSettings:
+        """How the language-model splitter and question writer sample, whichever backend runs them."""
+        return CompletionSettings(
+            self.splitter_temperature, self.splitter_top_p, self.splitter_max_new_tokens, self.splitter_batch_size
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

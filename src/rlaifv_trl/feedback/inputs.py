@@ -8,6 +8,7 @@ skipped row, not a crash.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset, List, Value
@@ -64,3 +65,55 @@ def prompt_ids(dataset: Dataset) -> list[str | None]:
     if ID_COLUMN not in dataset.column_names:
         return [f"row-{index}" for index in range(len(dataset))]
     return [None if value is None or str(value) == "" else str(value) for value in dataset[ID_COLUMN]]
+
+
+@dataclass
+class FeedbackInputs:
+    """A prompt dataset as the feedback stages read it, with the run's seed.
+
+    Attributes:
+        dataset: The prompt dataset.
+        column: Its image column (`images` or `image`), or None.
+        video_column: Its video column (`videos`), or None.
+        ids: The prompt id of every row (`prompt_ids`).
+        duplicates: The rows whose prompt id an earlier row has, mapped to that row.
+        seed: The run's seed, from which every prompt's seeds derive.
+        iteration: The iteration of the RLAIF-V loop (from 1), recorded in the output.
+        strict: Raise on the first unusable row instead of skipping it.
+    """
+
+    dataset: Dataset
+    column: str | None
+    video_column: str | None
+    ids: list[str | None]
+    duplicates: dict[int, int]
+    seed: int = 42
+    iteration: int = 1
+    strict: bool = False
+
+    @classmethod
+    def of(cls, dataset: Dataset, seed: int = 42, iteration: int = 1, strict: bool = False) -> FeedbackInputs:
+        """The inputs of `dataset`; a clear error when its columns cannot hold prompts."""
+        if iteration < 1:
+            raise ValueError(f"Iterations are numbered from 1, got {iteration}")
+        column, video_column = visual_columns(dataset)
+        ids = prompt_ids(dataset)
+        return cls(dataset, column, video_column, ids, repeated_ids(ids), seed, iteration, strict)
+
+    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Rows `start:stop` as stored (`raw_rows`)."""
+        return raw_rows(self.dataset, start, stop)
+
+
+def repeated_ids(ids: list[str | None]) -> dict[int, int]:
+    """Rows whose prompt id an earlier row already has, mapped to that earlier row."""
+    first: dict[str, int] = {}
+    duplicates = {}
+    for index, prompt_id in enumerate(ids):
+        if prompt_id is None:
+            continue
+        if prompt_id in first:
+            duplicates[index] = first[prompt_id]
+        else:
+            first[prompt_id] = index
+    return duplicates

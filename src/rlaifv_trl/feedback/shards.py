@@ -1,8 +1,9 @@
 """Atomic, resumable stage outputs: one JSON file per (stage, shard) under the run's output directory.
 
 A shard file is written atomically (`rlaifv_trl.atomic_io`), so a reader sees either nothing or the whole file, even
-when the writer is killed. A run that finds a shard's file skips that shard; the folder's `manifest.json` records the
-settings of the run that owns it, so that a rerun with different settings cannot silently mix results.
+when the writer is killed. A run that finds a shard's file skips that shard; the settings of the run that owns the
+folder are recorded (its `manifest.json`, or a section of the manifest of the run folder holding it), so that a rerun
+with different settings cannot silently mix results.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 
 from ..atomic_io import atomic_write_json
 from ..manifest import MANIFEST_FILE
+from .pipeline import STAGES
 
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("candidates", "claims", "labels")
 
 
 class ShardStore:

@@ -78,9 +78,12 @@ class IterativeDPOArguments(HubArguments, EvaluationArguments, PromptArguments):
             raise ValueError('checkpoint_selection="best" needs an evaluator (e.g. evaluation: [shapesworld])')
 
 
-def check_recipe_arguments(script_args: IterativeDPOArguments, training_args, model_args) -> None:
-    """Refuse, before any long work, training and model settings that the recipe sets itself or cannot honour."""
+def check_recipe_arguments(script_args: IterativeDPOArguments, training_args, model_args, row_validation=None) -> None:
+    """Refuse, before any long work, training, model and row settings that the recipe sets itself or cannot
+    honour."""
     problems = []
+    if row_validation is not None and row_validation.strict:
+        problems.append("strict is not used: set strict_rows, which applies to every dataset the recipe reads")
     if model_args.model_name_or_path is None:
         problems.append("set model_name_or_path: the policy to align (a Hub id, a folder, or builtin:<name>)")
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:

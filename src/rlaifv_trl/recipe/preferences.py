@@ -46,9 +46,8 @@ def collect_preferences(
     if iteration == 1 and script_args.seed_preference_dataset:
         source = script_args.seed_preference_dataset
         pairs = published_pairs(
-            source, script_args.preference_dataset_config, 1, script_args.prompts_per_iteration, row_validation,
-            training_args.strict_rows,
-        )  # fmt: skip
+            source, script_args.preference_dataset_config, 1, script_args.prompts_per_iteration, row_validation
+        )
         stats = _stats(pairs, iteration, policy=source, labeler="published", report=None)
     else:
         if feedback_args.sampling_backend == "vllm":  # vLLM loads the policy itself
@@ -66,7 +65,7 @@ def collect_preferences(
         )  # fmt: skip
         output = generator.generate(
             prompts, folder, seed=training_args.seed, iteration=iteration, disable_tqdm=training_args.disable_tqdm,
-            strict=training_args.strict_rows,
+            section=run.section(iteration, "feedback"),  # the run holds the folder's lock and its manifest
         )  # fmt: skip
         policy = run.policy_name(iteration - 1)
         labeler = public_name(feedback_args.labeler_model_name_or_path or policy)
@@ -79,7 +78,7 @@ def collect_preferences(
     if script_args.mix_preference_dataset and script_args.mix_pairs_per_iteration:
         mixed = published_pairs(
             script_args.mix_preference_dataset, script_args.preference_dataset_config, iteration,
-            script_args.mix_pairs_per_iteration, row_validation, training_args.strict_rows,
+            script_args.mix_pairs_per_iteration, row_validation,
         )  # fmt: skip
         pairs = _concatenate_aligned(pairs, mixed)
         stats["num_pairs"] = len(pairs)
@@ -110,7 +109,7 @@ def add_reference_log_probs(
     pairs = load_from_disk(str(run.feedback_dir(iteration) / "pairs"))
     model, processor = load_vlm(run.policy(iteration - 1), policy_loading)
     pairs, report = trainable_rows(
-        pairs, processor, training_args.max_length, row_validation, training_args.strict_rows,
+        pairs, processor, training_args.max_length, row_validation, row_validation.strict,
         f"iteration {iteration} pairs",
     )  # fmt: skip
     if training_args.precompute_ref_log_probs:
@@ -126,12 +125,11 @@ def add_reference_log_probs(
     return {"num_pairs": len(pairs), "num_skipped": report.num_skipped, "skipped_by_code": report.by_code()}
 
 
-def published_pairs(
-    name: str, config: str | None, iteration: int, count: int, validation: RowValidation, strict: bool = False
-) -> Dataset:
+def published_pairs(name: str, config: str | None, iteration: int, count: int, validation: RowValidation) -> Dataset:
     """`count` usable pairs of a published preference dataset, a different slice for every iteration (from 1,
-    wrapping around); its unusable rows are left out (`load_preference_dataset`)."""
-    dataset = load_preference_dataset(name, name=config, validation=validation, strict=strict)
+    wrapping around); its unusable rows are left out (`load_preference_dataset`), or with `validation.strict` the
+    first one raises."""
+    dataset = load_preference_dataset(name, name=config, validation=validation, strict=validation.strict)
     start = ((iteration - 1) * count) % max(len(dataset), 1)
     return dataset.select([(start + i) % len(dataset) for i in range(min(count, len(dataset)))])
 

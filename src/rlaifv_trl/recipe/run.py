@@ -2,7 +2,7 @@
 
 ```
 <output_dir>/
-  manifest.json          settings + finished stages (rlaifv_trl.manifest)
+  manifest.json          settings + finished stages (rlaifv_trl.manifest), each iteration's feedback settings
   dataset/  models/      the publishable artifacts, laid out like their Hub repositories (rlaifv_trl.artifacts)
   feedback/iteration-k/  the feedback generator's shards, pairs and report
   training/iteration-k/  the Trainer's checkpoints
@@ -26,8 +26,8 @@ from typing import Any
 from ..artifacts import config_name, model_dir
 from ..atomic_io import remove_temporary_files
 from ..cards import public_name
-from ..feedback.generator import process_state
-from ..manifest import Manifest, ResultSettings, result_settings
+from ..feedback.backends import process_state
+from ..manifest import Manifest, ManifestSection, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..trainer.checkpoints import last_complete_checkpoint
 
@@ -120,6 +120,11 @@ class RecipeRun:
 
     def result(self, iteration: int, stage: str) -> Any:
         return self.manifest.result(self.key(iteration, stage))
+
+    def section(self, iteration: int, stage: str) -> ManifestSection:
+        """The manifest's section for a step of iteration's stage `stage` that resumes on its own (the feedback,
+        shard by shard): it records and checks that step's own settings (e.g. the prompts' fingerprint)."""
+        return self.manifest.section(self.key(iteration, stage))
 
     def iterations(self) -> list[int]:
         """The iterations the manifest records a stage of, in order."""

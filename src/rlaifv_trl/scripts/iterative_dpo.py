@@ -26,6 +26,7 @@ the first one is going.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from trl import ModelConfig, TrlParser, get_peft_config
@@ -58,7 +59,9 @@ def main(
     model_args: ModelConfig,
     row_validation: RowValidation,
 ) -> RunSummary:
-    check_recipe_arguments(script_args, training_args, model_args)
+    check_recipe_arguments(script_args, training_args, model_args, row_validation)
+    # Rows: one validation for the prompts, the published pairs and training, strict with strict_rows
+    row_validation = dataclasses.replace(row_validation, strict=feedback_args.strict_rows)
     # Models: the policy as TRL's scripts load it (revision, dtype, attention, 4/8-bit), LoRA if asked for
     policy_loading = ModelLoading.from_model_config(model_args, training_args.trust_remote_code)
     policy_loading.check()

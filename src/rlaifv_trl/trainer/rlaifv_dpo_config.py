@@ -36,13 +36,6 @@ class RLAIFVDPOConfig(DPOConfig):
     with the data: set `precompute_ref_log_probs=True`, which [`RLAIFVDPOTrainer`] supports for vision datasets too.
 
     Parameters:
-        > Parameters that control the data
-
-        strict_rows (`bool`, *optional*, defaults to `False`):
-            Raise `BadRowError`, naming the row and the problem, on the first unusable row of a training or evaluation
-            dataset, instead of skipping it and counting it in the report (`RLAIFVDPOTrainer.row_validation_reports`).
-            The recipe applies it to every dataset it reads.
-
         > Parameters that control the training
 
         encode_images_once (`bool`, *optional*, defaults to `False`):
@@ -77,12 +70,12 @@ class RLAIFVDPOConfig(DPOConfig):
 
     # Which of the fields declared here decide results (see `rlaifv_trl.manifest`; those of `DPOConfig` and
     # `TrainingArguments` are listed in `rlaifv_trl.upstream_fields`). The others may change in a resumed run:
-    # raising on a bad row instead of skipping it, logging, and encoding images once (the same loss up to rounding).
+    # logging, and encoding images once (the same loss up to rounding).
     result_fields: ClassVar[frozenset[str]] = frozenset(
         {"learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_length"}
     )
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
-        {"strict_rows", "encode_images_once", "log_length_normalized_rewards"}
+        {"encode_images_once", "log_length_normalized_rewards"}
     )
 
     # Parameters whose default values are overridden from DPOConfig
@@ -114,15 +107,6 @@ class RLAIFVDPOConfig(DPOConfig):
         metadata={
             "help": "Maximum length of the tokenized sequence. Sequences longer than `max_length` are truncated from "
             "the right. If `None`, no truncation is applied."
-        },
-    )
-
-    # Parameters that control the data
-    strict_rows: bool = field(
-        default=False,
-        metadata={
-            "help": "Raise on the first unusable row of a dataset (naming it) instead of skipping it and counting it "
-            "in the run's report."
         },
     )
 

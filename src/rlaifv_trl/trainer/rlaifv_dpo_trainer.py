@@ -6,8 +6,8 @@
 - The length-normalized implicit reward logged on every batch, computed like `LengthNormalizedRewardScorer` does.
 - Bad rows left out before anything reads them: unreadable or refused images, malformed prompts or answers, identical
   answers, answers `max_length` would cut away entirely, special tokens in the text (see `rlaifv_trl.validation`);
-  each is counted in a report by cause (`strict_rows=True` raises on the first instead). A dataset without bad rows
-  trains exactly as with `trl.DPOTrainer`.
+  each is counted in a report by cause (with `row_validation=RowValidation(strict=True)` the first raises instead).
+  A dataset without bad rows trains exactly as with `trl.DPOTrainer`.
 
 Everything else is `trl.DPOTrainer` unchanged. The hook points it relies on are checked by
 `tests/test_trainer_trl_internals.py`, which fails with an explicit message if a TRL release moves them.
@@ -152,9 +152,9 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
       [`RLAIFVDPOConfig.log_length_normalized_rewards`]).
     - Bad rows skipped before the reference log-probs or training read them, each with a code and the field, counted
       per cause in `row_validation_reports[name]` (logged, and saved as `row_validation/<name>.json` in
-      `output_dir`); with `args.strict_rows` the first one raises `BadRowError` naming it. A row `max_length` would
-      leave no answer token of is one of them. `row_validation` (a `RowValidation`) says where image paths may be
-      read from and how large images may be.
+      `output_dir`). A row `max_length` would leave no answer token of is one of them. `row_validation` (a
+      `RowValidation`) says where image paths may be read from and how large images may be; with
+      `row_validation.strict` the first bad row raises `BadRowError` naming it.
     - `save_model` (and every checkpoint) also writes `implicit_reward.json`: this training's `beta`, `max_length`,
       `loss_type` and reference (a Hub id, or a local folder relative to the saved policy), which
       [`LengthNormalizedRewardScorer.from_pretrained`] reads, so that the policy is scored as it was trained.
@@ -323,9 +323,9 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
         """The rows of a vision preference dataset that can be trained on; the others counted in a report."""
         if id(dataset) in self._checked_datasets:
             return dataset
-        strict = getattr(self.args, "strict_rows", False)  # also given a plain DPOConfig
+        validation = self.row_validation
         checked, report = trainable_rows(
-            dataset, self.processing_class, self.args.max_length, self.row_validation, strict,
+            dataset, self.processing_class, self.args.max_length, validation, validation.strict,
             f"RLAIFVDPOTrainer {name} dataset",
         )  # fmt: skip
         self.row_validation_reports[name] = report
@@ -340,13 +340,13 @@ class RLAIFVDPOTrainer(CheckpointsMixin, DPOTrainer):
 
     def _finite_ref_rows(self, dataset: Dataset, name: str) -> Dataset:
         """The rows whose computed reference log-probs are finite; the others (e.g. a reference model overflowing in
-        half precision) are skipped and counted like bad stored values (`strict_rows` raises)."""
+        half precision) are skipped and counted like bad stored values (`row_validation.strict` raises)."""
         values = dataset.with_format("numpy", columns=list(REF_COLUMNS))[:]
         finite = np.isfinite(values[REF_COLUMNS[0]]) & np.isfinite(values[REF_COLUMNS[1]])
         if finite.all():
             return dataset
         report = self.row_validation_reports.setdefault(name, ValidationReport(f"RLAIFVDPOTrainer {name} dataset"))
-        strict = getattr(self.args, "strict_rows", False)
+        strict = self.row_validation.strict
         ids = dataset["prompt_id"] if "prompt_id" in dataset.column_names else [None] * len(dataset)
         for index in np.flatnonzero(~finite).tolist():
             column = REF_COLUMNS[0] if not np.isfinite(values[REF_COLUMNS[0]][index]) else REF_COLUMNS[1]

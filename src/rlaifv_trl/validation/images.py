@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,19 +44,28 @@ class RowValidation:
         max_prompt_tokens (`int` or `None`, *optional*, defaults to `1024`):
             Longest prompt text, in tokens of the model's tokenizer (image tokens not counted), sampled by the
             feedback generator. `None`: no limit.
+        strict (`bool`, *optional*, defaults to `False`):
+            Raise `BadRowError`, naming the row and the problem, on the first bad row instead of skipping it and
+            counting it in the report. The recipe sets it from `FeedbackConfig.strict_rows`, its flag, for every
+            dataset it reads.
     """
 
-    # Which fields decide results (see `rlaifv_trl.manifest`): all of them.
+    # Which fields decide results (see `rlaifv_trl.manifest`): all of them but `strict`, which raises on a bad row
+    # instead of skipping it.
     result_fields: ClassVar[frozenset[str]] = frozenset(
         {"image_root", "allow_image_urls", "max_image_pixels", "max_prompt_tokens"}
     )
-    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
+    fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"strict"})
 
     image_root: str | None = field(default=None, metadata={"help": "Folder images given by path may be read from."})
     allow_image_urls: bool = field(default=False, metadata={"help": "Fetch images given as http(s) URLs."})
     max_image_pixels: int = field(default=64_000_000, metadata={"help": "Largest image, in pixels."})
     max_prompt_tokens: int | None = field(
         default=1024, metadata={"help": "Longest prompt text sampled by the feedback generator, in tokens."}
+    )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "Raise on the first bad row instead of skipping it (in the recipe: set strict_rows)."},
     )
 
     def __post_init__(self) -> None:
@@ -69,7 +78,7 @@ class RowValidation:
         """These settings, with `folder` as the image root unless one is configured."""
         if self.image_root or folder is None:
             return self
-        return RowValidation(str(folder), self.allow_image_urls, self.max_image_pixels, self.max_prompt_tokens)
+        return replace(self, image_root=str(folder))
 
 
 def decode_image(value: Any, validation: RowValidation | None = None, field: str = "images") -> Image.Image:
