@@ -7,6 +7,7 @@ import pytest
 import yaml
 from transformers import TrainingArguments
 
+from rlaifv_trl.feedback import FeedbackConfig
 from rlaifv_trl.manifest import own_fields, result_fields, result_settings
 from rlaifv_trl.recipe import (
     EvaluationArguments,
