@@ -6,7 +6,7 @@ tokens, so the three ways produce the same number of tokens; answers/s is the fi
 
     python benchmarks/sampling.py --json sampling.json [--vllm-python .venv-vllm/bin/python]
 
-vLLM runs in its own process (`rlaifv_trl.backends.vllm_engine`) with the same number of threads; its start-up time
+vLLM runs in its own process (`rlaifv_trl.vllm_backend.vllm_engine`) with the same number of threads; its start-up time
 (30-60 s) is reported apart and not counted in answers/s.
 """
 
@@ -21,9 +21,9 @@ from common import benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed import ShapesWorld, TinyVLMPreset, build_tiny_vlm
-from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMSettings
-from rlaifv_trl.backends.vllm_feedback import VLLMCandidateSampler
 from rlaifv_trl.feedback.sampling import CandidateSampler
+from rlaifv_trl.vllm_backend.vllm_engine import VLLMEngine, VLLMSettings
+from rlaifv_trl.vllm_backend.vllm_feedback import VLLMCandidateSampler
 
 
 PRESET = TinyVLMPreset(

@@ -9,7 +9,7 @@ One engine serves the three (started with `max_logprobs=-1`, which only allows t
 on the same questions, in turns, `--rounds` times after a warm-up; medians per question are reported. The model is a
 tiny LLaVA (2 layers, 64 hidden, 32-dimensional heads: the model's own compute is small) whose tokenizer and output
 layer are grown to `--vocab` tokens. Front-end CPU time is the time on CPU of the threads of the process that runs
-`vllm.LLM` (`rlaifv_trl.backends.vllm_worker`: tokenization, output processing, the log-prob objects); the engine
+`vllm.LLM` (`rlaifv_trl.vllm_backend.vllm_worker`: tokenization, output processing, the log-prob objects); the engine
 core, the child process that runs the model and the sampler, is reported apart. Target: at most 1 ms per question
 for `token_ids`. The probabilities of `token_ids` and `whole_vocabulary` are compared as well (largest relative
 difference).
@@ -32,8 +32,8 @@ from common import benchmark_parser, cpu_name, parse_options, report
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed import COLORS, SHAPES, ShapesWorld, TinyVLMPreset, build_tiny_vlm
-from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMSettings
 from rlaifv_trl.feedback.labeler import render_question, single_token_ids
+from rlaifv_trl.vllm_backend.vllm_engine import VLLMEngine, VLLMSettings
 
 
 PRESET = TinyVLMPreset(

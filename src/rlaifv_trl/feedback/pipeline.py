@@ -23,12 +23,12 @@ from typing import Any
 from accelerate import PartialState
 from datasets import Dataset
 
-from ..backends.vllm_engine import VLLMEngineError
-from ..backends.vllm_feedback import LazyEngine, VLLMCandidateSampler, VLLMYesNoLabeler
 from ..cards import public_name
 from ..validation import BadRow, BadRowError, RowValidation, check_visual_prompt_row, row_images, row_videos
 from ..video import require_video_support
-from .backends import make_labeler, make_sampler, make_splitter, process_state
+from ..vllm_backend.vllm_engine import VLLMEngineError
+from ..vllm_backend.vllm_feedback import LazyEngine, VLLMCandidateSampler, VLLMYesNoLabeler
+from .backend_factory import make_labeler, make_sampler, make_splitter, process_state
 from .claims import ClaimSplitter, QuestionWriter, with_instruction
 from .config import FeedbackConfig
 from .inputs import FeedbackInputs, instruction_text

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..atomic_io import atomic_directory, remove_temporary_files
 from ..manifest import Manifest, ManifestSection, ResultSettings, result_settings
 from ..run_lock import RunLock
-from .backends import process_state
+from .backend_factory import process_state
 from .inputs import FeedbackInputs
 from .merge import FeedbackOutput
 from .pipeline import STAGES, FeedbackPipeline

@@ -26,7 +26,7 @@ from typing import Any
 from ..artifacts import config_name, model_dir
 from ..atomic_io import remove_temporary_files
 from ..cards import public_name
-from ..feedback.backends import process_state
+from ..feedback.backend_factory import process_state
 from ..manifest import Manifest, ManifestSection, ResultSettings, result_settings
 from ..run_lock import RunLock
 from ..trainer.checkpoints import last_complete_checkpoint

@@ -15,9 +15,9 @@ import torch
 from accelerate import PartialState
 from transformers import AutoTokenizer, GenerationConfig
 
-from ..backends.vllm_engine import VLLMEngine, VLLMSettings
-from ..backends.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from ..loading import ModelLoading, load_causal_lm, vllm_loading_check
+from ..vllm_backend.vllm_engine import VLLMEngine, VLLMSettings
+from ..vllm_backend.vllm_feedback import VLLMCandidateSampler, VLLMCausalLMRunner, VLLMYesNoLabeler
 from .claims import ClaimSplitter, QuestionWriter
 from .config import FeedbackConfig
 from .labeler import YesNoLabeler

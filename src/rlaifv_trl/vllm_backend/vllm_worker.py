@@ -1,4 +1,4 @@
-"""A vLLM engine in its own process, driven by `rlaifv_trl.backends.vllm_engine.VLLMEngine` over JSON lines.
+"""A vLLM engine in its own process, driven by `rlaifv_trl.vllm_backend.vllm_engine.VLLMEngine` over JSON lines.
 
 This file is run as a script by a Python that has vLLM (the project's own environment on GPU machines, or the one
 `scripts/make_vllm_env.sh` builds for vLLM's CPU build): it imports only the standard library, Pillow and vLLM, never

@@ -1,1 +1,0 @@
-"""Inference backends of the feedback stages: transformers (default) and vLLM."""
