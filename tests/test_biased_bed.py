@@ -76,5 +76,7 @@ def test_the_biased_policy_names_absent_partners_greedily_that_the_labeler_rejec
     rejected = [
         all(not label.accepted for label in group) for group in YesNoLabeler(labeler, labeler_processor).label(groups)
     ]
-    assert sum(map(bool, named)) >= 8  # the greedy answer names an absent partner in most of these scenes
-    assert sum(bool(n) and r for n, r in zip(named, rejected)) >= 7  # and the labeler says "no" to it
+    # The greedy answer names an absent partner in most of these scenes (the shipped weights: 12 of 12; the unbiased
+    # builtin:shapesworld-llava: 0), and the labeler says "no" to it.
+    assert sum(map(bool, named)) >= 10
+    assert sum(bool(n) and r for n, r in zip(named, rejected)) >= 10
