@@ -38,6 +38,7 @@ from efficacy_baselines import best_of_n_rows, build_baseline
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed.adversarial import claim_labeling_accuracy
+from rlaifv_testbed.bias import COOCCURRENCE
 from rlaifv_testbed.builtin import BUILTIN_BIASED_POLICY, BUILTIN_LABELER
 from rlaifv_testbed.data import evaluation_prompts
 from rlaifv_testbed.recipe import shapesworld_pope_adversarial
@@ -58,13 +59,17 @@ def garbled(answer: str) -> bool:
 
 
 def score(answers: list[str], objects: list[list[str]]) -> dict[str, float]:
-    """CHAIR response and mention rates, recall and garbled rate of answers against their scenes' objects."""
+    """CHAIR response and mention rates, recall and garbled rate of answers against their scenes' objects, and
+    `partner_named`: of the answers to scenes holding a trigger without its partner, those naming an absent partner."""
     result = chair(answers, objects, shapes_objects)
+    partners = [{COOCCURRENCE[name] for name in names if name in COOCCURRENCE} - set(names) for names in objects]
+    named = [bool(absent & set(shapes_objects(answer))) for answer, absent in zip(answers, partners) if absent]
     return {
         "chair_response": result.response_rate,
         "chair_mention": result.mention_rate,
         "recall": result.recall,
         "garbled": sum(map(garbled, answers)) / len(answers),
+        "partner_named": sum(named) / max(len(named), 1),
     }
 
 
@@ -120,6 +125,7 @@ def main() -> dict:
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
     parser.add_argument("--baselines", nargs="*", default=[], choices=["rs_sft", "gt_dpo", "best_of_n"])
     parser.add_argument("--n", type=int, default=8, help="Samples per scene of Best-of-N.")
+    parser.add_argument("--bon-scenes", type=int, default=100, help="Held-out scenes of Best-of-N (the first ones).")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/efficacy"), help="Where baselines are trained.")
     parser.add_argument("--seed", type=int, default=0)
     options = parse_options(parser)
@@ -162,7 +168,9 @@ def main() -> dict:
     if "best_of_n" in options.baselines:
         tick = time.perf_counter()
         last = {f"{run.name}/last": list(recipe_policies(run).values())[-1] for run in options.runs}
-        figures["best_of_n"] = best_of_n_rows(base_path, last, prompts, options.n, options.seed, score, decode)
+        figures["best_of_n"] = best_of_n_rows(
+            base_path, last, prompts.select(range(options.bon_scenes)), options.n, options.seed, score, decode
+        )
         timings["best_of_n"] = time.perf_counter() - tick
     figures["wall_seconds"] = {key: round(value, 1) for key, value in timings.items()}
     return report(figures, options.json)

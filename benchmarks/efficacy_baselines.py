@@ -92,7 +92,7 @@ def _ground_truth_dpo(rankings: Dataset, output: Path, base: str) -> Path:
         sys.executable, str(CONFIG.parents[2] / "recipes" / "iterative_dpo.py"), "--config", str(CONFIG),
         "--model_name_or_path", base, "--output_dir", str(output / "run"), "--num_iterations", "1",
         "--seed_preference_dataset", str(output / "pairs" / "dataset"), "--preference_dataset_config", "iteration-1",
-        "--prompts_per_iteration", str(len(pairs)), "--evaluation", "[]",
+        "--prompts_per_iteration", str(len(pairs)), "--evaluation", "shapesworld", "--evaluation_prompts", "50",
     ]  # fmt: skip
     subprocess.run(command, check=True)
     return policy
