@@ -22,6 +22,8 @@ from rlaifv_testbed.shapes import ShapesWorld, shapes_objects
 from rlaifv_trl import LengthNormalizedRewardScorer
 from rlaifv_trl.artifacts import write_iteration_dataset
 from rlaifv_trl.data import load_ranking_dataset
+from rlaifv_trl.feedback.claims import with_instruction
+from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
 from rlaifv_trl.feedback.labeler import LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.pairs import candidate_pairs, sample_pairs
 from rlaifv_trl.feedback.rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
@@ -145,7 +147,11 @@ def _labeler_picks(judge, splitter, writer, prompts, per_prompt) -> list[str]:
     picks = []
     for images, answers in zip(prompts["images"], per_prompt):
         claims = splitter.split([""] * len(answers), answers)
-        labels = judge.label([LabelGroup(images, writer.write(answer_claims)) for answer_claims in claims])
+        groups = [
+            LabelGroup(images, [with_instruction(q, DEFAULT_YES_NO_INSTRUCTION) for q in writer.write(answer_claims)])
+            for answer_claims in claims
+        ]
+        labels = judge.label(groups)
         rejected = [sum(not label.accepted for label in group) for group in labels]
         picks.append(answers[min(range(len(answers)), key=rejected.__getitem__)])
     return picks
