@@ -1,6 +1,7 @@
 """Reproduce the weights of the embedded default's built-in models.
 
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py                                      # the policy
+    OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:shapesworld-llava-biased
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:shapesworld-llava-labeler
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:shapesworld-llava-ranker
     OMP_NUM_THREADS=1 python scripts/train_builtin_policy.py --name builtin:motionworld-qwen2vl     # video policy
@@ -9,7 +10,11 @@
 Each writes its file under `src/rlaifv_testbed/weights/` (about 7.5 minutes on one CPU thread): a small LLaVA
 whose vision tower is pretrained to recognise ShapesWorld objects, then fine-tuned with TRL's `SFTTrainer` on scene
 descriptions and yes/no existence questions. The policy sees 30% of its descriptions with one absent object added,
-so that it hallucinates when sampling; the labeler (another seed) sees faithful descriptions and twice the questions.
+so that it hallucinates when sampling. The biased policy's captions carry language priors instead
+(`rlaifv_testbed.bias.CaptionBias`: 85% of the scenes holding a trigger object name its usual partner even when it is
+absent, 20% of the objects are named with their shape's usual colour, 10% carry a random absent object), so that it
+hallucinates in its greedy answers too (docs/efficacy.md). The labeler (another seed) sees faithful descriptions and
+twice the questions.
 The ranker starts from the labeler's weights and is fine-tuned with `SFTTrainer` on listwise ranking queries
 (`rlaifv_testbed.ranking_data`: 4 answers per scene, sampled from the policy or templated, shown in random
 orders; the target is the ground-truth order, fewer hallucinated objects first); it needs the labeler's and the

@@ -24,6 +24,7 @@ from transformers import AutoModelForImageTextToText
 
 from rlaifv_trl.atomic_io import atomic_directory
 
+from .bias import CaptionBias
 from .models import build_tiny_vlm, make_tiny_vlm
 from .policy import train_base_policy
 from .ranker import train_listwise_ranker
@@ -54,6 +55,7 @@ class BuiltinPolicy:
         start_from: For "rank": the built-in whose weights the training starts from.
         world: "shapesworld" (images) or "motionworld" (videos).
         freeze_vision: Keep the pretrained vision tower fixed during fine-tuning.
+        caption_bias: Systematic errors of the descriptions (ShapesWorld), for a policy that hallucinates in its mode.
     """
 
     arch: str
@@ -71,11 +73,18 @@ class BuiltinPolicy:
     start_from: str | None = None
     world: str = "shapesworld"
     freeze_vision: bool = True
+    caption_bias: CaptionBias | None = None
 
 
 BUILTIN_POLICIES: dict[str, BuiltinPolicy] = {
     # The policy: describes scenes (hallucinating under sampling) and answers existence questions.
     "shapesworld-llava": BuiltinPolicy(arch="llava", preset="small", weights_file="shapesworld_llava.safetensors"),
+    # The biased policy: its captions name the usual partner of some objects even when it is absent (and sometimes a
+    # shape's usual colour), so that even its greedy answers hallucinate, like real VLMs' (`bias.CaptionBias`).
+    "shapesworld-llava-biased": BuiltinPolicy(
+        arch="llava", preset="small", weights_file="shapesworld_llava_biased.safetensors", hallucination_rate=0.1,
+        caption_bias=CaptionBias(),
+    ),
     # A labeler: another seed, faithful descriptions and twice the existence questions.
     "shapesworld-llava-labeler": BuiltinPolicy(
         arch="llava", preset="small", weights_file="shapesworld_llava_labeler.safetensors", hallucination_rate=0.0,
@@ -100,6 +109,7 @@ BUILTIN_POLICIES: dict[str, BuiltinPolicy] = {
     ),
 }  # fmt: skip
 BUILTIN_POLICY = BUILTIN_PREFIX + "shapesworld-llava"
+BUILTIN_BIASED_POLICY = BUILTIN_PREFIX + "shapesworld-llava-biased"
 BUILTIN_LABELER = BUILTIN_PREFIX + "shapesworld-llava-labeler"
 BUILTIN_RANKER = BUILTIN_PREFIX + "shapesworld-llava-ranker"
 BUILTIN_VIDEO_POLICY = BUILTIN_PREFIX + "motionworld-qwen2vl"
@@ -199,6 +209,7 @@ def _train_policy(spec: BuiltinPolicy, scratch: Path) -> Path:
         freeze_vision=spec.freeze_vision,
         seed=spec.seed,
         world=spec.world,
+        caption_bias=spec.caption_bias,
     )
 
 

@@ -1,7 +1,8 @@
 """ShapesWorld as `datasets.Dataset`s in TRL's conversational vision formats.
 
 - `description_dataset`: prompt-completion rows that describe scenes, optionally with hallucinated objects injected
-  into a fraction of the answers (to train a base policy that hallucinates under sampling);
+  into a fraction of the answers (to train a base policy that hallucinates under sampling) and with systematic errors
+  (`CaptionBias`: to train one that hallucinates in its mode);
 - `yes_no_dataset`: existence questions with their answers (to train a labeler, or the policy as its own labeler);
 - `prompt_dataset` / `evaluation_prompts`: (image, instruction) rows with ground truth, the input of the feedback
   generator and of the CHAIR evaluation.
@@ -15,7 +16,17 @@ from datasets import Dataset, Features, Image, List, Value
 
 from rlaifv_trl.data import assistant_turn, user_turn
 
-from .shapes import DESCRIPTION_PROMPTS, EVAL_SEED_OFFSET, Scene, ShapesWorld, existence_question
+from .bias import CaptionBias
+from .shapes import (
+    DESCRIPTION_PROMPTS,
+    EVAL_SEED_OFFSET,
+    Scene,
+    ShapesWorld,
+    all_object_names,
+    describe,
+    existence_question,
+    shapes_objects,
+)
 
 
 _MESSAGE = {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
@@ -31,6 +42,7 @@ def description_dataset(
     hallucination_rate: float = 0.0,
     world: ShapesWorld | None = None,
     seed: int = 0,
+    bias: CaptionBias | None = None,
 ) -> Dataset:
     """Scene descriptions as prompt-completion rows.
 
@@ -40,6 +52,8 @@ def description_dataset(
         hallucination_rate: Fraction of answers that carry one extra object absent from the scene.
         world: The scene generator (default `ShapesWorld()`).
         seed: Seed for the choice of prompts and of injected objects.
+        bias: Systematic errors of the captions (co-occurring partners, usual colours), applied before the random
+            injection; `None` for faithful captions.
 
     Returns:
         A dataset with columns `images`, `prompt`, `completion`, `objects` (ground truth), `hallucinated` (objects
@@ -53,7 +67,9 @@ def description_dataset(
         k: [] for k in ("images", "prompt", "completion", "objects", "hallucinated", "scene_seed")
     }
     for scene in _scenes(world, start_seed, num_scenes):
-        if rng.random() < hallucination_rate:
+        if bias is not None:
+            answer, added = _biased_answer(world, scene, bias, rng, hallucination_rate)
+        elif rng.random() < hallucination_rate:
             answer, added = world.hallucinated_description(scene, rng)
         else:
             answer, added = scene.description(), []
@@ -74,6 +90,22 @@ def description_dataset(
         }
     )
     return Dataset.from_dict(rows, features=features)
+
+
+def _biased_answer(
+    world: ShapesWorld, scene: Scene, bias: CaptionBias, rng: random.Random, hallucination_rate: float
+) -> tuple[str, list[str]]:
+    """A caption with `bias`'s errors, plus one random absent object with probability `hallucination_rate`."""
+    answer, added = bias.caption(scene, rng)
+    if rng.random() < hallucination_rate:
+        names = shapes_objects(answer)
+        pool = [name for name in world.absent_objects(scene) if name not in names]
+        if pool:
+            extra = rng.choice(pool)
+            order = all_object_names()
+            answer = describe(sorted([*names, extra], key=order.index))
+            added = sorted([*added, extra], key=order.index)
+    return answer, added
 
 
 def yes_no_dataset(

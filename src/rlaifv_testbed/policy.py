@@ -26,6 +26,7 @@ from rlaifv_trl.generation import generate_batch
 from rlaifv_trl.metrics.chair import ChairResult, chair
 from rlaifv_trl.trainer.collator import DataCollatorForVisionLanguageModelingWithVideos
 
+from .bias import CaptionBias
 from .data import description_dataset, evaluation_prompts, yes_no_dataset
 from .motion import DIRECTIONS, MotionWorld
 from .motion_data import motion_sft_dataset, motion_yes_no_dataset
@@ -91,14 +92,21 @@ def _check_world(world: str) -> None:
 
 
 def _sft_dataset(
-    world: str, num_scenes: int, num_question_scenes: int, hallucination_rate: float, seed: int
+    world: str,
+    num_scenes: int,
+    num_question_scenes: int,
+    hallucination_rate: float,
+    seed: int,
+    caption_bias: CaptionBias | None = None,
 ) -> Dataset:
     """The SFT rows of `train_base_policy`: descriptions from seed 0 on, then yes/no questions; on MotionWorld also
     temporal questions (which shape moved, in which direction, what appeared first) about a quarter as many clips."""
     parts = []
     if world == "shapesworld":
         if num_scenes:
-            parts.append(description_dataset(num_scenes, hallucination_rate=hallucination_rate, seed=seed))
+            parts.append(
+                description_dataset(num_scenes, hallucination_rate=hallucination_rate, seed=seed, bias=caption_bias)
+            )
         if num_question_scenes:
             parts.append(yes_no_dataset(num_question_scenes, start_seed=num_scenes, seed=seed))
         columns = ["images", "prompt", "completion"]
@@ -171,6 +179,7 @@ def train_base_policy(
     freeze_vision: bool = False,
     seed: int = 0,
     world: str = "shapesworld",
+    caption_bias: CaptionBias | None = None,
 ) -> Path:
     """Supervised fine-tuning of a (tiny) VLM on ShapesWorld (or MotionWorld) descriptions and yes/no questions.
 
@@ -191,6 +200,8 @@ def train_base_policy(
         freeze_vision: Keep the vision tower fixed during fine-tuning (the projector still trains).
         seed: Seed of the data and of the training run.
         world: "shapesworld" (image scenes) or "motionworld" (video clips, for models whose processor takes videos).
+        caption_bias: Systematic errors of the ShapesWorld descriptions (co-occurring partners, usual colours), so
+            that the policy hallucinates in its mode; `None` for none.
 
     Returns:
         `output_dir`, loadable with `AutoModelForImageTextToText` / `AutoProcessor`.
@@ -199,7 +210,9 @@ def train_base_policy(
     output_dir = Path(output_dir)
     if num_question_scenes is None:
         num_question_scenes = int(num_scenes * yes_no_fraction) // _QUESTIONS_PER_SCENE[world]
-    train_dataset = _sft_dataset(world, num_scenes, num_question_scenes, hallucination_rate, seed)
+    if caption_bias is not None and world != "shapesworld":
+        raise ValueError("caption_bias applies to ShapesWorld descriptions only")
+    train_dataset = _sft_dataset(world, num_scenes, num_question_scenes, hallucination_rate, seed, caption_bias)
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     processor = AutoProcessor.from_pretrained(model_dir)
     if vision_steps:

@@ -5,6 +5,9 @@ prompt_dataset: rlaifv_testbed.recipe:shapesworld_prompts
 evaluation: [shapesworld, shapesworld_pope]   # this module's shapesworld_chair and shapesworld_pope (registered
                                               # in the entry-point group rlaifv_trl.evaluators)
 ```
+
+`shapesworld_pope_adversarial` asks about the absent partners of `bias.COOCCURRENCE` instead (POPE's adversarial
+split), the claims a policy with co-occurrence priors hallucinates.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 from datasets import Dataset
 from transformers import PreTrainedModel, ProcessorMixin
 
-from rlaifv_trl.evaluation.hallucination import generate_answers
+from rlaifv_trl.evaluation.hallucination import BenchmarkRows, generate_answers
 from rlaifv_trl.metrics.pope import pope_metrics
 
+from .adversarial import adversarial_question_rows
 from .benchmark import shapesworld_question_rows
 from .data import prompt_dataset
 from .policy import evaluate_hallucination
@@ -68,8 +72,42 @@ def shapesworld_pope(
     yes nor no count as wrong. A temperature of 0 decodes greedily.
     """
     rows = shapesworld_question_rows(num_prompts, seed=seed)
+    return _pope(model, processor, rows, "pope", temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+
+
+def shapesworld_pope_adversarial(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    *,
+    num_prompts: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
+    """POPE's adversarial split on ShapesWorld: `num_prompts` yes/no questions about held-out scenes holding an
+    object of `bias.COOCCURRENCE` without its usual partner, half about that absent partner, half about a present
+    object.
+
+    Returns `pope_adversarial_accuracy`, `pope_adversarial_f1` and `pope_adversarial_yes_ratio`.
+    """
+    rows = adversarial_question_rows(num_prompts, seed=seed)
+    return _pope(
+        model, processor, rows, "pope_adversarial", temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+    )
+
+
+def _pope(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    rows: BenchmarkRows,
+    prefix: str,
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, float]:
     answers = generate_answers(
         model, processor, rows, batch_size=50, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
     )
     metrics = pope_metrics(answers, rows.references)
-    return {"pope_accuracy": metrics["accuracy"], "pope_f1": metrics["f1"], "pope_yes_ratio": metrics["yes_ratio"]}
+    return {f"{prefix}_{key}": metrics[key] for key in ("accuracy", "f1", "yes_ratio")}
