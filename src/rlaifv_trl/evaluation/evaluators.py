@@ -12,8 +12,8 @@ list names evaluators:
 - `pope` or `pope=<dataset>`: POPE on a dataset in POPE's schema (a Hub id or a local path; `lmms-lab/POPE` by
   default), see `pope_evaluator`;
 - `chair=<dataset>`: CHAIR with the COCO vocabulary on a dataset of images and their objects, see `chair_evaluator`;
-- a name an installed package registers (entry-point group `rlaifv_trl.evaluators`; the test bed registers
-  `shapesworld`, `shapesworld_pope` and `motionworld`);
+- a name an installed package registers (entry-point group `rlaifv_trl.evaluators`; `evaluator_names()` lists
+  them, e.g. the test bed's `shapesworld`);
 - an import path `"package.module:function"`.
 
 Metric names must be unique across the evaluators of a run; `metric_for_best_model` names one of them.
