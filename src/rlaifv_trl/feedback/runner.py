@@ -115,17 +115,16 @@ class FeedbackRunner:
         placements = {stage: self.placement(stage) for stage in STAGES}
         wall: dict[str, float] = {}
         with Waiting(state, long_waits=any(p.group_size > 1 for p in placements.values())) as waiting:
-            for previous, stage in zip((None, *STAGES), STAGES):
+            for stage, following in zip(STAGES, (*STAGES[1:], None)):
                 start = time.perf_counter()
-                if previous is not None and placements[stage] != placements[previous]:
-                    waiting.wait()  # the shards of the stage before, run by other processes, are written
                 mine = placements[stage].shards(state.process_index, num_shards)
                 try:
                     self._run_stage(store, stage, mine, inputs, disable_tqdm)
                 finally:
                     self.pipeline.close_engines()  # a vLLM engine frees its memory before the next stage and training
+                if following is None or placements[following] != placements[stage]:
+                    waiting.wait()  # every shard of the stage is written: the next stage may run it elsewhere
                 wall[stage] = time.perf_counter() - start
-            waiting.wait()
 
         if state.is_main_process:
             start = time.perf_counter()
