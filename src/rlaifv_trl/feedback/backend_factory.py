@@ -1,8 +1,10 @@
 """One factory per job of the feedback: `make_sampler`, `make_splitter` and `make_labeler`, each on the backend the
 `FeedbackConfig` names for it (transformers or vLLM), with the same settings whichever it is.
 
-A job on vLLM gets its engine started per stage (`LazyEngine`): under `accelerate launch` each process starts its
-own engines on its own GPU and samples, splits and labels its own shards, as with transformers.
+A job on vLLM gets its engine started per stage (`LazyEngine`). Under `accelerate launch` an engine of one GPU runs in
+every process, on the process's GPU, for the process's own shards, as with transformers; an engine of
+`vllm_tensor_parallel_size` = t GPUs runs in the first rank of each group of t ranks, over the group's GPUs, for the
+group's shards (`rlaifv_trl.feedback.placement`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .claims import ClaimSplitter, QuestionWriter
 from .config import FeedbackConfig
 from .labeler import YesNoLabeler
 from .llm_claims import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
+from .placement import engine_group_size, free_cached_memory, processes_per_node
 from .roles import VisionModel, require_model_name
 from .rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
 from .sampling import CandidateSampler
@@ -108,11 +111,12 @@ def engine_starter(
     args: FeedbackConfig, name: str | os.PathLike, loading: ModelLoading, state: PartialState
 ) -> tuple[str, Callable[[], VLLMEngine]]:
     """Where the model is (a Hub snapshot at its revision, or the folder) and how to start its engine."""
-    if state.num_processes > 1 and (args.vllm_tensor_parallel_size > 1 or args.vllm_data_parallel_size > 1):
+    if state.num_processes > 1 and args.vllm_data_parallel_size > 1:
         raise ValueError(
-            "With several processes each runs its own vLLM engine on its own GPU: vllm_tensor_parallel_size and "
-            "vllm_data_parallel_size must be 1 (for a labeler spanning GPUs, run the feedback as one process)"
+            "With several processes the processes are the data parallelism: vllm_data_parallel_size must be 1 (an "
+            "engine spanning several GPUs takes vllm_tensor_parallel_size)"
         )
+    group_size = engine_group_size(args.vllm_tensor_parallel_size, state.num_processes, processes_per_node(state))
     path = loading.locate(name)
     settings = VLLMSettings(
         python=args.vllm_python,
@@ -124,9 +128,10 @@ def engine_starter(
         enable_prefix_caching=args.vllm_enable_prefix_caching,
         engine_kwargs=dict(args.vllm_engine_kwargs or {}),
     )
-    env = _device_env(state)
+    env = _device_env(state, group_size)
 
     def start() -> VLLMEngine:
+        free_cached_memory()  # what this process's own models cached counts as taken when vLLM measures free memory
         return VLLMEngine(
             path, settings, revision=loading.revision, trust_remote_code=loading.trust_remote_code, env=env
         )
@@ -134,10 +139,12 @@ def engine_starter(
     return path, start
 
 
-def _device_env(state: PartialState) -> dict[str, str]:
-    """The GPU of this process, for an engine started by one of several processes."""
+def _device_env(state: PartialState, group_size: int) -> dict[str, str]:
+    """The GPUs of an engine started by one of several processes: those of the `group_size` processes from this one
+    on (its own GPU when 1)."""
     if state.num_processes == 1 or not torch.cuda.is_available():
         return {}
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    return {"CUDA_VISIBLE_DEVICES": devices[state.local_process_index % len(devices)]}
+    first = state.local_process_index
+    return {"CUDA_VISIBLE_DEVICES": ",".join(devices[(first + k) % len(devices)] for k in range(group_size))}

@@ -149,12 +149,19 @@ class FeedbackConfig:
             `scripts/make_vllm_env.sh`); `None`: `RLAIFV_VLLM_PYTHON`, else this Python.
         vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
             Share of each GPU's memory a vLLM engine may take. Engines run one at a time, during their stage, and
-            release their memory before the next stage and before training.
+            release their memory before the next stage and before training. vLLM refuses to start when less than
+            this share is free: what the processes' own models hold on the GPUs (e.g. a policy sampled with
+            transformers) must fit in the rest.
         vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
-            GPUs one vLLM engine spans (e.g. 8 for a 34B labeler on 8 GPUs run as one process). With several
-            processes (`accelerate launch`), each process runs its own engine on its own GPU, and this must be 1.
+            GPUs one vLLM engine spans, its weights split over them (e.g. 8 for a 34B labeler on 8 GPUs). In one
+            process, that process's engine spans this many GPUs. With N processes (`accelerate launch`) it must
+            divide the processes of each node: the processes form N / t groups of t consecutive ranks, and the
+            first rank of each group runs one engine over its group's GPUs for the group's shards while the other
+            ranks wait (t = N: one engine on the main process, which runs every shard); with 1, every process runs
+            its own engine on its own GPU. Every stage on vLLM uses it; stages on transformers run on every process.
         vllm_data_parallel_size (`int`, *optional*, defaults to `1`):
-            Replicas of one vLLM engine (vLLM's data parallelism), for a single process driving several GPUs.
+            Replicas of one vLLM engine (vLLM's data parallelism), for a single process driving several GPUs; with
+            several processes (the processes are the data parallelism) it must be 1.
         vllm_max_model_len (`int` or `None`, *optional*, defaults to `None`):
             Longest sequence a vLLM engine accepts (prompt and output); `None`: the model's own limit.
         vllm_enable_prefix_caching (`bool`, *optional*, defaults to `True`):
@@ -284,7 +291,13 @@ class FeedbackConfig:
     )
     vllm_python: str | None = field(default=None, metadata={"help": "Python interpreter that has vLLM."})
     vllm_gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory share of a vLLM engine."})
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs one vLLM engine spans."})
+    vllm_tensor_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "GPUs one vLLM engine spans; under N processes, one engine per group of this many ranks, run by "
+            "the group's first rank."
+        },
+    )
     vllm_data_parallel_size: int = field(default=1, metadata={"help": "Replicas of one vLLM engine."})
     vllm_max_model_len: int | None = field(default=None, metadata={"help": "Longest sequence of a vLLM engine."})
     vllm_enable_prefix_caching: bool = field(default=True, metadata={"help": "vLLM prefix caching."})

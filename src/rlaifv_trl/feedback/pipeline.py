@@ -146,12 +146,17 @@ class FeedbackPipeline:
         results = prompt_results(batches, report)
         return feedback_output(inputs, results, report, self.args, self.validation, self.provenance)
 
+    def engines(self, stage: str | None = None) -> list[LazyEngine]:
+        """The vLLM engines of `stage`'s jobs (of every stage: `None`)."""
+        runners = [getattr(part, "runner", None) for part in (self.claim_splitter, self.question_writer)]
+        parts = {"candidates": [self.sampler], "claims": runners, "labels": [self.labeler]}
+        chosen = [part for name in STAGES if stage in (None, name) for part in parts[name]]
+        return [part for part in chosen if isinstance(part, LazyEngine)]
+
     def close_engines(self) -> None:
         """Stop the vLLM engines of the pipeline's jobs (they start again when needed)."""
-        runners = [getattr(part, "runner", None) for part in (self.claim_splitter, self.question_writer)]
-        for part in (self.sampler, self.labeler, *runners):
-            if isinstance(part, LazyEngine):
-                part.close()
+        for engine in self.engines():
+            engine.close()
 
     # -- stages --------------------------------------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Each stage runs shard by shard, and every shard's payload is saved atomically under `output_dir/<stage>/`
 (`ShardStore`): a rerun skips the finished shards. Under `torchrun` / `accelerate launch` the shards are spread over
-the processes (shard i on process i mod N) and the main process merges them; since every random draw is seeded per
-prompt, the output does not depend on N. The settings that decide the results are checked on a rerun, and the folder
+the processes (shard i on process i mod N; for a stage whose vLLM engines span the GPUs of t processes, on the first
+rank of group i mod (N / t) while the others wait, `rlaifv_trl.feedback.placement`) and the main process merges them;
+since every random draw is seeded per prompt, the output does not depend on N or on which process runs a shard. The settings that decide the results are checked on a rerun, and the folder
 is used by one run at a time:
 
 - standalone, the runner takes the folder's lock (`RunLock`), sweeps what a killed writer left, and checks its
@@ -35,6 +36,7 @@ from .backend_factory import process_state
 from .inputs import FeedbackInputs
 from .merge import FeedbackOutput
 from .pipeline import STAGES, FeedbackPipeline
+from .placement import StagePlacement, Waiting, engine_group_size, processes_per_node
 from .report import RunReport
 from .shards import ShardStore
 
@@ -110,16 +112,19 @@ class FeedbackRunner:
     ) -> FeedbackOutput:
         state = self.state
         num_shards = math.ceil(len(inputs.dataset) / self.pipeline.args.shard_size)
-        mine = list(range(state.process_index, num_shards, state.num_processes))
+        placements = {stage: self.placement(stage) for stage in STAGES}
         wall: dict[str, float] = {}
-        for stage in STAGES:
-            start = time.perf_counter()
-            try:
-                self._run_stage(store, stage, mine, inputs, disable_tqdm)
-            finally:
-                self.pipeline.close_engines()  # a vLLM engine frees its memory before the next stage (and training)
-            wall[stage] = time.perf_counter() - start
-        state.wait_for_everyone()
+        with Waiting(state, long_waits=any(p.group_size > 1 for p in placements.values())) as waiting:
+            for stage, following in zip(STAGES, (*STAGES[1:], None)):
+                start = time.perf_counter()
+                mine = placements[stage].shards(state.process_index, num_shards)
+                try:
+                    self._run_stage(store, stage, mine, inputs, disable_tqdm)
+                finally:
+                    self.pipeline.close_engines()  # a vLLM engine frees its memory before the next stage and training
+                if following is None or placements[following] != placements[stage]:
+                    waiting.wait()  # every shard of the stage is written: the next stage may run it elsewhere
+                wall[stage] = time.perf_counter() - start
 
         if state.is_main_process:
             start = time.perf_counter()
@@ -143,6 +148,15 @@ class FeedbackRunner:
                 load_from_disk(str(output_dir / "rankings")),
             )
         return output
+
+    def placement(self, stage: str) -> StagePlacement:
+        """Which process runs which shards of `stage`: engines spanning several processes' GPUs run the shards of
+        their group in its first rank (`rlaifv_trl.feedback.placement`), anything else its own process's."""
+        group_size = 1
+        if self.pipeline.engines(stage):
+            tensor_parallel_size, state = self.pipeline.args.vllm_tensor_parallel_size, self.state
+            group_size = engine_group_size(tensor_parallel_size, state.num_processes, processes_per_node(state))
+        return StagePlacement(self.state.num_processes, group_size)
 
     def _run_stage(
         self, store: ShardStore, stage: str, shards: list[int], inputs: FeedbackInputs, disable_tqdm: bool

@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 WORKER = Path(__file__).with_name("vllm_worker.py")
 # No usage reports leave the machine.
 _PRIVATE_ENV = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+# The launcher's process group (torchrun, accelerate launch): an engine is a world of its own, whose processes vLLM
+# ranks itself, and must not take the rank of the process that started it.
+_LAUNCHER_ENV = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+    "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+)  # fmt: skip
 
 
 @dataclass
@@ -41,7 +47,8 @@ class VLLMSettings:
     Args:
         python: Python interpreter that has vLLM; `None`: `RLAIFV_VLLM_PYTHON`, else this one.
         gpu_memory_utilization: Share of each GPU's memory the engine may take (weights, activations, KV cache).
-        tensor_parallel_size: GPUs one engine spans (a 34B labeler on several GPUs).
+        tensor_parallel_size: GPUs one engine spans (a 34B labeler on several GPUs); vLLM starts one process per
+            GPU.
         data_parallel_size: Engine replicas (vLLM's data parallelism).
         max_model_len: Longest sequence (prompt + output); `None`: the model's own limit.
         dtype: Weights' dtype (`"auto"`, `"bfloat16"`, `"float16"`, `"float32"`).
@@ -73,6 +80,12 @@ def vllm_python(configured: str | None = None) -> str:
         "A vllm backend needs vLLM: `pip install vllm` (GPU), or build its own environment with "
         "`scripts/make_vllm_env.sh` (vLLM's CPU build) and set `vllm_python` (or RLAIFV_VLLM_PYTHON) to its Python"
     )
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an engine's worker: this process's, without the launcher's process group, with `extra`."""
+    own = {key: value for key, value in os.environ.items() if key not in _LAUNCHER_ENV}
+    return {**own, **(extra or {}), **_PRIVATE_ENV}
 
 
 def encode_image(image: Image.Image) -> str:
@@ -141,7 +154,7 @@ class VLLMEngine:
             stdout=self._log,
             stderr=self._log,
             pass_fds=(write_end,),
-            env={**os.environ, **(env or {}), **_PRIVATE_ENV},
+            env=worker_env(env),
             text=True,
         )
         os.close(write_end)
