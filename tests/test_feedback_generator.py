@@ -192,6 +192,29 @@ def test_the_pipeline_runs_in_memory_and_gives_the_runners_output(run, tiny_vlm_
     assert in_memory.report.skipped == output.report.skipped and in_memory.report.num_pairs == output.report.num_pairs
 
 
+def test_a_confirmed_claim_weight_scores_every_output_and_keeps_the_labels(run, tiny_vlm_dir):
+    prompts, args, output = run
+    weighted = FeedbackConfig(**SMALL, confirmed_claim_weight=1.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the module's run samples on one thread: the same candidates
+    try:
+        scored = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=weighted).pipeline.run(prompts)
+    finally:
+        torch.set_num_threads(threads)
+    audit = scored.audit.to_list()
+    assert [row["verdicts"] for row in audit] == output.audit["verdicts"]
+    for row in audit:
+        if row["status"] == "scored":
+            assert row["score"] == row["num_claims"] - 2 * row["num_rejected_claims"]  # confirmed - rejected
+    scores = {(row["row_index"], row["candidate_index"]): row["score"] for row in audit}
+    for row in scored.preference:
+        assert row["chosen_score"] == scores[(row["row_index"], row["chosen_candidate_index"])]
+        assert row["chosen_score"] - row["rejected_score"] >= weighted.min_score_gap
+    for row in scored.rankings:
+        assert row["scores"] == [scores[(row["row_index"], i)] for i in range(row["num_candidates"])]
+    assert len(scored.preference) > 0
+
+
 def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):
     _, _, output = run
     path = tiny_vlm_dir("llava")

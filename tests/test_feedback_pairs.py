@@ -1,9 +1,19 @@
 """Scores, rankings, pair building, seeded sampling and the reference's length balancing."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlaifv_trl.feedback import answer_score, candidate_pairs, length_balance, ranks, sample_pairs
+from rlaifv_trl.feedback import (
+    FeedbackConfig,
+    RunReport,
+    answer_score,
+    candidate_pairs,
+    length_balance,
+    ranks,
+    sample_pairs,
+)
+from rlaifv_trl.feedback.merge import prompt_results
 from rlaifv_trl.feedback.outputs import PromptResult, select_pairs
 from rlaifv_trl.feedback.pairs import ranking
 
@@ -12,6 +22,16 @@ def test_score_is_minus_the_rejected_claims_and_none_without_claims():
     assert answer_score([]) is None
     assert answer_score([True, True]) == 0.0
     assert answer_score([True, False, False]) == -2.0
+
+
+def test_a_confirmed_claim_weight_credits_the_confirmed_claims():
+    assert answer_score([True, True, False], confirmed_weight=1.0) == 1.0
+    assert answer_score([True, True, False], confirmed_weight=0.5) == 0.0
+    assert answer_score([False, False], confirmed_weight=1.0) == -2.0
+    assert answer_score([], confirmed_weight=1.0) is None
+    for weight in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="confirmed_claim_weight"):
+            FeedbackConfig(confirmed_claim_weight=weight)
 
 
 def test_ranks_and_ranking_keep_ties_and_skip_unscored():
@@ -98,3 +118,41 @@ def test_select_pairs_gives_reasons_for_prompts_without_pairs():
     }
     again = select_pairs(results, 1.0, 2, balance=False, balance_step=0.02, seed=0)
     assert [(p.chosen, p.rejected) for p in again.pairs] == [(p.chosen, p.rejected) for p in selection.pairs]
+
+
+def _payloads(answers, verdicts):
+    """The stage payloads of one batch holding one prompt, with hand-made labels (p_yes > p_no: confirmed)."""
+    stage = {"skipped": [], "seconds": 0.0}
+    claims = [[f"There is a {word}." for word in answer.split()] for answer in answers]
+    return {
+        "candidates": {**stage, "records": [
+            {"row": 0, "prompt_id": "p0", "seed": 0, "prompt": [], "instruction": "Describe.", "answers": answers}
+        ]},
+        "claims": {**stage, "question_writer_fallbacks": 0, "records": [
+            {"row": 0, "claims": claims, "questions": [[f"Is there {c[11:-1]}?" for c in cs] for cs in claims]}
+        ]},
+        "labels": {**stage, "full_forwards": 0, "records": [
+            {"row": 0, "p_yes": [[0.9 if ok else 0.1 for ok in v] for v in verdicts],
+             "p_no": [[0.1 if ok else 0.9 for ok in v] for v in verdicts]}
+        ]},
+    }  # fmt: skip
+
+
+def test_with_a_confirmed_claim_weight_the_answer_confirming_more_wins_and_ties_under_the_paper_score():
+    # Both answers name the same absent "pig"; the first also names two true objects, the second one.
+    answers = ["cat dog pig", "cat pig"]
+    batch = _payloads(answers, [[True, True, False], [True, False]])
+    paper = prompt_results([batch], RunReport(), FeedbackConfig().confirmed_claim_weight)
+    assert paper[0].scores == [-1.0, -1.0]
+    assert select_pairs(paper, 1.0, 2, balance=False, balance_step=0.02, seed=0).pairs == []
+    balanced = prompt_results([batch], RunReport(), FeedbackConfig(confirmed_claim_weight=1.0).confirmed_claim_weight)
+    assert balanced[0].scores == [1.0, 0.0]
+    pairs = select_pairs(balanced, 1.0, 2, balance=False, balance_step=0.02, seed=0).pairs
+    assert [(pair.chosen, pair.rejected) for pair in pairs] == [(0, 1)]
+    # A weight of 0.5 needs two more confirmed claims for the default gap of 1.
+    half = prompt_results([batch], RunReport(), 0.5)
+    assert select_pairs(half, 1.0, 2, balance=False, balance_step=0.02, seed=0).pairs == []
+    # An answer that drops the absent object and a true one wins under the paper's score and ties under the weight.
+    batch = _payloads(["cat dog pig", "cat"], [[True, True, False], [True]])
+    assert [p.chosen for p in select_pairs(prompt_results([batch], RunReport()), 1.0, 2, False, 0.02, 0).pairs] == [1]
+    assert select_pairs(prompt_results([batch], RunReport(), 1.0), 1.0, 2, False, 0.02, 0).pairs == []

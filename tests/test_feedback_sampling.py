@@ -120,6 +120,7 @@ def test_config_has_the_paper_defaults_and_checks_values():
     config = FeedbackConfig()
     assert (config.num_candidates, config.temperature, config.max_new_tokens) == (10, 0.7, 512)
     assert (config.min_score_gap, config.pairs_per_prompt, config.length_balancing) == (1.0, 2, True)
+    assert config.confirmed_claim_weight == 0.0  # the paper's score: minus the rejected claims
     assert (config.splitter_temperature, config.splitter_top_p, config.splitter_max_new_tokens) == (0.2, 0.9, 256)
     assert config.splitter_max_input_words == 300 and config.top_p is None
     assert config.yes_no_instruction == "Please answer yes or no."

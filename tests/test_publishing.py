@@ -1,5 +1,6 @@
 """Run artifacts on disk and on the (loopback) Hub: configs per iteration, cards, model branches, retries."""
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -124,6 +125,15 @@ def test_adding_an_iteration_updates_the_card_instead_of_overwriting_it(tmp_path
     assert [s.iteration for s in previous_iterations(str(card))] == [1, 2]
     assert "| `iteration-1` |" in card.text and "| `iteration-2` |" in card.text
     assert [c["config_name"] for c in card.data.configs] == ["iteration-1", "iteration-2"]
+
+
+def test_the_card_states_the_score_of_the_pairs():
+    paper = render_dataset_card("tester/prefs", [stats(1, 4)], INFO, [])
+    assert "An answer scores minus its rejected claims." in paper.text
+    weighted = dataclasses.replace(INFO, pairs={**INFO.pairs, "confirmed_claim_weight": 1.0})
+    card = render_dataset_card("tester/prefs", [stats(1, 4)], weighted, [])
+    assert "An answer scores minus its rejected claims\n   plus 1.0 times its confirmed claims." in card.text
+    assert card.data.to_dict()["rlaifv"]["pairs"]["confirmed_claim_weight"] == 1.0
 
 
 def test_model_branch_per_iteration_and_main_is_latest(hub_repo_id, tmp_path):

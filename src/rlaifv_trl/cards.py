@@ -137,7 +137,9 @@ def render_dataset_card(
         iterations=ordered,
         splitter=public_name(info.splitter),
         sampling=_Namespace(info.sampling, ("num_candidates", "temperature", "top_p", "max_new_tokens", "seed")),
-        pairs=_Namespace(info.pairs, ("min_score_gap", "pairs_per_prompt", "length_balance")),
+        pairs=_Namespace(
+            info.pairs, ("confirmed_claim_weight", "min_score_gap", "pairs_per_prompt", "length_balance")
+        ),
         has_reference_logps=info.has_reference_logps,
         rankings_configs=[c["config_name"] for c in configs if c["config_name"].endswith("-rankings")],
         has_videos=info.has_videos,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -171,9 +172,14 @@ class FeedbackConfig:
 
         > Pairs
 
+        confirmed_claim_weight (`float`, *optional*, defaults to `0.0`):
+            An answer's score is this weight times its number of confirmed claims minus its number of rejected ones.
+            `0.0` is RLAIF-V's score (minus the rejected claims), which gives no credit for what an answer gets right,
+            so shorter answers tend to be chosen; `1.0` scores confirmed minus rejected claims, so of two answers with
+            the same rejected claims the one confirming more wins.
         min_score_gap (`float`, *optional*, defaults to `1.0`):
-            Two answers of a prompt form a pair when their scores (minus the number of rejected claims) differ by at
-            least this much.
+            Two answers of a prompt form a pair when their scores (see `confirmed_claim_weight`) differ by at least
+            this much.
         pairs_per_prompt (`int` or `None`, *optional*, defaults to `2`):
             Pairs sampled per prompt among the possible ones; `None` keeps them all.
         length_balancing (`bool`, *optional*, defaults to `True`):
@@ -202,7 +208,7 @@ class FeedbackConfig:
             "splitter_load_in_4bit", "splitter_load_in_8bit", "labeler_model_name_or_path", "yes_no_instruction",
             "labeler_model_revision", "labeler_dtype", "labeler_attn_implementation", "labeler_trust_remote_code",
             "labeler_load_in_4bit", "labeler_load_in_8bit", "sampling_backend", "splitter_backend", "labeler_backend",
-            "vllm_enable_prefix_caching", "vllm_engine_kwargs", "min_score_gap",
+            "vllm_enable_prefix_caching", "vllm_engine_kwargs", "confirmed_claim_weight", "min_score_gap",
             "pairs_per_prompt", "length_balancing", "length_balancing_step",
         }
     )  # fmt: skip
@@ -306,6 +312,12 @@ class FeedbackConfig:
     )
 
     # Pairs
+    confirmed_claim_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Score = this weight x confirmed claims - rejected claims; 0: RLAIF-V's -(rejected claims)."
+        },
+    )
     min_score_gap: float = field(default=1.0, metadata={"help": "Smallest score difference that makes a pair."})
     pairs_per_prompt: int | None = field(default=2, metadata={"help": "Pairs sampled per prompt; None keeps all."})
     length_balancing: bool = field(default=True, metadata={"help": "Balance chosen and rejected answer lengths."})
@@ -348,6 +360,10 @@ class FeedbackConfig:
         require(self.top_p is None or 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         require(0 < self.splitter_top_p <= 1, f"splitter_top_p must be in (0, 1], got {self.splitter_top_p}")
         require(self.top_k is None or self.top_k >= 1, f"top_k must be at least 1, got {self.top_k}")
+        require(
+            math.isfinite(self.confirmed_claim_weight) and self.confirmed_claim_weight >= 0,
+            f"confirmed_claim_weight must be a finite number >= 0, got {self.confirmed_claim_weight}",
+        )
         require(self.min_score_gap > 0, f"min_score_gap must be positive, got {self.min_score_gap}")
         require(
             self.pairs_per_prompt is None or self.pairs_per_prompt >= 1,

@@ -48,9 +48,12 @@ class FeedbackOutput:
     rankings: Dataset
 
 
-def prompt_results(batches: Iterable[dict[str, dict[str, Any]]], report: RunReport) -> list[PromptResult]:
+def prompt_results(
+    batches: Iterable[dict[str, dict[str, Any]]], report: RunReport, confirmed_claim_weight: float = 0.0
+) -> list[PromptResult]:
     """The results of the prompts that went through every stage, from the stage payloads of each batch (in stage
-    order); the batches' skipped rows, timings and counts go to `report`."""
+    order), scored with `confirmed_claim_weight` (see `answer_score`); the batches' skipped rows, timings and counts
+    go to `report`."""
     results = []
     for payloads in batches:
         for stage, payload in payloads.items():
@@ -76,6 +79,7 @@ def prompt_results(batches: Iterable[dict[str, dict[str, Any]]], report: RunRepo
                         questions=claims[row]["questions"],
                         p_yes=labels[row]["p_yes"],
                         p_no=labels[row]["p_no"],
+                        confirmed_claim_weight=confirmed_claim_weight,
                     )
                 )
     report.skipped.sort(key=lambda entry: entry["row"])

@@ -129,6 +129,7 @@ class PromptResult:
     questions: list[list[str]]
     p_yes: list[list[float]]
     p_no: list[list[float]]
+    confirmed_claim_weight: float = 0.0
 
     @property
     def verdicts(self) -> list[list[bool]]:
@@ -136,7 +137,7 @@ class PromptResult:
 
     @property
     def scores(self) -> list[float | None]:
-        return [answer_score(verdicts) for verdicts in self.verdicts]
+        return [answer_score(verdicts, self.confirmed_claim_weight) for verdicts in self.verdicts]
 
     def rejected_claims(self, candidate: int) -> list[str]:
         return [claim for claim, ok in zip(self.claims[candidate], self.verdicts[candidate]) if not ok]

@@ -1,7 +1,7 @@
 """Scores, per-prompt rankings (tie groups), preference pairs and length balancing.
 
-An answer's score is minus its number of rejected claims; an answer with no claim has no score and never enters a
-pair. Within a prompt, every two answers whose scores differ by at least the gap form a pair (the higher one is
+An answer's score is minus its number of rejected claims (RLAIF-V's), plus `confirmed_weight` times its number of
+confirmed claims when that weight is set; an answer with no claim has no score and never enters a pair. Within a prompt, every two answers whose scores differ by at least the gap form a pair (the higher one is
 chosen), identical texts excepted; `k` of them are sampled with a generator seeded by the prompt. Length balancing
 (as in the reference implementation) then searches a grid of ratios r and drops, over the whole dataset, the pairs
 whose chosen answer is shorter than the rejected one by more than r of the rejected length, keeping the r whose kept
@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def answer_score(verdicts: Sequence[bool]) -> float | None:
-    """Minus the number of rejected claims; None for an answer with no claim."""
+def answer_score(verdicts: Sequence[bool], confirmed_weight: float = 0.0) -> float | None:
+    """`confirmed_weight` times the number of confirmed claims minus the number of rejected ones (0: RLAIF-V's score,
+    minus the rejected claims); None for an answer with no claim."""
     if not verdicts:
         return None
-    return -float(sum(not verdict for verdict in verdicts))
+    score = -float(sum(not verdict for verdict in verdicts))
+    if confirmed_weight:
+        score += confirmed_weight * sum(bool(verdict) for verdict in verdicts)
+    return score
 
 
 def ranks(scores: Sequence[float | None]) -> list[int | None]:

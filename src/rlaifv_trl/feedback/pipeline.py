@@ -143,7 +143,7 @@ class FeedbackPipeline:
 
     def output(self, inputs: FeedbackInputs, batches: list[dict[str, dict]], report: RunReport) -> FeedbackOutput:
         """The pairs stage on the stage payloads of every batch of rows."""
-        results = prompt_results(batches, report)
+        results = prompt_results(batches, report, self.args.confirmed_claim_weight)
         return feedback_output(inputs, results, report, self.args, self.validation, self.provenance)
 
     def engines(self, stage: str | None = None) -> list[LazyEngine]:

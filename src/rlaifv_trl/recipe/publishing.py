@@ -57,6 +57,7 @@ def write_dataset_card(
             "top_p": feedback_args.top_p, "max_new_tokens": feedback_args.max_new_tokens, "seed": training_args.seed,
         },
         pairs={
+            "confirmed_claim_weight": feedback_args.confirmed_claim_weight,
             "min_score_gap": feedback_args.min_score_gap, "pairs_per_prompt": feedback_args.pairs_per_prompt,
             "length_balance": feedback_args.length_balancing,
         },
