@@ -7,6 +7,9 @@ Sections:
    environment when imported.
 3. Network guard: nothing may leave loopback during the session.
 4. Hub fixtures: ``hub``, ``hub_repo_id``; injected failures end with their test.
+5. Feedback fixtures: tiny models built once per session.
+6. Trainer fixtures: tiny saved VLMs, one torch thread, quick CPU DPO settings.
+7. Tests marked ``gpu``: skipped, with the reason shown, where there is no CUDA GPU.
 """
 
 from __future__ import annotations
@@ -192,3 +195,17 @@ def dpo_args(tmp_path):
         return (config_class or RLAIFVDPOConfig)(**settings)
 
     return make
+
+
+# ---------------------------------------------------------------------------
+# 7. Tests marked `gpu` need a CUDA GPU: without one they are skipped, each with the reason in pytest's summary (`-ra`).
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if gpu_tests:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu_tests:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
