@@ -244,6 +244,15 @@ def test_lm_splitter_and_writer_are_seeded_and_always_give_questions(tiny_lm_dir
     assert writer.num_fallbacks >= 1
 
 
+def test_lm_splitter_groups_without_a_grouping_runner_are_one_call_per_group(tiny_lm_dir, one_thread):
+    runner = CausalLMRunner(tiny_lm_dir, max_new_tokens=8, batch_size=2)  # transformers: no `complete_groups`
+    splitter, writer = LLMClaimSplitter(runner), LLMQuestionWriter(runner)
+    groups = [(["Describe."] * 2, ["There is a red circle.", ""], 3), (["Describe."], ["A blue square."], 4)]
+    assert splitter.split_groups(groups) == [splitter.split(*group) for group in groups]
+    claims = [(["There is a red circle."], 5), ([], 6), (["The square is blue.", "A dog sits."], 7)]
+    assert writer.write_groups(claims) == [writer.write(*group) for group in claims]
+
+
 def test_lm_runner_without_a_chat_template_uses_plain_text(tiny_lm_dir, one_thread):
     runner = CausalLMRunner(tiny_lm_dir, max_new_tokens=4)
     runner.tokenizer.chat_template = None

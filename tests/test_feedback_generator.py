@@ -272,15 +272,21 @@ def test_qwen2_vl_policy_with_a_separate_llava_labeler(tiny_vlm_dir, one_thread)
     assert output.report.num_labeler_full_forwards == 0
 
 
-def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thread):
+def save_tiny_language_model(folder) -> str:
+    """A one-layer Llama with the project's tokenizer, saved in `folder`."""
     tokenizer = build_tokenizer("llava")
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
     )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thread):
+    save_tiny_language_model(tmp_path)
     args = FeedbackConfig(**{**SMALL, "num_candidates": 2, "splitter_model_name_or_path": str(tmp_path)})
     args.splitter_max_new_tokens = 16
     output = RLAIFVFeedbackGenerator(str(tiny_vlm_dir("llava")), args=args).generate(prompt_dataset(2), **QUIET)
@@ -290,6 +296,36 @@ def test_language_model_splitter_from_the_config(tiny_vlm_dir, tmp_path, one_thr
     assert len(output.audit) == 4
     questions = [q for qs in output.audit["questions"] for q in qs]
     assert all(q.endswith("? Please answer yes or no.") for q in questions)
+
+
+def test_a_shards_records_divided_together_equal_record_by_record(tiny_vlm_dir, tmp_path, one_thread):
+    from rlaifv_trl.feedback import CausalLMRunner, LLMClaimSplitter, LLMQuestionWriter
+
+    runner = CausalLMRunner(save_tiny_language_model(tmp_path), max_new_tokens=16)
+
+    class OneByOne:  # only `split`: the divide stage goes record by record
+        name = "llm-one-by-one"
+
+        def __init__(self):
+            self.inner = LLMClaimSplitter(runner)
+
+        def split(self, prompts, answers, seed):
+            return self.inner.split(prompts, answers, seed)
+
+    class FailingTogether(LLMClaimSplitter):  # a shard at once fails: the records are divided one at a time
+        def split_groups(self, groups):
+            raise RuntimeError("a request of the shard failed")
+
+    args = FeedbackConfig(**{**SMALL, "num_candidates": 2, "shard_size": 3})
+    outputs = []
+    for splitter in (LLMClaimSplitter(runner), OneByOne(), FailingTogether(runner)):
+        generator = RLAIFVFeedbackGenerator(
+            str(tiny_vlm_dir("llava")), args=args, claim_splitter=splitter, question_writer=LLMQuestionWriter(runner)
+        )
+        audit = generator.generate(prompt_dataset(3), **QUIET).audit
+        outputs.append((audit["claims"], audit["questions"], audit["status"]))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert any(claims for answers in outputs[0][0] for claims in answers)
 
 
 class ShapesWorldSplitter:

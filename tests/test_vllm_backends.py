@@ -22,7 +22,7 @@ from rlaifv_testbed import COLORS, ShapesWorld, TinyVLMPreset, build_tiny_vlm
 from rlaifv_testbed.models import build_tiny_causal_lm
 from rlaifv_trl.feedback import FeedbackConfig, LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.labeler import render_question
-from rlaifv_trl.feedback.llm_claims import LLMClaimSplitter, parse_claims
+from rlaifv_trl.feedback.llm_claims import LLMClaimSplitter, LLMQuestionWriter, parse_claims
 from rlaifv_trl.feedback.sampling import CandidateSampler
 from rlaifv_trl.manifest import result_settings
 from rlaifv_trl.vllm_backend.vllm_checkpoint import needs_conversion, vllm_loadable
@@ -188,6 +188,15 @@ def test_vllm_splitter_runs_a_language_model(llama, vllm_python):
         claims = splitter.split(["Describe."] * 3, ["A red circle.", "A blue square.", ""], seed=5)
         assert claims[2] == [] and claims[:2] == [parse_claims(text) for text in first[:2]]
         assert runner.render(instructions[0]).startswith("<|begin_of_text|>")  # the chat template's own BOS
+        # Several groups' requests in shared engine calls (the divide stage sends a shard's records together): each
+        # group gets what its own call gives it.
+        groups = [(instructions[:2], 5), ([], 9), (instructions[2:], 7)]
+        assert whole.complete_groups(groups) == [runner.complete(texts, seed) for texts, seed in groups]
+        split = [(["Describe."] * 2, ["A red circle.", ""], 5), (["Describe."], ["A blue square and a dog."], 7)]
+        assert splitter.split_groups(split) == [splitter.split(*group) for group in split]
+        writer = LLMQuestionWriter(whole)
+        claims = [(["There is a red circle."], 3), ([], 4), (["A dog sits.", "The square is blue."], 4)]
+        assert writer.write_groups(claims) == [writer.write(*group) for group in claims]
 
 
 def test_a_dead_worker_is_a_clear_error(llama, vllm_python, tmp_path):

@@ -200,8 +200,27 @@ class LLMClaimSplitter:
         ]
 
     def split(self, prompts: Sequence[str], answers: Sequence[str], seed: int = 0) -> list[list[str]]:
+        todo, instructions = self._requests(prompts, answers)
+        return self._claims(answers, todo, self.runner.complete(instructions, seed))
+
+    def split_groups(self, groups: Sequence[tuple[Sequence[str], Sequence[str], int]]) -> list[list[list[str]]]:
+        """`split` of several `(prompts, answers, seed)` groups: with a runner that completes groups together (vLLM)
+        every group's requests go to the engine at once, each with the seed `split` gives it, so each group gets
+        the claims `split` alone gives it; otherwise one `split` per group."""
+        complete_groups = getattr(self.runner, "complete_groups", None)
+        if complete_groups is None:
+            return [self.split(prompts, answers, seed) for prompts, answers, seed in groups]
+        requests = [self._requests(prompts, answers) for prompts, answers, _ in groups]
+        outputs = complete_groups([(instructions, group[2]) for (_, instructions), group in zip(requests, groups)])
+        return [self._claims(group[1], todo, texts) for group, (todo, _), texts in zip(groups, requests, outputs)]
+
+    def _requests(self, prompts: Sequence[str], answers: Sequence[str]) -> tuple[list[int], list[str]]:
+        """The indices of the non-empty answers and their instructions."""
         todo = [i for i, answer in enumerate(answers) if answer.strip()]
-        outputs = self.runner.complete(self.instructions([prompts[i] for i in todo], [answers[i] for i in todo]), seed)
+        return todo, self.instructions([prompts[i] for i in todo], [answers[i] for i in todo])
+
+    @staticmethod
+    def _claims(answers: Sequence[str], todo: Sequence[int], outputs: Sequence[str]) -> list[list[str]]:
         claims: list[list[str]] = [[] for _ in answers]
         for i, output in zip(todo, outputs):
             claims[i] = parse_claims(output)
@@ -222,7 +241,21 @@ class LLMQuestionWriter:
         self.num_fallbacks = 0
 
     def write(self, claims: Sequence[str], seed: int = 0) -> list[str]:
-        outputs = self.runner.complete([self.instruction.format(claim=claim.strip()) for claim in claims], seed)
+        return self._questions(claims, self.runner.complete(self._requests(claims), seed))
+
+    def write_groups(self, groups: Sequence[tuple[Sequence[str], int]]) -> list[list[str]]:
+        """`write` of several `(claims, seed)` groups, sent to the engine together like `LLMClaimSplitter.split_groups`
+        when the runner can; each group gets the questions `write` alone gives it."""
+        complete_groups = getattr(self.runner, "complete_groups", None)
+        if complete_groups is None:
+            return [self.write(claims, seed) for claims, seed in groups]
+        outputs = complete_groups([(self._requests(claims), seed) for claims, seed in groups])
+        return [self._questions(claims, texts) for (claims, _), texts in zip(groups, outputs)]
+
+    def _requests(self, claims: Sequence[str]) -> list[str]:
+        return [self.instruction.format(claim=claim.strip()) for claim in claims]
+
+    def _questions(self, claims: Sequence[str], outputs: Sequence[str]) -> list[str]:
         questions = []
         for claim, output in zip(claims, outputs):
             question = parse_question(output)

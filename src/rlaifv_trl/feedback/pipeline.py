@@ -246,27 +246,79 @@ class FeedbackPipeline:
     def divide(
         self, inputs: FeedbackInputs, candidates: dict[str, Any], advance: Callable[[int], None] = _ignore
     ) -> dict[str, Any]:
-        """The claims of every sampled answer and one polar question per claim."""
-        records, skipped = [], []
+        """The claims of every sampled answer and one polar question per claim.
+
+        A splitter and question writer with `split_groups`/`write_groups` (the language-model ones) get all the
+        records at once, which a vLLM runner sends to its engine together (same seeds, same output as record by
+        record); if that fails, the records go one at a time, so that only those that fail on their own are
+        skipped."""
         fallbacks_before = getattr(self.question_writer, "num_fallbacks", 0)
-        instruction = self.args.yes_no_instruction
-        for record in candidates["records"]:
-            try:
-                answers = record["answers"]
-                seed = derive_seed(inputs.seed, record["prompt_id"], "claims")
-                claims = self.claim_splitter.split([record["instruction"]] * len(answers), answers, seed)
-                flat = [claim for answer_claims in claims for claim in answer_claims]
-                seed = derive_seed(inputs.seed, record["prompt_id"], "questions")
-                written = iter(self.question_writer.write(flat, seed) if flat else [])
-                questions = [[with_instruction(next(written), instruction) for _ in c] for c in claims]
-                records.append({"row": record["row"], "claims": claims, "questions": questions})
-            except VLLMEngineError:
-                raise
-            except Exception as error:
-                skipped.append(_failure(record["row"], record["prompt_id"], "claims", error))
-            advance(1)
+        records, skipped = self._divide_together(inputs, candidates["records"], advance), []
+        if records is None:
+            records = []
+            for record in candidates["records"]:
+                try:
+                    records.append(self._divide_records(inputs, [record])[0])
+                except VLLMEngineError:
+                    raise
+                except Exception as error:
+                    skipped.append(_failure(record["row"], record["prompt_id"], "claims", error))
+                advance(1)
         fallbacks = getattr(self.question_writer, "num_fallbacks", 0) - fallbacks_before
         return {"records": records, "skipped": skipped, "question_writer_fallbacks": fallbacks}
+
+    def _divide_together(
+        self, inputs: FeedbackInputs, records: list[dict[str, Any]], advance: Callable[[int], None]
+    ) -> list[dict[str, Any]] | None:
+        """`_divide_records` of every record at once, or None when the splitter cannot or it failed."""
+        together = hasattr(self.claim_splitter, "split_groups") and hasattr(self.question_writer, "write_groups")
+        if not together or len(records) < 2:
+            return None
+        fallbacks = getattr(self.question_writer, "num_fallbacks", 0)
+        try:
+            divided = self._divide_records(inputs, records)
+        except VLLMEngineError:
+            raise
+        except Exception as error:
+            logger.warning(
+                "Dividing %d records together failed (%s); dividing them one at a time", len(records), error
+            )
+            if hasattr(self.question_writer, "num_fallbacks"):
+                self.question_writer.num_fallbacks = fallbacks  # the records' second pass counts them again
+            return None
+        advance(len(records))
+        return divided
+
+    def _divide_records(self, inputs: FeedbackInputs, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Claims and questions of `records`: one `split`/`write` per record, or one `split_groups`/`write_groups`
+        for several."""
+        split_seeds = [derive_seed(inputs.seed, record["prompt_id"], "claims") for record in records]
+        groups = [
+            ([record["instruction"]] * len(record["answers"]), record["answers"], seed)
+            for record, seed in zip(records, split_seeds)
+        ]
+        if len(records) == 1:
+            claims = [self.claim_splitter.split(*groups[0])]
+        else:
+            claims = self.claim_splitter.split_groups(groups)
+        flats = [[claim for answer_claims in record_claims for claim in answer_claims] for record_claims in claims]
+        seeds = [derive_seed(inputs.seed, record["prompt_id"], "questions") for record in records]
+        if len(records) == 1:
+            written = [self.question_writer.write(flats[0], seeds[0]) if flats[0] else []]
+        else:
+            written = self.question_writer.write_groups(list(zip(flats, seeds)))
+        instruction = self.args.yes_no_instruction
+        divided = []
+        for record, record_claims, questions in zip(records, claims, written):
+            remaining = iter(questions)
+            divided.append(
+                {
+                    "row": record["row"],
+                    "claims": record_claims,
+                    "questions": [[with_instruction(next(remaining), instruction) for _ in c] for c in record_claims],
+                }
+            )
+        return divided
 
     def label(
         self,

@@ -176,17 +176,29 @@ class VLLMCausalLMRunner(LazyEngine):
         return self.tokenizer.decode(head) + text if head else text
 
     def complete(self, instructions: Sequence[str], seed: int) -> list[str]:
-        if not instructions:
-            return []
-        texts = [self.render(instruction) for instruction in instructions]
-        sampling = [{**self.sampling, "seed": derive_seed(seed, str(i), "completion")} for i in range(len(texts))]
+        return self.complete_groups([(instructions, seed)])[0]
+
+    def complete_groups(self, groups: Sequence[tuple[Sequence[str], int]]) -> list[list[str]]:
+        """`complete` of several `(instructions, seed)` groups, their requests sent together in engine calls of
+        `batch_size`: each request keeps the seed `complete` gives it, so each group gets what `complete` alone
+        gives it, while the engine decodes many groups' requests in one batch instead of one group's."""
+        texts = [self.render(instruction) for instructions, _ in groups for instruction in instructions]
+        sampling = [
+            {**self.sampling, "seed": derive_seed(seed, str(i), "completion")}
+            for instructions, seed in groups
+            for i in range(len(instructions))
+        ]
         outputs = []
         for start in range(0, len(texts), self.batch_size):
             stop = start + self.batch_size
             outputs += [
                 completions[0] for completions in self.engine.generate(texts[start:stop], None, sampling[start:stop])
             ]
-        return outputs
+        grouped, start = [], 0
+        for instructions, _ in groups:
+            grouped.append(outputs[start : start + len(instructions)])
+            start += len(instructions)
+        return grouped
 
 
 class VLLMYesNoLabeler(LazyEngine):
