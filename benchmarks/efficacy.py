@@ -8,33 +8,44 @@ temperatures 0.3, 0.5, 0.7 and 1.0, and reports CHAIR response and mention rates
 POPE's adversarial questions (about the absent partner of an object in the scene). It also measures the labeler on
 the claims the biased policy hallucinates (absent partners) and on the others.
 
-Policies: the base (`--base`, the biased built-in policy by default), every iteration of the recipe runs given with
-`--runs` (folders written by `recipes/iterative_dpo.py`), and the baselines of `--baselines`, built from the
-candidates the first run sampled from the base on its first iteration (`iteration-1-rankings`):
+Policies: the base (`--base`, the biased built-in policy by default), every iteration of the recipe runs trained
+first with `--seeds` (the biased config plus `--recipe-args`, one run per seed in `--work-dir`) or given with `--runs`
+(folders written by `recipes/iterative_dpo.py`), and the baselines and ablations of `--baselines`
+(`efficacy_baselines.py`), built from the candidates the first run sampled from the base on its first iteration:
 
 - `rs_sft`: rejection-sampling SFT, TRL's `SFTTrainer` on the labeler's best candidate per prompt;
-- `gt_dpo`: DPO on pairs of the same candidates ranked by the ground truth (the feedback's ceiling), trained by the
-  recipe itself (`seed_preference_dataset`, one iteration, the same DPO settings);
+- `gt_dpo`: DPO on pairs of the same candidates ranked by the ground truth (the feedback's ceiling);
+- `confounded`: DPO on pairs whose answers come from different decodings (ablation of deconfounded sampling);
+- `holistic`: DPO on pairs labeled by the labeler judging whole answers (ablation of divide and conquer);
+- `grpo_rank`: the GRPO_rank recipe's tiny config on the same base;
 - `best_of_n`: per scorer, the best of `--n` answers sampled at temperature 1.0 from a policy (the base and each run's
-  last iteration): the labeler's claim score (the recipe's feedback), the DPO policy's implicit reward and its
-  mean log-probability (`LengthNormalizedRewardScorer` modes); compare with the same policy's greedy answer.
+  last iteration), against the same policy's greedy answer: the labeler's claim score (RLAIF-V's, or crediting
+  confirmed claims), the policy labeling its own claims, the DPO policy's implicit reward and its mean log-probability.
 
 For each trained policy and temperature, `dominated_by` lists the base temperatures that are at least as good on
-CHAIR response, CHAIR mention and recall at once (empty: the trained point dominates decoding).
+CHAIR response, CHAIR mention and recall at once (empty: the trained point dominates decoding). `--report DIR` writes
+`report.md` (the tables, pooled over seeds) and `efficacy.png` (CHAIR response against recall, each policy from greedy
+to temperature 1.0 against the base's curve).
 
-    python benchmarks/efficacy.py --runs runs/biased-1 runs/biased-2 runs/biased-3 --baselines rs_sft gt_dpo \\
-        --json efficacy.json
+The whole study, as in docs/efficacy.md:
+
+    python benchmarks/efficacy.py --seeds 42 43 44 --recipe-args "--max_claim_drop 0" \
+        --baselines rs_sft gt_dpo confounded holistic grpo_rank best_of_n --report runs/efficacy --json efficacy.json
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 from common import benchmark_parser, parse_options, report
-from efficacy_baselines import best_of_n_rows, build_baseline
+from efficacy_baselines import BASELINES, CONFIG, best_of_n_rows, build_baseline
+from efficacy_report import markdown_report, plot
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from rlaifv_testbed.adversarial import claim_labeling_accuracy
@@ -116,36 +127,71 @@ def recipe_policies(run: Path) -> dict[str, Path]:
     return {f"{run.name}/{folder.name}": folder for folder in folders if (folder / "config.json").is_file()}
 
 
+def train_runs(seeds: list[int], work_dir: Path, recipe_args: list[str]) -> list[Path]:
+    """The recipe's runs of `--config` (plus `recipe_args`), one per seed, in `<work_dir>/rlaifv-s<seed>`; a finished
+    run is kept, an interrupted one resumes."""
+    runs = []
+    for seed in seeds:
+        run = work_dir / f"rlaifv-s{seed}"
+        if not (run / "models").is_dir() or len(recipe_policies(run)) < _iterations(recipe_args):
+            command = [
+                sys.executable,
+                str(CONFIG.parents[2] / "recipes" / "iterative_dpo.py"),
+                "--config",
+                str(CONFIG),
+            ]
+            subprocess.run([*command, *recipe_args, "--output_dir", str(run), "--seed", str(seed)], check=True)
+        runs.append(run)
+    return runs
+
+
+def _iterations(recipe_args: list[str]) -> int:
+    return int(recipe_args[recipe_args.index("--num_iterations") + 1]) if "--num_iterations" in recipe_args else 3
+
+
 def main() -> dict:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--base", default=BUILTIN_BIASED_POLICY, help="The base policy (name or folder).")
     parser.add_argument("--labeler", default=BUILTIN_LABELER, help="The labeler measured on the biased claims.")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="Recipe output folders.")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[], help="Train the recipe (the biased config) once per seed first."
+    )
+    parser.add_argument(
+        "--recipe-args", default="", help="Further recipe arguments of the trained runs (one string, shell syntax)."
+    )
     parser.add_argument("--scenes", type=int, default=300, help="Held-out scenes described per temperature.")
     parser.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES))
-    parser.add_argument("--baselines", nargs="*", default=[], choices=["rs_sft", "gt_dpo", "best_of_n"])
+    parser.add_argument("--baselines", nargs="*", default=[], choices=[*BASELINES, "best_of_n"])
     parser.add_argument("--n", type=int, default=8, help="Samples per scene of Best-of-N.")
     parser.add_argument("--bon-scenes", type=int, default=100, help="Held-out scenes of Best-of-N (the first ones).")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/efficacy"), help="Where baselines are trained.")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/efficacy"), help="Where runs and baselines go.")
+    parser.add_argument("--report", type=Path, default=None, help="Write report.md and efficacy.png in this folder.")
     parser.add_argument("--seed", type=int, default=0)
     options = parse_options(parser)
     prompts = evaluation_prompts(options.scenes, seed=options.seed)
     base_path = resolve_model_name(options.base)
 
     started = time.perf_counter()
-    policies: dict[str, dict] = {}
     timings: dict[str, float] = {}
+    runs = list(options.runs)
+    if options.seeds:
+        recipe_args = ["--model_name_or_path", str(options.base), *shlex.split(options.recipe_args)]
+        runs += train_runs(options.seeds, options.work_dir, recipe_args)
+        timings["recipe_runs"] = time.perf_counter() - started
+    policies: dict[str, dict] = {}
+    tick = time.perf_counter()
     labeler = resolve_model_name(options.labeler)
     labeler_model = AutoModelForImageTextToText.from_pretrained(labeler).eval()
     claims = claim_labeling_accuracy(labeler_model, AutoProcessor.from_pretrained(labeler), num_scenes=options.scenes)
     base = decoding_table(base_path, prompts, options.temperatures, options.seed)
     policies["base"] = base
-    timings["base"] = time.perf_counter() - started
-    trained = {name: path for run in options.runs for name, path in recipe_policies(run).items()}
-    for baseline in ("rs_sft", "gt_dpo"):
+    timings["base"] = time.perf_counter() - tick
+    trained = {name: path for run in runs for name, path in recipe_policies(run).items()}
+    for baseline in BASELINES:
         if baseline in options.baselines:
             tick = time.perf_counter()
-            trained[baseline] = build_baseline(baseline, options.runs[0], options.work_dir, options.base)
+            trained[baseline] = build_baseline(baseline, runs[0], options.work_dir, options.base, options.labeler)
             timings[f"{baseline}_training"] = time.perf_counter() - tick
     for name, path in trained.items():
         tick = time.perf_counter()
@@ -167,12 +213,18 @@ def main() -> dict:
     }
     if "best_of_n" in options.baselines:
         tick = time.perf_counter()
-        last = {f"{run.name}/last": list(recipe_policies(run).values())[-1] for run in options.runs}
+        last = {f"{run.name}/last": list(recipe_policies(run).values())[-1] for run in runs}
         figures["best_of_n"] = best_of_n_rows(
-            base_path, last, prompts.select(range(options.bon_scenes)), options.n, options.seed, score, decode
-        )
+            base_path, last, prompts.select(range(options.bon_scenes)), options.n, options.seed, score, decode,
+            options.labeler,
+        )  # fmt: skip
         timings["best_of_n"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - started
     figures["wall_seconds"] = {key: round(value, 1) for key, value in timings.items()}
+    if options.report:
+        options.report.mkdir(parents=True, exist_ok=True)
+        (options.report / "report.md").write_text(markdown_report(figures))
+        plot(figures, options.report / "efficacy.png")
     return report(figures, options.json)
 
 

@@ -1,8 +1,14 @@
-"""The baselines of `efficacy.py`: rejection-sampling SFT, DPO on ground-truth pairs and Best-of-N.
+"""The baselines and ablations of `efficacy.py`, and Best-of-N.
 
-The two trained baselines start from the candidates a recipe run sampled from the base policy on its first
+The trained baselines but GRPO_rank start from the candidates a recipe run sampled from the base policy on its first
 iteration (the `iteration-1-rankings` config of the run's dataset): the same prompts and answers as the first RLAIF-V
-iteration, only the feedback (ground truth) or the objective (SFT on the best answer) differs.
+iteration, only the feedback or the objective differs:
+
+- `rs_sft`: rejection-sampling SFT (TRL's `SFTTrainer` on the labeler's best candidate per prompt);
+- `gt_dpo`: DPO on pairs scored by the ground truth (the feedback's ceiling);
+- `confounded`: DPO on pairs whose answers come from different decodings (the ablation of deconfounded sampling);
+- `holistic`: DPO on pairs labeled by the labeler judging whole answers (the ablation of divide and conquer);
+- `grpo_rank`: the GRPO_rank recipe's tiny config on the same base (its own fresh prompts).
 """
 
 from __future__ import annotations
@@ -16,21 +22,27 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from rlaifv_testbed.builtin import BUILTIN_LABELER
 from rlaifv_testbed.data import assistant_turn
 from rlaifv_testbed.policy import supervised_fine_tune
 from rlaifv_testbed.shapes import ShapesWorld, shapes_objects
-from rlaifv_trl import LengthNormalizedRewardScorer
+from rlaifv_trl import FeedbackConfig, LengthNormalizedRewardScorer, RLAIFVFeedbackGenerator
 from rlaifv_trl.artifacts import write_iteration_dataset
 from rlaifv_trl.data import load_ranking_dataset
 from rlaifv_trl.feedback.claims import with_instruction
 from rlaifv_trl.feedback.config import DEFAULT_YES_NO_INSTRUCTION
 from rlaifv_trl.feedback.labeler import LabelGroup, YesNoLabeler
 from rlaifv_trl.feedback.pairs import candidate_pairs, sample_pairs
-from rlaifv_trl.feedback.rules import RuleBasedClaimSplitter, RuleBasedQuestionWriter
-from rlaifv_trl.loading import resolve_model_name
+from rlaifv_trl.loading import load_vlm, resolve_model_name
+from rlaifv_trl.ranking import DivideAndConquerRanker
 
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "tiny_cpu_biased.yaml"
+GRPO_CONFIG = CONFIG.with_name("grpo_rank_tiny_cpu.yaml")
+BASELINES = ("rs_sft", "gt_dpo", "confounded", "holistic", "grpo_rank")
+# Confounded pairs: the second decoding's candidates per prompt and temperature.
+CONFOUNDED_CANDIDATES, CONFOUNDED_TEMPERATURE = 4, 0.3
+HOLISTIC_QUESTION = 'Is this a correct description of the image: "{answer}"'
 # Rejection-sampling SFT: epochs, batch and learning rate (the base was fine-tuned at 1e-3).
 SFT_EPOCHS, SFT_BATCH, SFT_LEARNING_RATE = 2, 32, 1e-4
 
@@ -44,11 +56,20 @@ def truth_score(answer: str, objects: list[str]) -> float:
     return -float(sum(name not in objects for name in set(shapes_objects(answer))))
 
 
-def build_baseline(name: str, run: Path, work_dir: Path, base: str) -> Path:
-    """Train baseline `name` ("rs_sft" or "gt_dpo") from the first iteration's candidates of `run`; returns the
+def build_baseline(name: str, run: Path, work_dir: Path, base: str, labeler: str = BUILTIN_LABELER) -> Path:
+    """Train baseline `name` (one of `BASELINES`) from the first iteration's candidates of `run`; returns the
     policy's folder (reused when already trained)."""
+    output = work_dir / name
+    if name == "grpo_rank":
+        return _grpo_rank(output, base, labeler)
     rankings = load_ranking_dataset(str(run / "dataset"), name="iteration-1-rankings")
-    return {"rs_sft": _rejection_sampling_sft, "gt_dpo": _ground_truth_dpo}[name](rankings, work_dir / name, base)
+    if name == "rs_sft":
+        return _rejection_sampling_sft(rankings, output, base)
+    policy = output / "run" / "models" / "iteration-1"
+    if (policy / "config.json").is_file():
+        return policy
+    pairs = {"gt_dpo": _ground_truth_pairs, "confounded": _confounded_pairs, "holistic": _holistic_pairs}[name]
+    return _train_pairs(pairs(rankings, output, base, labeler), output, base)
 
 
 def _rejection_sampling_sft(rankings: Dataset, output: Path, base: str) -> Path:
@@ -72,23 +93,74 @@ def _rejection_sampling_sft(rankings: Dataset, output: Path, base: str) -> Path:
     return output
 
 
-def _ground_truth_dpo(rankings: Dataset, output: Path, base: str) -> Path:
-    """Pairs from the same candidates scored by the ground truth, as the recipe pairs them (gap >= 1, two per
-    prompt), trained by the recipe's first iteration (`seed_preference_dataset`)."""
-    policy = output / "run" / "models" / "iteration-1"
-    if (policy / "config.json").is_file():
-        return policy
+def _pair_rows(rankings: Dataset, candidates_and_scores) -> Dataset:
+    """Two pairs per prompt (score gap >= 1, seeded by the row) from `candidates_and_scores(index, row)`, which gives
+    the prompt's answers, their scores and the pairs allowed (None: all)."""
     rows = {"prompt_id": [], "images": [], "prompt": [], "chosen": [], "rejected": []}
     for index, row in enumerate(rankings):
-        objects = _scene_objects(row["prompt_id"])
-        scores = [truth_score(answer, objects) for answer in row["candidates"]]
-        for chosen, rejected in sample_pairs(candidate_pairs(row["candidates"], scores, 1.0), 2, seed=index):
+        answers, scores, allowed = candidates_and_scores(index, row)
+        for chosen, rejected in sample_pairs(candidate_pairs(answers, scores, 1.0, allowed), 2, seed=index):
             rows["prompt_id"].append(row["prompt_id"])
             rows["images"].append(row["images"])
             rows["prompt"].append(row["prompt"])
-            rows["chosen"].append(assistant_turn(row["candidates"][chosen]))
-            rows["rejected"].append(assistant_turn(row["candidates"][rejected]))
-    pairs = Dataset.from_dict(rows)
+            rows["chosen"].append(assistant_turn(answers[chosen]))
+            rows["rejected"].append(assistant_turn(answers[rejected]))
+    return Dataset.from_dict(rows)
+
+
+def _ground_truth_pairs(rankings: Dataset, output: Path, base: str, labeler: str) -> Dataset:
+    """The same candidates scored by the ground truth (the feedback's ceiling)."""
+
+    def scored(index: int, row: dict):
+        objects = _scene_objects(row["prompt_id"])
+        return row["candidates"], [truth_score(answer, objects) for answer in row["candidates"]], None
+
+    return _pair_rows(rankings, scored)
+
+
+def _confounded_pairs(rankings: Dataset, output: Path, base: str, labeler: str) -> Dataset:
+    """Pairs whose two answers come from different decodings: the candidates at temperature 1.0 against
+    `CONFOUNDED_CANDIDATES` new ones at `CONFOUNDED_TEMPERATURE`, labeled by the same labeler and score, so
+    the pairs also teach the difference between the decodings (the paper's confounded pairs)."""
+    args = FeedbackConfig(
+        labeler_model_name_or_path=labeler, num_candidates=CONFOUNDED_CANDIDATES, temperature=CONFOUNDED_TEMPERATURE,
+        max_new_tokens=48, sampling_batch_size=16, labeler_batch_size=256, length_balancing=False,
+    )  # fmt: skip
+    prompts = rankings.select_columns(["prompt_id", "images", "prompt"])
+    other = RLAIFVFeedbackGenerator(resolve_model_name(base), args=args).generate(
+        prompts, output / "feedback", seed=0, disable_tqdm=True
+    )
+    low = {row["prompt_id"]: row for row in other.rankings}
+
+    def crossed(index: int, row: dict):
+        extra = low[row["prompt_id"]]
+        answers, scores = row["candidates"] + extra["candidates"], row["scores"] + extra["scores"]
+        boundary = len(row["candidates"])
+        return answers, scores, lambda chosen, rejected: (chosen < boundary) != (rejected < boundary)
+
+    return _pair_rows(rankings, crossed)
+
+
+def _holistic_pairs(rankings: Dataset, output: Path, base: str, labeler: str) -> Dataset:
+    """The same candidates judged whole: the labeler answers one yes/no question holding the entire answer
+    (`HOLISTIC_QUESTION`); an accepted answer scores 0, a rejected one -1."""
+    model, processor = load_vlm(labeler, role="labeler")
+    judge = YesNoLabeler(model.eval(), processor, batch_size=256)
+    groups = [
+        LabelGroup(
+            row["images"],
+            [with_instruction(HOLISTIC_QUESTION.format(answer=a.strip()), DEFAULT_YES_NO_INSTRUCTION) for a in row["candidates"]],
+        )
+        for row in rankings
+    ]  # fmt: skip
+    verdicts = [[label.accepted for label in group] for group in judge.label(groups)]
+    return _pair_rows(
+        rankings, lambda index, row: (row["candidates"], [0.0 if ok else -1.0 for ok in verdicts[index]], None)
+    )
+
+
+def _train_pairs(pairs: Dataset, output: Path, base: str) -> Path:
+    """One DPO iteration of the recipe on `pairs` (`seed_preference_dataset`, the shipped settings)."""
     write_iteration_dataset(pairs, output / "pairs", 1)
     command = [
         sys.executable, str(CONFIG.parents[2] / "recipes" / "iterative_dpo.py"), "--config", str(CONFIG),
@@ -97,7 +169,30 @@ def _ground_truth_dpo(rankings: Dataset, output: Path, base: str) -> Path:
         "--prompts_per_iteration", str(len(pairs)), "--evaluation", "shapesworld", "--evaluation_prompts", "50",
     ]  # fmt: skip
     subprocess.run(command, check=True)
+    return output / "run" / "models" / "iteration-1"
+
+
+def _grpo_rank(output: Path, base: str, labeler: str) -> Path:
+    """GRPO_rank's shipped tiny config on the same base: 256 fresh prompts, 8 answers each ranked by the labeler."""
+    policy = output / "run" / "models" / "iteration-1"
+    if not (policy / "config.json").is_file():
+        command = [
+            sys.executable, str(CONFIG.parents[2] / "recipes" / "grpo_rank.py"), "--config", str(GRPO_CONFIG),
+            "--model_name_or_path", base, "--oracle_model_name_or_path", labeler, "--output_dir", str(output / "run"),
+            "--evaluation", "shapesworld", "--evaluation_prompts", "50",
+        ]  # fmt: skip
+        subprocess.run(command, check=True)
     return policy
+
+
+# Best-of-N pickers that rank with claim labels: (labeler or the policy itself, confirmed-claim weight).
+CLAIM_PICKERS = {
+    "labeler": ("labeler", 0.0),
+    "labeler[w=0.5]": ("labeler", 0.5),
+    "labeler[w=1]": ("labeler", 1.0),
+    "self": ("policy", 0.0),
+    "self[w=0.5]": ("policy", 0.5),
+}
 
 
 def best_of_n_rows(
@@ -108,17 +203,14 @@ def best_of_n_rows(
     seed: int,
     score: Callable[[list[str], list[list[str]]], dict[str, float]],
     decode: Callable[..., list[str]],
-    labeler: str = "builtin:shapesworld-llava-labeler",
+    labeler: str = BUILTIN_LABELER,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Per policy, the metrics of its greedy answer and of the best of `n` answers sampled at temperature 1.0 as each
-    scorer picks it: `labeler` (fewest claims the labeler rejects), `oracle` (fewest absent objects) and, for the
-    DPO-trained policies, `implicit_reward` and `policy_log_prob` (`LengthNormalizedRewardScorer` modes, the base as
-    reference)."""
-    labeler_path = resolve_model_name(labeler)
-    judge = YesNoLabeler(
-        AutoModelForImageTextToText.from_pretrained(labeler_path).eval(), AutoProcessor.from_pretrained(labeler_path)
-    )
-    splitter, writer = RuleBasedClaimSplitter(), RuleBasedQuestionWriter()
+    scorer picks it: `oracle` (fewest absent objects), the `DivideAndConquerRanker` pickers of `CLAIM_PICKERS` (the
+    labeler's claim score, RLAIF-V's or crediting confirmed claims, and the same with the policy labeling its own
+    claims: self-feedback) and, for the DPO-trained policies, `implicit_reward` and `policy_log_prob`
+    (`LengthNormalizedRewardScorer` modes, the base as reference)."""
+    labeler_model, labeler_processor = load_vlm(labeler, role="labeler")
     objects = prompts["objects"]
     results = {}
     for name, path in {"base": Path(base), **policies}.items():
@@ -128,9 +220,13 @@ def best_of_n_rows(
         samples = [decode(model, processor, prompts, 1.0, seed + k) for k in range(n)]
         per_prompt = [[sample[i] for sample in samples] for i in range(len(prompts))]
         picks = {
-            "oracle": [max(answers, key=lambda a, o=o: truth_score(a, o)) for answers, o in zip(per_prompt, objects)],
-            "labeler": _labeler_picks(judge, splitter, writer, prompts, per_prompt),
+            "oracle": [max(answers, key=lambda a, o=o: truth_score(a, o)) for answers, o in zip(per_prompt, objects)]
         }
+        judges = {"labeler": (labeler_model, labeler_processor), "policy": (model, processor)}
+        for key, (judge, weight) in CLAIM_PICKERS.items():
+            ranker = DivideAndConquerRanker(*judges[judge], confirmed_claim_weight=weight, batch_size=256)
+            rankings = ranker.rank_batch(prompts["prompt"], prompts["images"], per_prompt)
+            picks[key] = [answers[r.groups[0][0]] for answers, r in zip(per_prompt, rankings)]
         if name != "base":
             for mode in ("implicit_reward", "policy_log_prob"):
                 reference = AutoModelForImageTextToText.from_pretrained(base).eval()
@@ -140,21 +236,6 @@ def best_of_n_rows(
             f"best_of_{n}[{key}]": score(answers, objects) for key, answers in picks.items()
         }
     return results
-
-
-def _labeler_picks(judge, splitter, writer, prompts, per_prompt) -> list[str]:
-    """Per prompt, the first answer with the fewest claims the labeler rejects (the recipe's score)."""
-    picks = []
-    for images, answers in zip(prompts["images"], per_prompt):
-        claims = splitter.split([""] * len(answers), answers)
-        groups = [
-            LabelGroup(images, [with_instruction(q, DEFAULT_YES_NO_INSTRUCTION) for q in writer.write(answer_claims)])
-            for answer_claims in claims
-        ]
-        labels = judge.label(groups)
-        rejected = [sum(not label.accepted for label in group) for group in labels]
-        picks.append(answers[min(range(len(answers)), key=rejected.__getitem__)])
-    return picks
 
 
 @torch.no_grad()

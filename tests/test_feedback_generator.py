@@ -1,5 +1,6 @@
 """RLAIFVFeedbackGenerator end to end on tiny real models: format, audit, report, resume, DPO on the output."""
 
+import itertools
 import json
 import shutil
 
@@ -11,6 +12,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, LlamaConfig
 from trl import DPOConfig, DPOTrainer
 
 from rlaifv_testbed import build_tokenizer, prompt_dataset, shapes_objects
+from rlaifv_testbed.builtin import BUILTIN_BIASED_POLICY, BUILTIN_LABELER
+from rlaifv_testbed.recipe import shapesworld_prompts
 from rlaifv_trl import FeedbackConfig, RLAIFVFeedbackGenerator
 from rlaifv_trl.cards import public_name
 from rlaifv_trl.feedback import derive_seed, split_claims
@@ -213,6 +216,41 @@ def test_a_confirmed_claim_weight_scores_every_output_and_keeps_the_labels(run, 
     for row in scored.rankings:
         assert row["scores"] == [scores[(row["row_index"], i)] for i in range(row["num_candidates"])]
     assert len(scored.preference) > 0
+
+
+def test_claim_drop_limits_hold_for_every_pair_and_keep_the_labels(one_thread):
+    # The biased built-in policy names absent partners: some chosen answers drop true objects with them.
+    prompts = shapesworld_prompts(1, 12, seed=0)
+    settings = {"labeler_model_name_or_path": BUILTIN_LABELER, "num_candidates": 8, "max_new_tokens": 48}
+    outputs = [
+        RLAIFVFeedbackGenerator(BUILTIN_BIASED_POLICY, args=FeedbackConfig(**settings, **limits)).pipeline.run(prompts)
+        for limits in ({}, {"max_confirmed_claim_drop": 0, "max_claim_drop": 0})
+    ]
+    full, kept = outputs
+    audit = kept.audit.to_list()
+    assert [row["verdicts"] for row in audit] == full.audit["verdicts"]
+    counts = {(r["row_index"], r["candidate_index"]): (sum(r["verdicts"]), r["num_claims"]) for r in audit}
+
+    def possible(limited: bool) -> int:
+        """The pairs the audit allows, counted by hand: score gap >= 1, distinct texts, within the limits."""
+        found = set()
+        for a, b in itertools.product(audit, audit):
+            if a["row_index"] != b["row_index"] or a["score"] is None or b["score"] is None:
+                continue
+            if a["score"] - b["score"] < 1 or a["answer"].strip() == b["answer"].strip():
+                continue
+            chosen = counts[(a["row_index"], a["candidate_index"])]
+            rejected = counts[(b["row_index"], b["candidate_index"])]
+            if not limited or (chosen[0] >= rejected[0] and chosen[1] >= rejected[1]):
+                found.add((a["row_index"], a["answer"].strip(), b["answer"].strip()))
+        return len(found)
+
+    assert kept.report.num_possible_pairs == possible(True) < possible(False) == full.report.num_possible_pairs
+    assert len(kept.preference) > 0
+    for row in kept.preference:
+        chosen = counts[(row["row_index"], row["chosen_candidate_index"])]
+        rejected = counts[(row["row_index"], row["rejected_candidate_index"])]
+        assert chosen[0] >= rejected[0] and chosen[1] >= rejected[1]
 
 
 def test_plain_dpo_trainer_trains_on_the_output(run, tiny_vlm_dir, tmp_path):

@@ -15,7 +15,7 @@ from rlaifv_trl.feedback import (
 )
 from rlaifv_trl.feedback.merge import prompt_results
 from rlaifv_trl.feedback.outputs import PromptResult, select_pairs
-from rlaifv_trl.feedback.pairs import ranking
+from rlaifv_trl.feedback.pairs import claim_drop_limit, ranking
 
 
 def test_score_is_minus_the_rejected_claims_and_none_without_claims():
@@ -156,3 +156,51 @@ def test_with_a_confirmed_claim_weight_the_answer_confirming_more_wins_and_ties_
     batch = _payloads(["cat dog pig", "cat"], [[True, True, False], [True]])
     assert [p.chosen for p in select_pairs(prompt_results([batch], RunReport()), 1.0, 2, False, 0.02, 0).pairs] == [1]
     assert select_pairs(prompt_results([batch], RunReport(), 1.0), 1.0, 2, False, 0.02, 0).pairs == []
+
+
+def test_claim_drop_limits_keep_only_pairs_that_do_not_reward_omission():
+    # Answer 0 drops the hallucinated claim and keeps both true ones; answer 1 drops it with a true one; answer 2
+    # keeps the hallucination and both true claims; answer 3 has only the hallucination; answer 4 names a third true
+    # object instead of the hallucination.
+    texts = ["a b", "a", "a b x", "x", "a b c"]
+    verdicts = [[True, True], [True], [True, True, False], [False], [True, True, True]]
+    scores = [answer_score(v) for v in verdicts]
+    every = [(0, 2), (0, 3), (1, 2), (1, 3), (4, 2), (4, 3)]
+    assert sorted(candidate_pairs(texts, scores, 1.0)) == every
+    assert claim_drop_limit(verdicts, None, None) is None
+    confirmed = claim_drop_limit(verdicts, 0, None)
+    assert sorted(candidate_pairs(texts, scores, 1.0, confirmed)) == [(0, 2), (0, 3), (1, 3), (4, 2), (4, 3)]
+    assert sorted(candidate_pairs(texts, scores, 1.0, claim_drop_limit(verdicts, 1, None))) == every
+    claims = claim_drop_limit(verdicts, None, 0)  # as many claims: the hallucination replaced, not dropped
+    assert sorted(candidate_pairs(texts, scores, 1.0, claims)) == [(0, 3), (1, 3), (4, 2), (4, 3)]
+    assert sorted(candidate_pairs(texts, scores, 1.0, claim_drop_limit(verdicts, 0, 0))) == [
+        (0, 3),
+        (1, 3),
+        (4, 2),
+        (4, 3),
+    ]
+
+
+def test_select_pairs_max_confirmed_drop_names_the_reason():
+    # "cat dog pig" (pig absent) against "cat": the paper's score prefers the answer that also drops the dog.
+    omission = prompt_results([_payloads(["cat dog pig", "cat"], [[True, True, False], [True]])], RunReport())
+    assert [(p.chosen, p.rejected) for p in select_pairs(omission, 1.0, 2, False, 0.02, 0).pairs] == [(1, 0)]
+    dropped = select_pairs(omission, 1.0, 2, False, 0.02, 0, max_confirmed_drop=0)
+    assert dropped.pairs == [] and dropped.num_possible == 0
+    assert dropped.rows_without_pairs[0]["reason"] == (
+        "no two distinct answers with a score gap >= 1.0 whose chosen answer confirms at most 0 claims fewer"
+    )
+    assert len(select_pairs(omission, 1.0, 2, False, 0.02, 0, max_confirmed_drop=1).pairs) == 1
+    both = select_pairs(omission, 1.0, 2, False, 0.02, 0, max_confirmed_drop=1, max_claim_drop=0)
+    assert both.rows_without_pairs[0]["reason"].endswith(
+        "confirms at most 1 claims fewer and names at most 0 claims fewer"
+    )
+    # "cat dog" against "cat dog pig": the pig alone is dropped, the pair stays.
+    exact = prompt_results([_payloads(["cat dog pig", "cat dog"], [[True, True, False], [True, True]])], RunReport())
+    kept = select_pairs(exact, 1.0, 2, False, 0.02, 0, max_confirmed_drop=0)
+    assert [(p.chosen, p.rejected) for p in kept.pairs] == [(1, 0)]
+    # Dropping the pig keeps both claims confirmed but names one claim fewer.
+    assert select_pairs(exact, 1.0, 2, False, 0.02, 0, max_claim_drop=0).pairs == []
+    for name in ("max_confirmed_claim_drop", "max_claim_drop"):
+        with pytest.raises(ValueError, match=name):
+            FeedbackConfig(**{name: -1})

@@ -134,6 +134,12 @@ def test_the_card_states_the_score_of_the_pairs():
     card = render_dataset_card("tester/prefs", [stats(1, 4)], weighted, [])
     assert "An answer scores minus its rejected claims\n   plus 1.0 times its confirmed claims." in card.text
     assert card.data.to_dict()["rlaifv"]["pairs"]["confirmed_claim_weight"] == 1.0
+    assert "confirms at most" not in card.text
+    limited = dataclasses.replace(INFO, pairs={**INFO.pairs, "max_confirmed_claim_drop": 0, "max_claim_drop": 1})
+    text = render_dataset_card("tester/prefs", [stats(1, 4)], limited, []).text
+    assert (
+        "when the chosen answer confirms at most 0 claims fewer than the rejected one\n   and names at most 1" in text
+    )
 
 
 def test_model_branch_per_iteration_and_main_is_latest(hub_repo_id, tmp_path):

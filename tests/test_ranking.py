@@ -112,8 +112,16 @@ def test_divide_and_conquer_scores_are_the_generators_claim_scores(dnc, labeler)
             LabelGroup(images, [with_instruction(q, DEFAULT_YES_NO_INSTRUCTION) for q in questions])
         )
     )
-    expected = [-float(sum(not next(labels).accepted for _ in cs)) if cs else None for cs in claims]
+    verdicts = [[next(labels).accepted for _ in cs] for cs in claims]
+    expected = [-float(sum(not ok for ok in v)) if v else None for v in verdicts]
     assert ranking.scores == expected and ranking.scores[2] is None
+    weighted = DivideAndConquerRanker(*labeler, confirmed_claim_weight=0.5).rank(
+        "Describe the image.", images, candidates
+    )
+    assert weighted.scores == [0.5 * sum(v) - sum(not ok for ok in v) if v else None for v in verdicts]
+    assert any(sum(v) for v in verdicts)  # the weight changes some score
+    with pytest.raises(ValueError, match="confirmed_claim_weight"):
+        DivideAndConquerRanker(*labeler, confirmed_claim_weight=-1.0)
     assert ranking.groups[-1] == [2]  # the empty answer: last, in a group of its own
     assert ranking.scores[0] < ranking.scores[3] <= ranking.scores[1]  # more hallucinated objects, lower score
     assert ranking.status == "ok" and ranking.ranks == Ranking.from_keys(ranking.scores).ranks

@@ -138,7 +138,15 @@ def render_dataset_card(
         splitter=public_name(info.splitter),
         sampling=_Namespace(info.sampling, ("num_candidates", "temperature", "top_p", "max_new_tokens", "seed")),
         pairs=_Namespace(
-            info.pairs, ("confirmed_claim_weight", "min_score_gap", "pairs_per_prompt", "length_balance")
+            info.pairs,
+            (
+                "confirmed_claim_weight",
+                "min_score_gap",
+                "max_confirmed_claim_drop",
+                "max_claim_drop",
+                "pairs_per_prompt",
+                "length_balance",
+            ),
         ),
         has_reference_logps=info.has_reference_logps,
         rankings_configs=[c["config_name"] for c in configs if c["config_name"].endswith("-rankings")],

@@ -180,6 +180,16 @@ class FeedbackConfig:
         min_score_gap (`float`, *optional*, defaults to `1.0`):
             Two answers of a prompt form a pair when their scores (see `confirmed_claim_weight`) differ by at least
             this much.
+        max_confirmed_claim_drop (`int` or `None`, *optional*, defaults to `None`):
+            Keep a pair only when its chosen answer confirms at most this many claims fewer than its rejected answer
+            (`0`: at least as many), so that no pair prefers an answer for leaving true claims out (RLAIF-V's score
+            alone prefers an answer that drops a hallucinated claim together with true ones). `None`: no such
+            condition (RLAIF-V).
+        max_claim_drop (`int` or `None`, *optional*, defaults to `None`):
+            Keep a pair only when its chosen answer names at most this many claims fewer than its rejected answer.
+            With `0` the chosen answer says as much as the rejected one and has fewer rejected claims, so it has
+            true claims where the other has hallucinated ones, and no pair teaches stopping early. `None`: no such
+            condition (RLAIF-V).
         pairs_per_prompt (`int` or `None`, *optional*, defaults to `2`):
             Pairs sampled per prompt among the possible ones; `None` keeps them all.
         length_balancing (`bool`, *optional*, defaults to `True`):
@@ -209,7 +219,8 @@ class FeedbackConfig:
             "labeler_model_revision", "labeler_dtype", "labeler_attn_implementation", "labeler_trust_remote_code",
             "labeler_load_in_4bit", "labeler_load_in_8bit", "sampling_backend", "splitter_backend", "labeler_backend",
             "vllm_enable_prefix_caching", "vllm_engine_kwargs", "confirmed_claim_weight", "min_score_gap",
-            "pairs_per_prompt", "length_balancing", "length_balancing_step",
+            "max_confirmed_claim_drop", "max_claim_drop", "pairs_per_prompt", "length_balancing",
+            "length_balancing_step",
         }
     )  # fmt: skip
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset(
@@ -319,6 +330,20 @@ class FeedbackConfig:
         },
     )
     min_score_gap: float = field(default=1.0, metadata={"help": "Smallest score difference that makes a pair."})
+    max_confirmed_claim_drop: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep a pair only when its chosen answer confirms at most this many claims fewer than the "
+            "rejected one (0: at least as many); None: no such condition (RLAIF-V)."
+        },
+    )
+    max_claim_drop: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep a pair only when its chosen answer names at most this many claims fewer than the rejected "
+            "one (0: at least as many); None: no such condition (RLAIF-V)."
+        },
+    )
     pairs_per_prompt: int | None = field(default=2, metadata={"help": "Pairs sampled per prompt; None keeps all."})
     length_balancing: bool = field(default=True, metadata={"help": "Balance chosen and rejected answer lengths."})
     length_balancing_step: float = field(default=0.02, metadata={"help": "Grid step of the length-balancing cut."})
@@ -365,6 +390,9 @@ class FeedbackConfig:
             f"confirmed_claim_weight must be a finite number >= 0, got {self.confirmed_claim_weight}",
         )
         require(self.min_score_gap > 0, f"min_score_gap must be positive, got {self.min_score_gap}")
+        for name in ("max_confirmed_claim_drop", "max_claim_drop"):
+            value = getattr(self, name)
+            require(value is None or value >= 0, f"{name} must be >= 0 or None, got {value}")
         require(
             self.pairs_per_prompt is None or self.pairs_per_prompt >= 1,
             f"pairs_per_prompt must be at least 1 or None, got {self.pairs_per_prompt}",

@@ -112,6 +112,8 @@ def feedback_output(
         args.length_balancing,
         args.length_balancing_step,
         inputs.seed,
+        args.max_confirmed_claim_drop,
+        args.max_claim_drop,
     )
     report.num_possible_pairs = selection.num_possible
     report.num_sampled_pairs = selection.num_sampled

@@ -46,6 +46,7 @@ from .inputs import MESSAGE_FEATURE
 from .pairs import (
     answer_score,
     candidate_pairs,
+    claim_drop_limit,
     group_ranks,
     length_balance,
     num_words,
@@ -168,14 +169,18 @@ def select_pairs(
     balance: bool,
     balance_step: float,
     seed: int,
+    max_confirmed_drop: int | None = None,
+    max_claim_drop: int | None = None,
 ) -> PairSelection:
-    """Pairs of every prompt (sampled with the prompt's own generator), then length balancing over all of them."""
+    """Pairs of every prompt (sampled with the prompt's own generator), then length balancing over all of them;
+    `max_confirmed_drop` and `max_claim_drop` as in `claim_drop_limit`."""
     sampled: list[Pair] = []
     without: list[dict[str, Any]] = []
     num_possible = 0
     for result in results:
         scores = result.scores
-        possible = candidate_pairs(result.answers, scores, min_gap)
+        allowed = claim_drop_limit(result.verdicts, max_confirmed_drop, max_claim_drop)
+        possible = candidate_pairs(result.answers, scores, min_gap, allowed)
         num_possible += len(possible)
         chosen = sample_pairs(possible, pairs_per_prompt, derive_seed(seed, result.prompt_id, "pairs"))
         sampled += [Pair(result, c, r) for c, r in chosen]
@@ -184,6 +189,11 @@ def select_pairs(
             reason = (
                 "no answer with claims" if scored == 0 else f"no two distinct answers with a score gap >= {min_gap}"
             )
+            if scored and max_confirmed_drop is not None:
+                reason += f" whose chosen answer confirms at most {max_confirmed_drop} claims fewer"
+            if scored and max_claim_drop is not None:
+                reason += f" {'and' if max_confirmed_drop is not None else 'whose chosen answer'} names at most "
+                reason += f"{max_claim_drop} claims fewer"
             without.append({"row": result.row, "prompt_id": result.prompt_id, "reason": reason})
     lengths = [(num_words(p.result.answers[p.chosen]), num_words(p.result.answers[p.rejected])) for p in sampled]
     if balance:

@@ -2,7 +2,8 @@
 
 An answer's score is minus its number of rejected claims (RLAIF-V's), plus `confirmed_weight` times its number of
 confirmed claims when that weight is set; an answer with no claim has no score and never enters a pair. Within a prompt, every two answers whose scores differ by at least the gap form a pair (the higher one is
-chosen), identical texts excepted; `k` of them are sampled with a generator seeded by the prompt. Length balancing
+chosen), identical texts excepted, and, when largest drops of confirmed claims or of claims are set, only if the
+chosen answer confirms (or names) no more than that many claims fewer than the rejected one; `k` of them are sampled with a generator seeded by the prompt. Length balancing
 (as in the reference implementation) then searches a grid of ratios r and drops, over the whole dataset, the pairs
 whose chosen answer is shorter than the rejected one by more than r of the rejected length, keeping the r whose kept
 pairs have the closest mean chosen and rejected lengths.
@@ -11,7 +12,7 @@ pairs have the closest mean chosen and rejected lengths.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,12 +69,20 @@ def group_ranks(groups: Sequence[Sequence[int]], num_candidates: int) -> list[in
     return ranked
 
 
-def candidate_pairs(texts: Sequence[str], scores: Sequence[float | None], min_gap: float) -> list[tuple[int, int]]:
-    """Every (chosen, rejected) index pair whose scores differ by at least `min_gap`, one per distinct text pair."""
+def candidate_pairs(
+    texts: Sequence[str],
+    scores: Sequence[float | None],
+    min_gap: float,
+    allowed: Callable[[int, int], bool] | None = None,
+) -> list[tuple[int, int]]:
+    """Every (chosen, rejected) index pair whose scores differ by at least `min_gap`, one per distinct text pair,
+    among those `allowed(chosen, rejected)` accepts (all when None)."""
     pairs, seen = [], set()
     for chosen in ranking(scores):
         for rejected in ranking(scores):
             if scores[chosen] - scores[rejected] < min_gap:
+                continue
+            if allowed is not None and not allowed(chosen, rejected):
                 continue
             key = (texts[chosen].strip(), texts[rejected].strip())
             if key[0] == key[1] or key in seen:
@@ -81,6 +90,25 @@ def candidate_pairs(texts: Sequence[str], scores: Sequence[float | None], min_ga
             seen.add(key)
             pairs.append((chosen, rejected))
     return pairs
+
+
+def claim_drop_limit(
+    verdicts: Sequence[Sequence[bool]], max_confirmed_drop: int | None, max_claim_drop: int | None
+) -> Callable[[int, int], bool] | None:
+    """The pairs (chosen, rejected) of answers with these claim `verdicts` whose chosen answer confirms at most
+    `max_confirmed_drop` claims fewer, and names at most `max_claim_drop` claims fewer, than the rejected one
+    (None: no such limit; 0: at least as many), so that no pair prefers an answer for leaving true claims out."""
+    if max_confirmed_drop is None and max_claim_drop is None:
+        return None
+    confirmed = [sum(map(bool, answer)) for answer in verdicts]
+    claims = [len(answer) for answer in verdicts]
+
+    def allowed(chosen: int, rejected: int) -> bool:
+        if max_confirmed_drop is not None and confirmed[rejected] - confirmed[chosen] > max_confirmed_drop:
+            return False
+        return max_claim_drop is None or claims[rejected] - claims[chosen] <= max_claim_drop
+
+    return allowed
 
 
 def sample_pairs(pairs: Sequence[tuple[int, int]], k: int | None, seed: int) -> list[tuple[int, int]]:

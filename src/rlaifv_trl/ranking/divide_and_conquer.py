@@ -2,7 +2,8 @@
 
 Each answer is split into claims, each claim becomes a polar question, and the labeler answers every question with
 the prompt's images and videos (`YesNoLabeler`, the visual prefix encoded once per prompt). An answer scores minus its rejected
-claims; answers without a claim (empty, or nothing checkable) have no score and are ranked last, tied.
+claims, plus `confirmed_claim_weight` times its confirmed claims when that weight is set (as `FeedbackConfig` scores
+answers for pairs); answers without a claim (empty, or nothing checkable) have no score and are ranked last, tied.
 
 Tie-breaking rules (`tie_break`) among answers with the same score:
 - "keep" (default): they stay tied.
@@ -14,6 +15,7 @@ Tie-breaking rules (`tie_break`) among answers with the same score:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -46,7 +48,8 @@ def prompt_text(prompt: Any) -> str:
 
 
 class DivideAndConquerRanker:
-    """Ranks candidates by minus their rejected claims (RLAIF-V's divide-and-conquer score).
+    """Ranks candidates by minus their rejected claims (RLAIF-V's divide-and-conquer score), optionally crediting
+    their confirmed claims.
 
     Args:
         labeler_model: The labeler VLM (an `AutoModelForImageTextToText` model) or its name/path.
@@ -55,6 +58,8 @@ class DivideAndConquerRanker:
         question_writer: Turns claims into polar questions (default `RuleBasedQuestionWriter`).
         tie_break: How answers with the same score are ordered ("keep", "fewer_rejected_then_more_claims",
             "labeler_margin"; see the module docstring).
+        confirmed_claim_weight: Credit per confirmed claim added to the score (0: RLAIF-V's score); a pick that
+            keeps more true claims (recall) at the same rejected claims.
         yes_no_instruction: Appended to every question sent to the labeler.
         batch_size: Questions per labeler forward pass.
         seed: Base seed of the splitter and writer (for those that sample), derived per prompt.
@@ -68,6 +73,7 @@ class DivideAndConquerRanker:
         claim_splitter: ClaimSplitter | None = None,
         question_writer: QuestionWriter | None = None,
         tie_break: str = "keep",
+        confirmed_claim_weight: float = 0.0,
         yes_no_instruction: str = DEFAULT_YES_NO_INSTRUCTION,
         batch_size: int = 64,
         seed: int = 0,
@@ -75,6 +81,8 @@ class DivideAndConquerRanker:
     ):
         if tie_break not in TIE_BREAKS:
             raise ValueError(f"tie_break must be one of {TIE_BREAKS}, got {tie_break!r}")
+        if not (math.isfinite(confirmed_claim_weight) and confirmed_claim_weight >= 0):
+            raise ValueError(f"confirmed_claim_weight must be a finite number >= 0, got {confirmed_claim_weight}")
         if isinstance(labeler_model, (str, os.PathLike)):
             labeler_model, loaded = load_vlm(labeler_model, loading, "labeler")
             labeler_processor = labeler_processor or loaded
@@ -84,6 +92,7 @@ class DivideAndConquerRanker:
         self.claim_splitter = claim_splitter or RuleBasedClaimSplitter()
         self.question_writer = question_writer or RuleBasedQuestionWriter()
         self.tie_break, self.yes_no_instruction, self.seed = tie_break, yes_no_instruction, seed
+        self.confirmed_claim_weight = confirmed_claim_weight
         self.name = f"divide-and-conquer ({public_name(getattr(labeler_model.config, '_name_or_path', '') or None)})"
 
     def rank(
@@ -108,7 +117,9 @@ class DivideAndConquerRanker:
             self.labeler.label_group(LabelGroup(list(images_or_video), questions, [list(v) for v in videos or []]))
         )
         per_answer = [[next(labels) for _ in answer_claims] for answer_claims in claims]
-        scores = [answer_score([label.accepted for label in answer]) for answer in per_answer]
+        scores = [
+            answer_score([label.accepted for label in answer], self.confirmed_claim_weight) for answer in per_answer
+        ]
         if self.tie_break == "keep":
             keys: list[Any] = scores
         elif self.tie_break == "fewer_rejected_then_more_claims":

@@ -59,6 +59,8 @@ def write_dataset_card(
         pairs={
             "confirmed_claim_weight": feedback_args.confirmed_claim_weight,
             "min_score_gap": feedback_args.min_score_gap, "pairs_per_prompt": feedback_args.pairs_per_prompt,
+            "max_confirmed_claim_drop": feedback_args.max_confirmed_claim_drop,
+            "max_claim_drop": feedback_args.max_claim_drop,
             "length_balance": feedback_args.length_balancing,
         },
         license=script_args.license,
