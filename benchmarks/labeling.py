@@ -5,7 +5,8 @@ Labeling, on the same claims, same machine, same process:
   batch 1, the image processed and encoded again for every question;
 - labeler: `YesNoLabeler` (image prefix encoded once per group, questions as batched continuations of its cache);
 - one-pass lower bound: each group's image prefix processed and run through the model once, plus each question
-  tokenized and run once (in batches of the same size, no attention to the prefix, next-token logits only).
+  tokenized and run once (in batches of the same size, similar lengths together, no attention to the prefix,
+  next-token logits only).
 
 Sampling: n answers per prompt from one `generate(num_return_sequences=n)` call against n separate calls, every answer
 forced to the same length.
@@ -100,10 +101,11 @@ def reference_labels(model, processor, groups: list[LabelGroup]) -> list[list[Ye
 
 def lower_bound(model, processor, groups: list[LabelGroup], batch_size: int) -> Callable[[], None]:
     """The one-pass bound: each image prefix processed and encoded once, each question tokenized and run once (no
-    attention to the prefix, only the next-token logits), nothing else."""
+    attention to the prefix, only the next-token logits, questions of similar length batched together), nothing
+    else."""
     labeler = YesNoLabeler(model, processor)
     prefix_text = labeler.render(1, "@@").split("@@")[0]
-    suffixes = [labeler.render(1, q)[len(prefix_text) :] for g in groups for q in g.questions]
+    suffixes = sorted((labeler.render(1, q)[len(prefix_text) :] for g in groups for q in g.questions), key=len)
 
     @torch.no_grad()
     def run() -> None:

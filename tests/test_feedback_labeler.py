@@ -4,13 +4,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, DynamicCache
 
 from rlaifv_testbed import ShapesWorld
 from rlaifv_trl import prefix_sharing
 from rlaifv_trl.feedback import LabelGroup, YesNoLabel, YesNoLabeler
 from rlaifv_trl.feedback.labeler import labeler_messages, single_token_ids
-from rlaifv_trl.prefix_sharing import continuation_logits, encode_prefix, next_token_logits
+from rlaifv_trl.prefix_sharing import EncodedPrefix, continuation_logits, encode_prefix, next_token_logits
 
 
 QUESTIONS = [
@@ -184,9 +184,9 @@ def _forward_caches(model, run) -> list:
     return caches
 
 
-def test_packed_questions_share_one_prefix_cache(vlm, one_thread):
-    """Packed, a batch's forward reads the prefix cache's own tensors (batch of one, nothing copied) and leaves them as
-    they are; padded, every row has its own copy."""
+def test_every_forward_reads_the_prefix_cache_in_place(vlm, one_thread):
+    """Packed in one row or several, or padded, a batch's forward reads the prefix cache's own tensors (batch of one,
+    nothing copied up front) and leaves them as they are."""
     model, processor = vlm
     labeler = YesNoLabeler(model, processor)
     prefix_text, continuations = labeler._continuations(1, QUESTIONS)
@@ -194,17 +194,49 @@ def test_packed_questions_share_one_prefix_cache(vlm, one_thread):
     ids = [continuations[i] for i in sorted(continuations)]
     before = [(layer.keys, layer.values) for layer in prefix.cache.layers]
     before_values = [(keys.clone(), values.clone()) for keys, values in before]
-    packed = _forward_caches(model, lambda: next_token_logits(model, prefix, ids, batch_size=4))
-    assert len(ids) == 7 and len(packed) == 2  # two packs of at most 4 questions
-    for cache in packed:
-        for layer, (keys, values) in zip(cache.layers, before):
-            assert layer.keys is keys and layer.values is values  # the prefix's tensors, not copies
-            assert keys.shape[0] == 1 and keys.shape[-2] == prefix.length
+    for options in ({"rows": 1}, {"rows": 3}, {}, {"pack": False}):
+        caches = _forward_caches(model, lambda o=options: next_token_logits(model, prefix, ids, batch_size=4, **o))
+        assert len(ids) == 7 and len(caches) == 2  # two batches of at most 4 questions
+        for cache in caches:
+            for layer, (keys, values) in zip(cache.layers, before):
+                assert layer.keys is keys and layer.values is values  # the prefix's tensors, not copies
+                assert keys.shape[0] == 1 and keys.shape[-2] == prefix.length
     for layer, (keys, values), (keys_copy, values_copy) in zip(prefix.cache.layers, before, before_values):
         assert layer.keys is keys and torch.equal(keys, keys_copy) and torch.equal(values, values_copy)
-    padded = _forward_caches(model, lambda: next_token_logits(model, prefix, ids, batch_size=4, pack=False))
-    assert [cache.layers[0].keys.shape[0] for cache in padded] == [4, 3]  # a copy of the prefix per row
-    assert all(cache.layers[0].keys.data_ptr() != before[0][0].data_ptr() for cache in padded)
+
+
+@pytest.mark.parametrize("rows", [2, 3, 6])
+def test_questions_packed_in_several_rows_give_the_same_logits(vlm, rows, one_thread):
+    """However many rows the questions of a batch are packed into (slots padded to their longest question), each
+    question's next-token logits are those of one row per question, and of one packed row."""
+    model, processor = vlm
+    labeler = YesNoLabeler(model, processor)
+    prefix_text, continuations = labeler._continuations(1, QUESTIONS)
+    prefix = encode_prefix(model, labeler._inputs(prefix_text, [ShapesWorld().scene(7).render()]))
+    ids = [continuations[i] for i in sorted(continuations)]
+    assert len({len(question) for question in ids}) >= 4  # lengths differ: slots hold padding
+    several = next_token_logits(model, prefix, ids, rows=rows)
+    torch.testing.assert_close(several, next_token_logits(model, prefix, ids, pack=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(several, next_token_logits(model, prefix, ids, rows=1), atol=1e-5, rtol=0)
+
+
+def _prefix_of(length: int, key_value_heads: int, head_dim: int) -> EncodedPrefix:
+    """An encoded prefix of `length` tokens whose (real, zero-filled) cache has the given key/value width."""
+    cache = DynamicCache()
+    for layer in range(2):
+        states = torch.zeros(1, key_value_heads, length, head_dim)
+        cache.update(states, states.clone(), layer)
+    return EncodedPrefix(cache, length, length, False, torch.zeros(8))
+
+
+def test_packed_rows_hold_the_least_memory():
+    """A short prefix over few key/value channels packs 40 questions into several rows (one row's attention would
+    span all of them); a long prefix over many channels into one or two (each row reads its own copy)."""
+    lengths = [20] * 20 + [23] * 10 + [31] * 10
+    assert 5 <= prefix_sharing._pack_rows(_prefix_of(39, 2, 24), lengths) < 40
+    assert prefix_sharing._pack_rows(_prefix_of(580, 8, 64), [23] * 64) == 2
+    assert prefix_sharing._pack_rows(_prefix_of(2900, 8, 128), [25] * 64) == 1
+    assert prefix_sharing._pack_rows(_prefix_of(39, 2, 24), [20]) == 1
 
 
 def test_packed_next_token_logits_when_the_model_keeps_every_position(vlm, monkeypatch, one_thread):

@@ -6,12 +6,12 @@ continuations attend to its cache. Positions continue where the prefix ends, inc
 positions of the Qwen2-VL family, so the logits equal those of a plain forward over prefix + continuation (up to float
 rounding).
 
-`next_token_logits` (the labeler's path) packs the continuations of a forward pass into one row, a 4-D attention
-mask keeping them apart, and runs it on a read-only view of the prefix cache: the prefix's keys and values are held
-once, whatever the number of continuations, and the pass's memory grows with the continuations' tokens. Padded
-batches (`pack=False`, or an attention implementation that takes no 4-D mask: `packing_refusal`) give each row its
-own copy of the prefix cache: memory grows with rows x prefix. `continuation_logits` and `continuation_log_probs` run
-each forward pass on a copy of the prefix cache.
+Every forward pass over continuations reads the prefix cache in place (`_read_only_view`): no copy is made up front,
+and each layer repeats the prefix's keys and values per row only while it attends. Packed (`pack=True`, the labeler's
+`next_token_logits`), the continuations of a forward pass share a few rows, a 4-D attention mask keeping them apart;
+the number of rows is the one that holds the least memory (`_pack_rows`): one row makes attention span all of its
+continuations, a row each repeats the prefix once per continuation. Padded batches (`pack=False`, or an attention
+implementation that takes no 4-D mask: `packing_refusal`) give each continuation a row of its own.
 
 Models with a recurrent state next to (or instead of) their KV cache (linear-attention, state-space or short
 convolution layers: Qwen3.5, MiniCPM-V 4.6, ...) update it token by token: padding between the prefix and a
@@ -179,47 +179,76 @@ def _padded_batch(
 
 
 def _packed_batch(
-    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], dtype: torch.dtype
-) -> tuple[dict[str, torch.Tensor], int]:
-    """The continuations packed into one row with no padding: model inputs and number of rows (1).
+    prefix: EncodedPrefix, chunk: Sequence[Sequence[int]], dtype: torch.dtype, rows: int = 1
+) -> tuple[dict[str, torch.Tensor], list[tuple[int, int, int]]]:
+    """The continuations packed into `rows` rows: model inputs and each continuation's (row, first column, end column).
 
-    A 4-D attention mask lets each token see the prefix and the tokens before it in its own continuation; each
-    continuation's positions start where the prefix ends.
+    Shortest first, the continuations fill slots of `rows` each: a slot spans the same columns in every row, as many as
+    its longest continuation has tokens, and each continuation ends at its slot's last column (the padding before it
+    is masked). A 4-D attention mask lets each token see the prefix and the tokens before it in its own continuation;
+    each continuation's positions start where the prefix ends. One row (the default) has no padding at all.
     """
     device = prefix.last_logits.device
-    lengths = [len(ids) for ids in chunk]
-    total = sum(lengths)
-    input_ids = torch.tensor([[token for ids in chunk for token in ids]], dtype=torch.long, device=device)
-    mask = torch.full((total, prefix.length + total), torch.finfo(dtype).min, dtype=dtype, device=device)
-    mask[:, : prefix.length] = 0
-    positions = torch.empty((1, total), dtype=torch.long, device=device)
-    start = 0
-    for length in lengths:  # each continuation sees its own earlier tokens
-        own = mask[start : start + length, prefix.length + start : prefix.length + start + length]
-        own.masked_fill_(torch.ones((length, length), dtype=torch.bool, device=device).tril(), 0)
-        positions[0, start : start + length] = torch.arange(
-            prefix.next_position, prefix.next_position + length, device=device
-        )
-        start += length
-    return {"input_ids": input_ids, "attention_mask": mask[None, None], "position_ids": positions}, 1
+    order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]))
+    slots = [order[start : start + rows] for start in range(0, len(order), rows)]
+    widths = [max(len(chunk[i]) for i in slot) for slot in slots]
+    width = sum(widths)
+    input_ids = [[0] * width for _ in range(rows)]
+    positions = [[prefix.next_position] * width for _ in range(rows)]
+    real = [[False] * width for _ in range(rows)]
+    places: list[tuple[int, int, int]] = [(0, 0, 0)] * len(chunk)
+    end = 0
+    for slot, slot_width in zip(slots, widths):
+        end += slot_width
+        for row, i in enumerate(slot):
+            begin = end - len(chunk[i])
+            places[i] = (row, begin, end)
+            input_ids[row][begin:end] = chunk[i]
+            positions[row][begin:end] = range(prefix.next_position, prefix.next_position + len(chunk[i]))
+            real[row][begin:end] = [True] * len(chunk[i])
+    column = torch.arange(width, device=device)
+    slot_of = torch.repeat_interleave(torch.arange(len(slots), device=device), torch.tensor(widths, device=device))
+    own = (slot_of[:, None] == slot_of[None, :]) & (column[None, :] <= column[:, None])  # (query, key) columns
+    seen = own[None] & torch.tensor(real, device=device)[:, None, :]  # a query sees its own continuation's tokens
+    mask = torch.zeros((rows, 1, width, prefix.length + width), dtype=dtype, device=device)
+    mask[:, 0, :, prefix.length :].masked_fill_(~seen, torch.finfo(dtype).min)
+    inputs = {
+        "input_ids": torch.tensor(input_ids, dtype=torch.long, device=device),
+        "attention_mask": mask,
+        "position_ids": torch.tensor(positions, dtype=torch.long, device=device),
+    }
+    return inputs, places
 
 
-def _on_prefix(
-    prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int, shared: bool = False
-) -> dict[str, Any]:
-    """`inputs` with the prefix cache for `rows` rows, and 3-D positions for multimodal rotary models.
+def _pack_rows(prefix: EncodedPrefix, lengths: Sequence[int]) -> int:
+    """The number of rows (`_packed_batch`) that holds the least memory during a forward over continuations of these
+    lengths: a layer attends with rows x (prefix + width) keys and values (the prefix repeated per row), under an
+    attention mask of rows x width x (prefix + width). One row when the prefix cache cannot be read in place
+    (`_read_only_view`).
 
-    Padded rows each get a copy of the cache. With `shared` (one packed row), the forward reads the prefix cache's own
-    tensors (`_read_only_view`) and leaves them as they are.
+    Packing every continuation into one row makes the mask span them all (width squared), and attention with it; a
+    row each repeats the prefix once per continuation. In between, both stay small: with few key/value channels and a
+    short prefix (small models) many rows are best, with a long prefix over many channels one or two.
     """
+    if not _shareable(prefix.cache) or len(lengths) < 2:
+        return 1
+    keys, values = prefix.cache.layers[0].keys, prefix.cache.layers[0].values
+    per_token = keys.shape[1] * keys.shape[-1] + values.shape[1] * values.shape[-1]
+    ordered = sorted(lengths)
+
+    def memory(rows: int) -> int:
+        width = sum(ordered[min(start + rows, len(ordered)) - 1] for start in range(0, len(ordered), rows))
+        return rows * (prefix.length + width) * per_token + rows * width * (prefix.length + width)
+
+    return min(range(1, len(ordered) + 1), key=memory)
+
+
+def _on_prefix(prefix: EncodedPrefix, inputs: dict[str, torch.Tensor], rows: int) -> dict[str, Any]:
+    """`inputs` with the prefix cache for `rows` rows (`_read_only_view`), and 3-D positions for multimodal rotary
+    models."""
     if prefix.multimodal_rope:
         inputs["position_ids"] = inputs["position_ids"].unsqueeze(0).expand(3, -1, -1)
-    if shared:
-        return {**inputs, _CACHE_ARGUMENT: _read_only_view(prefix.cache)}
-    cache = copy.deepcopy(prefix.cache)
-    if rows > 1:  # linear-attention cache layers cannot repeat their states (transformers 5.24); one row needs none
-        cache.batch_repeat_interleave(rows)
-    return {**inputs, _CACHE_ARGUMENT: cache}
+    return {**inputs, _CACHE_ARGUMENT: _read_only_view(prefix.cache, rows)}
 
 
 # Cache layers whose `update` returns the cached states followed by the new ones (sliding-window layers: unless they
@@ -227,33 +256,45 @@ def _on_prefix(
 _CONCATENATING_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
 
 
-def _read_only_view(cache: Cache) -> Cache:
-    """A cache that a forward pass reads like `cache` itself but that stores nothing: `cache` keeps exactly its states,
-    and no tensor is copied up front.
-
-    Each layer of the view returns the prefix's states followed by the new ones, as `cache`'s own layer would, without
-    keeping them: the concatenation of one layer is freed once that layer's attention is done, so a forward holds the
-    prefix's keys and values once plus one layer's worth of its own. (Running on `cache` and cropping it back would
-    keep every layer's concatenation until the end, as views, and cannot restore a sliding-window layer that went past
-    its window.) Caches with other layers get one deep copy.
-    """
+def _shareable(cache: Cache) -> bool:
+    """Whether `_read_only_view` can read `cache` in place (every layer concatenates, none records its past)."""
     layers = getattr(cache, "layers", None)
-    if not layers or not all(
+    return bool(layers) and all(
         type(layer) in _CONCATENATING_LAYERS and layer.is_initialized and not getattr(layer, "record_past", False)
         for layer in layers
-    ):
-        return copy.deepcopy(cache)
+    )
+
+
+def _read_only_view(cache: Cache, rows: int = 1) -> Cache:
+    """A cache that a forward pass of `rows` rows reads like `cache` repeated per row but that stores nothing: `cache`
+    keeps exactly its states, and no tensor is copied up front.
+
+    Each layer of the view returns the prefix's states (repeated per row) followed by the new ones, as `cache`'s own
+    layer would, without keeping them: the concatenation of one layer is freed once that layer's attention is done, so
+    a forward holds the prefix's keys and values once plus one layer's worth of rows x (prefix + its tokens). (Running
+    on `cache` and cropping it back would keep every layer's concatenation until the end, as views, and cannot
+    restore a sliding-window layer that went past its window.) Caches with other layers get one deep copy, repeated
+    per row.
+    """
+    if not _shareable(cache):
+        copied = copy.deepcopy(cache)
+        # Linear-attention cache layers cannot repeat their states (transformers 5.24); one row needs no repeat.
+        if rows > 1:
+            copied.batch_repeat_interleave(rows)
+        return copied
     view = copy.copy(cache)
-    view.layers = [_reading_layer(layer) for layer in layers]
+    view.layers = [_reading_layer(layer, rows) for layer in cache.layers]
     return view
 
 
-def _reading_layer(layer: DynamicLayer) -> DynamicLayer:
-    """A shallow copy of `layer` whose `update` returns its states followed by the new ones, and stores nothing."""
+def _reading_layer(layer: DynamicLayer, rows: int) -> DynamicLayer:
+    """A shallow copy of `layer` whose `update` returns its states (repeated per row) followed by the new ones, and
+    stores nothing."""
     view = copy.copy(layer)
 
     def update(key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, ...]:
-        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+        keys, values = layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1)
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
     view.update = update
     return view
@@ -275,16 +316,20 @@ def _continuation_batches(
     batch_size: int,
     pack: bool,
 ) -> Iterator[tuple[Sequence[Sequence[int]], list[torch.Tensor]]]:
-    """Run the continuations, `batch_size` at a time, on a copy of the prefix cache; yield them and their logits."""
+    """Run the continuations, `batch_size` at a time, on the prefix cache; yield them and their logits."""
     _check_continuations(continuations)
     if prefix.recurrent:  # one at a time: padding or packing would run through the recurrent state
         batch_size, pack = 1, False
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
-        inputs, rows = _packed_batch(prefix, chunk, model.dtype) if pack else _padded_batch(prefix, chunk)
+        if pack:
+            rows = _pack_rows(prefix, [len(ids) for ids in chunk])
+            inputs, places = _packed_batch(prefix, chunk, model.dtype, rows)
+        else:
+            inputs, rows = _padded_batch(prefix, chunk)
+            places = [(row, 0, len(ids)) for row, ids in enumerate(chunk)]
         logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True).logits
-        lengths = [len(ids) for ids in chunk]
-        yield chunk, list(logits[0].split(lengths)) if pack else [logits[row, :n] for row, n in enumerate(lengths)]
+        yield chunk, [logits[row, begin:end] for row, begin, end in places]
 
 
 @torch.no_grad()
@@ -302,11 +347,11 @@ def continuation_logits(
         model: The model that encoded `prefix`.
         prefix: The encoded prefix.
         continuations: Token ids of each continuation (non-empty).
-        batch_size: Continuations per forward pass; each pass uses its own copy of the prefix cache.
+        batch_size: Continuations per forward pass.
         last_only: Return only the logits at the last position of each continuation.
-        pack: Pack the continuations of a forward pass into one sequence (a 4-D attention mask keeps them apart)
-            instead of padding them to the longest: cheaper when their lengths differ a lot or the prefix is long,
-            dearer for many short continuations of equal length (attention then spans the whole pack).
+        pack: Pack the continuations of a forward pass into a few rows (`_packed_batch`, as many as `_pack_rows`
+            gives; a 4-D attention mask keeps them apart) instead of a row each padded to the longest: less memory
+            when the prefix is long.
 
     Returns:
         One tensor per continuation: `(len(continuation), vocab)` logits, or `(vocab,)` with `last_only`.
@@ -379,6 +424,7 @@ def next_token_logits(
     continuations: Sequence[Sequence[int]],
     batch_size: int = 64,
     pack: bool = True,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """Logits of the token that follows each continuation of the prefix, shape `(len(continuations), vocab)`.
 
@@ -390,16 +436,17 @@ def next_token_logits(
         prefix: The encoded prefix.
         continuations: Token ids of each continuation (non-empty).
         batch_size: Continuations per forward pass.
-        pack: Pack the continuations of a forward pass into one row (`_packed_batch`) that reads the prefix cache
-            without copying it: memory grows with their tokens, not with rows x prefix. Otherwise (and when `packing_refusal` gives a
-            reason) they are left padded, each row with its own copy of the prefix cache. Models with a recurrent
-            state run their continuations one at a time, unpadded, either way.
+        pack: Pack the continuations of a forward pass into a few rows (`_packed_batch`) that read the prefix cache
+            without copying it up front, a 4-D attention mask keeping them apart. Otherwise (and when
+            `packing_refusal` gives a reason) each continuation is a left-padded row of its own. Models with a
+            recurrent state run their continuations one at a time, unpadded, either way.
+        rows: Rows a packed forward pass uses; by default the number that holds the least memory (`_pack_rows`).
     """
     _check_continuations(continuations)
     if prefix.recurrent:  # one at a time: padding or packing would run through the recurrent state
         batch_size, pack = 1, False
     pack = pack and packing_refusal(model) is None
-    keep_indices = pack and _takes_logits_to_keep(model)
+    keep_indices = _takes_logits_to_keep(model)
     outputs = []
     for start in range(0, len(continuations), batch_size):
         chunk = continuations[start : start + batch_size]
@@ -408,9 +455,13 @@ def next_token_logits(
             logits = model(**_on_prefix(prefix, inputs, rows), use_cache=True, logits_to_keep=1).logits
             outputs.append(logits[:, -1])
             continue
-        inputs, _ = _packed_batch(prefix, chunk, model.dtype)
-        last = torch.tensor([len(ids) for ids in chunk], device=prefix.last_logits.device).cumsum(0) - 1
-        kwargs = {"logits_to_keep": last} if keep_indices else {}
-        logits = model(**_on_prefix(prefix, inputs, 1, shared=True), use_cache=True, **kwargs).logits[0]
-        outputs.append(logits if logits.shape[0] == len(chunk) else logits[last])  # some models keep every position
+        used = min(rows, len(chunk)) if rows else _pack_rows(prefix, [len(ids) for ids in chunk])
+        inputs, places = _packed_batch(prefix, chunk, model.dtype, used)
+        ends = sorted({end - 1 for _, _, end in places})  # the last column of every slot, the same in every row
+        kwargs = {"logits_to_keep": torch.tensor(ends, device=prefix.last_logits.device)} if keep_indices else {}
+        logits = model(**_on_prefix(prefix, inputs, used), use_cache=True, **kwargs).logits
+        kept = {column: j for j, column in enumerate(ends)} if logits.shape[1] == len(ends) else None
+        row_index = [row for row, _, _ in places]
+        column_index = [kept[end - 1] if kept else end - 1 for _, _, end in places]  # some models keep every position
+        outputs.append(logits[row_index, column_index])
     return torch.cat(outputs)

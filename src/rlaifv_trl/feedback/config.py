@@ -115,8 +115,9 @@ class FeedbackConfig:
         yes_no_instruction (`str`, *optional*, defaults to `"Please answer yes or no."`):
             Appended to every polar question sent to the labeler.
         labeler_batch_size (`int`, *optional*, defaults to `64`):
-            Questions per forward pass of the labeler. They run packed into one sequence on the image prefix's KV
-            cache, which they share: a pass's memory grows with its questions' tokens, not with questions x prefix.
+            Questions per forward pass of the labeler. They run packed into a few rows on the image prefix's KV
+            cache, which they read in place: a pass's memory grows with its questions' tokens and its rows, not
+            with questions x prefix.
             It changes float rounding only, so a resumed run may change it (e.g. after running out of memory). With
             `labeler_backend="vllm"`: questions per engine call.
         labeler_model_revision (`str`, *optional*, defaults to `"main"`):

@@ -8,8 +8,9 @@ next-token distribution at the first answer position gives p_yes = p("yes") + p(
 prefix's tokens (a tokenizer that merges across the boundary) gets a plain full forward instead, counted in
 `num_full_forwards`.
 
-The questions of a batch run packed into one sequence that reads the prefix cache without copying it
-(`next_token_logits`): a batch's memory grows with its questions' tokens, not with questions x prefix.
+The questions of a batch run packed into a few rows that read the prefix cache in place (`next_token_logits`), as
+many rows as hold the least memory: attention spans only the questions of a row, and the prefix is repeated per row,
+not per question, one layer at a time.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ class YesNoLabeler:
         batch_size: Questions per forward pass.
         yes_words: Tokens whose probabilities sum to p_yes.
         no_words: Tokens whose probabilities sum to p_no.
-        pack: Run the questions of a forward pass packed into one sequence that shares the prefix cache; `False`
-            left pads them instead, each row with its own copy of the prefix cache (memory: rows x prefix).
+        pack: Run the questions of a forward pass packed into a few rows that read the prefix cache in place;
+            `False` gives each question a left-padded row of its own (memory: questions x prefix, one layer at a
+            time).
     """
 
     def __init__(

@@ -151,7 +151,7 @@ class LengthNormalizedRewardScorer:
 
     Every mode scores the same T tokens: the answer as the chat template renders it, end-of-turn tokens included
     (`token_log_probs` gives them one by one). Answers to the same prompt and image share one forward pass of that
-    prefix; each batch of its answers runs packed into one sequence on a copy of the prefix's KV cache.
+    prefix; each batch of its answers runs packed into a few rows that read the prefix's KV cache in place.
 
     Edge cases, with a defined result rather than an error, so that a TRL run never stops on them:
 
