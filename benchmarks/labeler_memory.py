@@ -1,10 +1,10 @@
 """Peak memory and throughput of the labeler, its questions packed on one prefix cache against padded rows.
 
 `YesNoLabeler` labels the questions of a group on the KV cache of the group's image prefix. Packed (the default), a
-batch of questions runs as one sequence on that cache; padded (`pack=False`), each question is a row of its own with
-its own copy of the prefix cache, so memory grows with rows x prefix. The model is a tiny LLaVA whose KV cache
-matters (512 hidden, 8 layers, 8 key/value heads, float32) with LLaVA-1.5's 576 image tokens (a 192 px image in
-8 px patches).
+batch of questions runs in the few rows that hold the least memory (2 here) on that cache; padded (`pack=False`), each
+question is a row of its own and each layer repeats the prefix per row, so memory grows with rows x prefix. The model
+is a tiny LLaVA whose KV cache matters (512 hidden, 8 layers, 8 key/value heads, float32) with LLaVA-1.5's 576 image
+tokens (a 192 px image in 8 px patches).
 
 Memory: each configuration (packed or padded, 1 or `--questions` questions in one batch) runs in a fresh process,
 which loads the model, labels one warm-up question about another image, then labels the group. Its labeling memory
