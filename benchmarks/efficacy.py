@@ -25,7 +25,7 @@ first with `--seeds` (the biased config plus `--recipe-args`, one run per seed i
 For each trained policy and temperature, `dominated_by` lists the base temperatures that are at least as good on
 CHAIR response, CHAIR mention and recall at once (empty: the trained point dominates decoding). `--report DIR` writes
 `report.md` (the tables, pooled over seeds) and `efficacy.png` (CHAIR response against recall, each policy from greedy
-to temperature 1.0 against the base's curve).
+to temperature 1.0 against the base's curve), and prints the report instead of the JSON figures.
 
 The whole study, as in docs/efficacy.md:
 
@@ -35,6 +35,7 @@ The whole study, as in docs/efficacy.md:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -221,11 +222,16 @@ def main() -> dict:
         timings["best_of_n"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - started
     figures["wall_seconds"] = {key: round(value, 1) for key, value in timings.items()}
-    if options.report:
-        options.report.mkdir(parents=True, exist_ok=True)
-        (options.report / "report.md").write_text(markdown_report(figures))
-        plot(figures, options.report / "efficacy.png")
-    return report(figures, options.json)
+    if not options.report:
+        return report(figures, options.json)
+    options.report.mkdir(parents=True, exist_ok=True)
+    text = markdown_report(figures)
+    (options.report / "report.md").write_text(text)
+    plot(figures, options.report / "efficacy.png")
+    if options.json:
+        options.json.write_text(json.dumps(figures, indent=2))
+    print(text + f"\nReport: {options.report / 'report.md'}, plot: {options.report / 'efficacy.png'}")
+    return figures
 
 
 def _key(temperature: float) -> str:

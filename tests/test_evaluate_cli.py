@@ -30,6 +30,7 @@ from rlaifv_trl.generation import prompts_answered
 from rlaifv_trl.loading import ModelLoading, load_vlm
 from rlaifv_trl.metrics import chair_metrics, pope_metrics
 from rlaifv_trl.recipe import IterativeDPOArguments
+from rlaifv_trl.recipe.shared_arguments import EvaluationArguments
 from support.images import png_header
 
 
@@ -205,6 +206,29 @@ def test_the_test_beds_evaluators_are_registered_not_built_in(tiny_model):
     metrics = run_evaluators(evaluators, model, processor, settings)
     assert {"pope_accuracy", "pope_f1", "pope_yes_ratio", "chair_response"} <= set(metrics)
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("pope_accuracy", "pope_f1", "pope_yes_ratio"))
+
+
+def test_extra_temperatures_add_suffixed_metrics_equal_to_runs_at_those_temperatures(tiny_model):
+    seen = []
+
+    def plugin(model, processor, *, num_prompts, temperature, max_new_tokens, seed):
+        seen.append(temperature)
+        return {"score": 10.0 + temperature}
+
+    evaluators = {**load_evaluators(["shapesworld"]), "mine": plugin}
+    model, processor = load_vlm(tiny_model)
+    settings = EvaluationSettings(num_prompts=4, temperature=1.0, max_new_tokens=6, extra_temperatures=(0.0, 0.5))
+    metrics = run_evaluators(evaluators, model, processor, settings)
+    assert seen == [1.0, 0.0, 0.5]
+    assert metrics["score"] == 11.0 and metrics["score@greedy"] == 10.0 and metrics["score@T=0.5"] == 10.5
+    greedy = run_evaluators(evaluators, model, processor, EvaluationSettings(4, 0.0, 6))
+    assert metrics["chair_response@greedy"] == greedy["chair_response"]
+    assert metrics["chair_recall@greedy"] == greedy["chair_recall"]
+    assert set(metrics) == {f"{key}{suffix}" for key in greedy for suffix in ("", "@greedy", "@T=0.5")}
+    with pytest.raises(ValueError, match="repeats evaluation_temperature"):
+        EvaluationArguments(evaluation_temperature=0.0, evaluation_extra_temperatures=[0.0])
+    with pytest.raises(ValueError, match="at least 0"):
+        EvaluationArguments(evaluation_extra_temperatures=[-0.5])
 
 
 def progress_bars(err: str) -> dict[str, str]:

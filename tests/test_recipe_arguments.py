@@ -198,3 +198,22 @@ def test_strict_rows_is_one_flag_for_every_dataset_the_recipe_reads():
     _, feedback_args, training_args, _, rows = parse("--config", str(TINY), "--strict_rows", "true")
     assert feedback_args.strict_rows and not rows.strict and not hasattr(training_args, "strict_rows")
     assert "strict_rows" in FeedbackConfig.__doc__ and "seeds the feedback" in FeedbackConfig.__doc__
+
+
+def test_the_oracle_credits_confirmed_claims_when_asked():
+    from rlaifv_testbed.builtin import BUILTIN_LABELER
+    from rlaifv_trl.loading import ModelLoading
+    from rlaifv_trl.recipe.grpo_rank import oracle_reward
+
+    arguments = GRPORankArguments(
+        prompt_dataset="me/prompts", oracle_model_name_or_path=BUILTIN_LABELER, oracle_confirmed_claim_weight=0.5
+    )
+    assert "oracle_confirmed_claim_weight" in result_fields(GRPORankArguments)
+    reward = oracle_reward(arguments, BUILTIN_LABELER, ModelLoading())
+    assert reward.ranker.confirmed_claim_weight == 0.5
+    assert (
+        oracle_reward(
+            GRPORankArguments(prompt_dataset="me/prompts"), BUILTIN_LABELER, ModelLoading()
+        ).ranker.confirmed_claim_weight
+        == 0.0
+    )

@@ -60,6 +60,12 @@ class EvaluationSettings:
     temperature: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    extra_temperatures: tuple[float, ...] = ()
+
+
+def decoding_suffix(temperature: float) -> str:
+    """The suffix of the metrics at a further temperature: `@greedy` for 0, else `@T=<temperature>`."""
+    return "@greedy" if not temperature else f"@T={temperature:g}"
 
 
 def evaluator_names() -> list[str]:
@@ -106,23 +112,29 @@ def run_evaluators(
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
+    decodings = [(settings.temperature, ""), *((t, decoding_suffix(t)) for t in settings.extra_temperatures)]
     try:
-        for name, evaluator in evaluators.items():
-            with prompts_progress(f"Evaluating {name}", settings.num_prompts, disable=disable_tqdm):
-                result = evaluator(
-                    model,
-                    processor,
-                    num_prompts=settings.num_prompts,
-                    temperature=settings.temperature,
-                    max_new_tokens=settings.max_new_tokens,
-                    seed=settings.seed,
-                )
-            if not isinstance(result, dict) or not all(isinstance(v, (int, float)) for v in result.values()):
-                raise TypeError(f"Evaluator {name!r} must return a dict of metric names to numbers, got {result!r}")
-            clash = sorted(set(result) & set(metrics))
-            if clash:
-                raise ValueError(f"Evaluator {name!r} returns metrics another evaluator returns too: {clash}")
-            metrics.update({key: float(value) for key, value in result.items()})
+        for temperature, suffix in decodings:
+            found: dict[str, float] = {}
+            for name, evaluator in evaluators.items():
+                with prompts_progress(f"Evaluating {name}{suffix}", settings.num_prompts, disable=disable_tqdm):
+                    result = evaluator(
+                        model,
+                        processor,
+                        num_prompts=settings.num_prompts,
+                        temperature=temperature,
+                        max_new_tokens=settings.max_new_tokens,
+                        seed=settings.seed,
+                    )
+                if not isinstance(result, dict) or not all(isinstance(v, (int, float)) for v in result.values()):
+                    raise TypeError(
+                        f"Evaluator {name!r} must return a dict of metric names to numbers, got {result!r}"
+                    )
+                clash = sorted(set(result) & set(found))
+                if clash:
+                    raise ValueError(f"Evaluator {name!r} returns metrics another evaluator returns too: {clash}")
+                found.update({key: float(value) for key, value in result.items()})
+            metrics.update({key + suffix: value for key, value in found.items()})
     finally:
         model.train(was_training)
     return metrics
@@ -159,11 +171,11 @@ class PolicyEvaluation:
 
     @classmethod
     def from_arguments(cls, script_args: Any, seed: int, loading: Any, disable_tqdm: bool = False) -> PolicyEvaluation:
-        """From a recipe's `evaluation`, `evaluation_prompts`, `evaluation_temperature` and
-        `evaluation_max_new_tokens` arguments (and its training arguments' `seed` and `disable_tqdm`)."""
+        """From a recipe's `evaluation`, `evaluation_prompts`, `evaluation_temperature`,
+        `evaluation_extra_temperatures` and `evaluation_max_new_tokens` arguments (and its training arguments' `seed` and `disable_tqdm`)."""
         settings = EvaluationSettings(
             script_args.evaluation_prompts, script_args.evaluation_temperature, script_args.evaluation_max_new_tokens,
-            seed,
+            seed, tuple(script_args.evaluation_extra_temperatures),
         )  # fmt: skip
         return cls(load_evaluators(script_args.evaluation), settings, loading, disable_tqdm)
 

@@ -45,6 +45,9 @@ class GRPORankArguments(EvaluationArguments, PromptArguments):
             The oracle's model (a Hub id, a folder or a `builtin:` name); `None`: the base policy itself.
         oracle_tie_break (`str`, *optional*, defaults to `"keep"`):
             How the divide-and-conquer oracle orders answers with equal scores (see `DivideAndConquerRanker`).
+        oracle_confirmed_claim_weight (`float`, *optional*, defaults to `0.0`):
+            Credit per confirmed claim in the divide-and-conquer oracle's score (`0.0`: RLAIF-V's, minus the rejected
+            claims), as `FeedbackConfig.confirmed_claim_weight` scores the DPO recipe's answers.
         oracle_num_permutations (`int`, *optional*, defaults to `3`):
             Presentation orders per prompt of the listwise oracle (position-bias control).
         oracle_batch_size (`int`, *optional*, defaults to `64`):
@@ -54,7 +57,13 @@ class GRPORankArguments(EvaluationArguments, PromptArguments):
     # Which of this class's own fields decide results (see `rlaifv_trl.manifest`; the shared bases list theirs); the
     # others may change in a resumed run (the number of iterations may grow: `RecipeRun` refuses shrinking).
     result_fields: ClassVar[frozenset[str]] = frozenset(
-        {"oracle", "oracle_model_name_or_path", "oracle_tie_break", "oracle_num_permutations"}
+        {
+            "oracle",
+            "oracle_model_name_or_path",
+            "oracle_tie_break",
+            "oracle_confirmed_claim_weight",
+            "oracle_num_permutations",
+        }
     )
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset({"num_rounds", "oracle_batch_size"})
 
@@ -64,6 +73,9 @@ class GRPORankArguments(EvaluationArguments, PromptArguments):
         default=None, metadata={"help": "The oracle's model; None: the base policy itself."}
     )
     oracle_tie_break: str = field(default="keep", metadata={"help": "Tie rule of the divide-and-conquer oracle."})
+    oracle_confirmed_claim_weight: float = field(
+        default=0.0, metadata={"help": "Credit per confirmed claim of the divide-and-conquer oracle (0: RLAIF-V's)."}
+    )
     oracle_num_permutations: int = field(default=3, metadata={"help": "Presentation orders (listwise oracle)."})
     oracle_batch_size: int = field(default=64, metadata={"help": "Questions or queries per oracle forward pass."})
 
@@ -79,8 +91,9 @@ def oracle_reward(script_args: GRPORankArguments, base_model: str, loading: Mode
     name = script_args.oracle_model_name_or_path or base_model
     model, processor = load_vlm(name, loading, "oracle")
     judge = DivideAndConquerRanker(
-        model, processor, tie_break=script_args.oracle_tie_break, batch_size=script_args.oracle_batch_size
-    )
+        model, processor, tie_break=script_args.oracle_tie_break, batch_size=script_args.oracle_batch_size,
+        confirmed_claim_weight=script_args.oracle_confirmed_claim_weight,
+    )  # fmt: skip
     if script_args.oracle == "divide_and_conquer":
         return RankerReward(judge, reward="neg_rank", name="divide_and_conquer_rank")
     ranker = ListwiseRanker(

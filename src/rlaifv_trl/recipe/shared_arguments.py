@@ -86,13 +86,24 @@ class EvaluationArguments(CheckedArguments):
             Prompts each evaluator answers.
         evaluation_temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature of the evaluated answers (0: greedy).
+        evaluation_extra_temperatures (`list[float]`, *optional*, defaults to `[]`):
+            Further temperatures every evaluator also runs at (0: greedy), so that a policy is compared with the
+            base at several decodings (a lower temperature alone lowers hallucination rates). Their metrics are
+            named with a suffix, `@greedy` or `@T=<temperature>` (e.g. `chair_response@greedy`); the metrics at
+            `evaluation_temperature` keep their plain names.
         evaluation_max_new_tokens (`int`, *optional*, defaults to `64`):
             Longest evaluated answer, in tokens.
     """
 
     # Which fields decide results (see `rlaifv_trl.manifest`): all of them (the recorded metrics depend on them).
     result_fields: ClassVar[frozenset[str]] = frozenset(
-        {"evaluation", "evaluation_prompts", "evaluation_temperature", "evaluation_max_new_tokens"}
+        {
+            "evaluation",
+            "evaluation_prompts",
+            "evaluation_temperature",
+            "evaluation_extra_temperatures",
+            "evaluation_max_new_tokens",
+        }
     )
     fields_not_affecting_results: ClassVar[frozenset[str]] = frozenset()
 
@@ -102,14 +113,24 @@ class EvaluationArguments(CheckedArguments):
     )
     evaluation_prompts: int = field(default=200, metadata={"help": "Prompts each evaluator answers."})
     evaluation_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    evaluation_extra_temperatures: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Further temperatures evaluated (0: greedy); their metrics are suffixed @greedy, @T=<t>."},
+    )
     evaluation_max_new_tokens: int = field(default=64, metadata={"help": "Longest evaluated answer, in tokens."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.evaluation = [name for name in (self.evaluation or []) if name.lower() not in ("none", "")]
         check_positive(self, "evaluation_prompts", "evaluation_max_new_tokens")
-        if self.evaluation_temperature < 0:
-            raise ValueError(f"evaluation_temperature must be at least 0, got {self.evaluation_temperature}")
+        self.evaluation_extra_temperatures = [float(t) for t in self.evaluation_extra_temperatures or []]
+        for temperature in (self.evaluation_temperature, *self.evaluation_extra_temperatures):
+            if temperature < 0:
+                raise ValueError(f"evaluation_temperature must be at least 0, got {temperature}")
+        if self.evaluation_temperature in self.evaluation_extra_temperatures:
+            raise ValueError(
+                f"evaluation_extra_temperatures repeats evaluation_temperature ({self.evaluation_temperature})"
+            )
 
 
 @dataclass
