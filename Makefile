@@ -12,8 +12,10 @@ VLLM_VENV ?= .venv-vllm
 
 .PHONY: install vllm-env demo test quick quality clean
 
-DEMO_CONFIG ?= recipes/configs/tiny_cpu.yaml
+DEMO_CONFIG ?= recipes/configs/tiny_cpu_biased.yaml
+DEMO_OUTPUT ?= runs/tiny-cpu-biased
 DEMO_ARGS ?=
+DEMO_THREADS ?= 2
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +33,14 @@ $(VLLM_VENV)/.installed: scripts/make_vllm_env.sh
 
 vllm-env: $(VLLM_VENV)/.installed
 
-# Two torch threads: training uses both cores; sampling batches of 16 prompts lose little to the second thread.
+# Two torch threads: training uses both cores; sampling batches of 16 prompts lose little to the second thread. Then
+# the base and every iteration at greedy and at temperature 1.0, and Best-of-8 against greedy (benchmarks/efficacy.py),
+# unless the report is newer than the run's last policy.
 demo: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) recipes/iterative_dpo.py --config $(DEMO_CONFIG) $(DEMO_ARGS)
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) recipes/iterative_dpo.py --config $(DEMO_CONFIG) --output_dir $(DEMO_OUTPUT) $(DEMO_ARGS)
+	@if [ $(DEMO_OUTPUT)/efficacy/report.md -nt $(DEMO_OUTPUT)/models ]; then cat $(DEMO_OUTPUT)/efficacy/report.md; \
+	else OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) benchmarks/efficacy.py --runs $(DEMO_OUTPUT) --temperatures 0 1 \
+		--baselines best_of_n --report $(DEMO_OUTPUT)/efficacy --threads $(DEMO_THREADS); fi
 
 test: install vllm-env
 	RLAIFV_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(PY) -m pytest

@@ -185,13 +185,15 @@ def _grpo_rank(output: Path, base: str, labeler: str) -> Path:
     return policy
 
 
-# Best-of-N pickers that rank with claim labels: (labeler or the policy itself, confirmed-claim weight).
+# Best-of-N pickers that rank with claim labels: (labeler or the policy itself, confirmed-claim weight, tie break).
 CLAIM_PICKERS = {
-    "labeler": ("labeler", 0.0),
-    "labeler[w=0.5]": ("labeler", 0.5),
-    "labeler[w=1]": ("labeler", 1.0),
-    "self": ("policy", 0.0),
-    "self[w=0.5]": ("policy", 0.5),
+    "labeler": ("labeler", 0.0, "keep"),
+    "labeler[more_claims]": ("labeler", 0.0, "fewer_rejected_then_more_claims"),
+    "labeler[w=0.5]": ("labeler", 0.5, "keep"),
+    "labeler[w=1]": ("labeler", 1.0, "keep"),
+    "self": ("policy", 0.0, "keep"),
+    "self[more_claims]": ("policy", 0.0, "fewer_rejected_then_more_claims"),
+    "self[w=0.5]": ("policy", 0.5, "keep"),
 }
 
 
@@ -223,8 +225,10 @@ def best_of_n_rows(
             "oracle": [max(answers, key=lambda a, o=o: truth_score(a, o)) for answers, o in zip(per_prompt, objects)]
         }
         judges = {"labeler": (labeler_model, labeler_processor), "policy": (model, processor)}
-        for key, (judge, weight) in CLAIM_PICKERS.items():
-            ranker = DivideAndConquerRanker(*judges[judge], confirmed_claim_weight=weight, batch_size=256)
+        for key, (judge, weight, tie_break) in CLAIM_PICKERS.items():
+            ranker = DivideAndConquerRanker(
+                *judges[judge], tie_break=tie_break, confirmed_claim_weight=weight, batch_size=256
+            )
             rankings = ranker.rank_batch(prompts["prompt"], prompts["images"], per_prompt)
             picks[key] = [answers[r.groups[0][0]] for answers, r in zip(per_prompt, rankings)]
         if name != "base":

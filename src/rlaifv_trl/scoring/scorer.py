@@ -14,7 +14,10 @@ expected log(pi / pi_ref) equal to the KL between the two at that position, whic
 moved the distribution, whether the token is right or wrong. On ShapesWorld the hallucinated objects and the
 end-of-turn token, where DPO moved pi the most, carry the largest log-ratios, so the implicit reward prefers short
 answers with hallucinations (`benchmarks/best_of_n_study.py`). The scorer's `mode="policy_log_prob"` ranks by the
-policy's mean token log-probability instead, which needs no reference and picks far fewer hallucinations there.
+policy's mean token log-probability instead, which needs no reference and picks far fewer hallucinations than a random
+sample there, but mostly the policy's own greedy answer, so it does no better than greedy decoding. A pick that beats
+greedy decoding ranks by claim labels (`rlaifv_trl.ranking.DivideAndConquerRanker`, the labeler's or the policy's own:
+docs/efficacy.md).
 """
 
 from __future__ import annotations
