@@ -210,7 +210,8 @@ def best_of_n_rows(
     """Per policy, the metrics of its greedy answer and of the best of `n` answers sampled at temperature 1.0 as each
     scorer picks it: `oracle` (fewest absent objects), the `DivideAndConquerRanker` pickers of `CLAIM_PICKERS` (the
     labeler's claim score, RLAIF-V's or crediting confirmed claims, and the same with the policy labeling its own
-    claims: self-feedback) and, for the DPO-trained policies, `implicit_reward` and `policy_log_prob`
+    claims: self-feedback), `labeler[guarded]` and `self[guarded]` (among the greedy answer and the samples, the
+    fewest rejected claims without fewer confirmed ones than greedy) and, for the DPO-trained policies, `implicit_reward` and `policy_log_prob`
     (`LengthNormalizedRewardScorer` modes, the base as reference)."""
     labeler_model, labeler_processor = load_vlm(labeler, role="labeler")
     objects = prompts["objects"]
@@ -231,6 +232,11 @@ def best_of_n_rows(
             )
             rankings = ranker.rank_batch(prompts["prompt"], prompts["images"], per_prompt)
             picks[key] = [answers[r.groups[0][0]] for answers, r in zip(per_prompt, rankings)]
+        for judge in ("labeler", "self"):
+            with_greedy = [[answer, *answers] for answer, answers in zip(greedy, per_prompt)]
+            picks[f"{judge}[guarded]"] = _guarded_picks(
+                judges["policy" if judge == "self" else judge], prompts, with_greedy
+            )
         if name != "base":
             for mode in ("implicit_reward", "policy_log_prob"):
                 reference = AutoModelForImageTextToText.from_pretrained(base).eval()
@@ -240,6 +246,31 @@ def best_of_n_rows(
             f"best_of_{n}[{key}]": score(answers, objects) for key, answers in picks.items()
         }
     return results
+
+
+def _guarded_picks(judge: tuple, prompts: Dataset, candidates: list[list[str]]) -> list[str]:
+    """Per prompt, among the greedy answer (first) and the samples, the answer with the fewest rejected claims among
+    those confirming at least as many claims as the greedy answer (then the most confirmed): never below greedy on
+    recall as the judge sees it."""
+    paper, weighted = (
+        DivideAndConquerRanker(*judge, confirmed_claim_weight=weight, batch_size=256).rank_batch(
+            prompts["prompt"], prompts["images"], candidates
+        )
+        for weight in (0.0, 1.0)
+    )
+    picks = []
+    for answers, minus_rejected, balance in zip(candidates, paper, weighted):
+        if minus_rejected.scores[0] is None:
+            picks.append(answers[0])
+            continue
+        counts = {
+            i: (-r, b - r)  # (rejected, confirmed)
+            for i, (r, b) in enumerate(zip(minus_rejected.scores, balance.scores))
+            if r is not None
+        }
+        kept = [i for i, (_, confirmed) in counts.items() if confirmed >= counts[0][1]]
+        picks.append(answers[min(kept, key=lambda i: (counts[i][0], -counts[i][1], i))])
+    return picks
 
 
 @torch.no_grad()
