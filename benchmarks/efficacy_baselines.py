@@ -234,9 +234,12 @@ def best_of_n_rows(
             picks[key] = [answers[r.groups[0][0]] for answers, r in zip(per_prompt, rankings)]
         for judge in ("labeler", "self"):
             with_greedy = [[answer, *answers] for answer, answers in zip(greedy, per_prompt)]
-            picks[f"{judge}[guarded]"] = _guarded_picks(
-                judges["policy" if judge == "self" else judge], prompts, with_greedy
-            )
+            ranker = DivideAndConquerRanker(
+                *judges["policy" if judge == "self" else judge], tie_break="fewer_rejected_then_more_claims",
+                first_is_reference=True, batch_size=256,
+            )  # fmt: skip
+            rankings = ranker.rank_batch(prompts["prompt"], prompts["images"], with_greedy)
+            picks[f"{judge}[guarded]"] = [answers[r.groups[0][0]] for answers, r in zip(with_greedy, rankings)]
         if name != "base":
             for mode in ("implicit_reward", "policy_log_prob"):
                 reference = AutoModelForImageTextToText.from_pretrained(base).eval()
@@ -246,31 +249,6 @@ def best_of_n_rows(
             f"best_of_{n}[{key}]": score(answers, objects) for key, answers in picks.items()
         }
     return results
-
-
-def _guarded_picks(judge: tuple, prompts: Dataset, candidates: list[list[str]]) -> list[str]:
-    """Per prompt, among the greedy answer (first) and the samples, the answer with the fewest rejected claims among
-    those confirming at least as many claims as the greedy answer (then the most confirmed): never below greedy on
-    recall as the judge sees it."""
-    paper, weighted = (
-        DivideAndConquerRanker(*judge, confirmed_claim_weight=weight, batch_size=256).rank_batch(
-            prompts["prompt"], prompts["images"], candidates
-        )
-        for weight in (0.0, 1.0)
-    )
-    picks = []
-    for answers, minus_rejected, balance in zip(candidates, paper, weighted):
-        if minus_rejected.scores[0] is None:
-            picks.append(answers[0])
-            continue
-        counts = {
-            i: (-r, b - r)  # (rejected, confirmed)
-            for i, (r, b) in enumerate(zip(minus_rejected.scores, balance.scores))
-            if r is not None
-        }
-        kept = [i for i, (_, confirmed) in counts.items() if confirmed >= counts[0][1]]
-        picks.append(answers[min(kept, key=lambda i: (counts[i][0], -counts[i][1], i))])
-    return picks
 
 
 @torch.no_grad()

@@ -146,6 +146,22 @@ def test_divide_and_conquer_orders_truth_above_hallucinations_and_breaks_ties(dn
             more_claims = refined.rank("Describe the image.", images, candidates)
             assert more_claims.ranks[1] < more_claims.ranks[4]  # same score, more claims first
     assert tied_truths >= 1
+    guarded = DivideAndConquerRanker(*labeler, tie_break="fewer_rejected_then_more_claims", first_is_reference=True)
+    moved = 0
+    for images, candidates in scenes:
+        # The reference: the answer with the most claims (the truth or the hallucination), first.
+        order = sorted(range(len(candidates)), key=lambda i: -len(candidates[i]))
+        reordered = [candidates[i] for i in order]
+        ranking = guarded.rank("Describe the image.", images, reordered)
+        labels = {c: r for c, r in zip(reordered, DivideAndConquerRanker(*labeler, confirmed_claim_weight=1.0).rank(
+            "", images, reordered).scores)}  # fmt: skip
+        confirmed = [None if s is None else labels[c] - s for c, s in zip(reordered, ranking.scores)]
+        top = ranking.groups[0][0]
+        assert confirmed[top] >= confirmed[0]  # never fewer confirmed claims than the reference
+        eligible = [i for i, c in enumerate(confirmed) if c is not None and c >= confirmed[0]]
+        assert ranking.scores[top] == max(ranking.scores[i] for i in eligible)
+        moved += ranking.groups[0][0] != refined.rank("", images, reordered).groups[0][0]
+    assert moved >= 1  # the guard changes some pick
     with pytest.raises(ValueError, match="tie_break"):
         DivideAndConquerRanker(*labeler, tie_break="coin")
     with pytest.raises(ValueError, match="processor"):

@@ -11,6 +11,9 @@ Tie-breaking rules (`tie_break`) among answers with the same score:
   says more that the labeler accepts); ties remain between equal claim counts.
 - "labeler_margin": the answer whose claims the labeler accepts more confidently first (higher mean of
   p_yes - p_no over its claims); exact ties remain.
+
+With `first_is_reference`, the first candidate is a reference (the policy's greedy answer, say) and answers
+confirming fewer claims than it rank below all others: a Best-of-N pick that gives up no recall against the reference.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class DivideAndConquerRanker:
             "labeler_margin"; see the module docstring).
         confirmed_claim_weight: Credit per confirmed claim added to the score (0: RLAIF-V's score); a pick that
             keeps more true claims (recall) at the same rejected claims.
+        first_is_reference: The first candidate is a reference answer, such as the policy's greedy answer: answers
+            confirming fewer claims than it rank below every answer that confirms as many or more, so the top answer
+            never confirms fewer claims than the reference (Best-of-N guarded by greedy decoding; docs/efficacy.md).
         yes_no_instruction: Appended to every question sent to the labeler.
         batch_size: Questions per labeler forward pass.
         seed: Base seed of the splitter and writer (for those that sample), derived per prompt.
@@ -74,6 +80,7 @@ class DivideAndConquerRanker:
         question_writer: QuestionWriter | None = None,
         tie_break: str = "keep",
         confirmed_claim_weight: float = 0.0,
+        first_is_reference: bool = False,
         yes_no_instruction: str = DEFAULT_YES_NO_INSTRUCTION,
         batch_size: int = 64,
         seed: int = 0,
@@ -92,7 +99,7 @@ class DivideAndConquerRanker:
         self.claim_splitter = claim_splitter or RuleBasedClaimSplitter()
         self.question_writer = question_writer or RuleBasedQuestionWriter()
         self.tie_break, self.yes_no_instruction, self.seed = tie_break, yes_no_instruction, seed
-        self.confirmed_claim_weight = confirmed_claim_weight
+        self.confirmed_claim_weight, self.first_is_reference = confirmed_claim_weight, first_is_reference
         self.name = f"divide-and-conquer ({public_name(getattr(labeler_model.config, '_name_or_path', '') or None)})"
 
     def rank(
@@ -129,6 +136,9 @@ class DivideAndConquerRanker:
                 None if s is None else (s, sum(label.p_yes - label.p_no for label in answer) / len(answer))
                 for s, answer in zip(scores, per_answer)
             ]
+        if self.first_is_reference and answers:
+            confirmed = [sum(label.accepted for label in answer) for answer in per_answer]
+            keys = [None if key is None else (c >= confirmed[0], key) for key, c in zip(keys, confirmed)]
         return Ranking.from_keys(keys, scores)
 
     def rank_batch(
