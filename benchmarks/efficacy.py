@@ -129,25 +129,16 @@ def recipe_policies(run: Path) -> dict[str, Path]:
 
 
 def train_runs(seeds: list[int], work_dir: Path, recipe_args: list[str]) -> list[Path]:
-    """The recipe's runs of `--config` (plus `recipe_args`), one per seed, in `<work_dir>/rlaifv-s<seed>`; a finished
-    run is kept, an interrupted one resumes."""
+    """The recipe's runs of `--config` (plus `recipe_args`), one per seed, in `<work_dir>/rlaifv-s<seed>`. The recipe
+    runs every time: it does nothing for a finished run, resumes an interrupted one and refuses a folder trained with
+    other settings (its manifest), so a run folder is never reused for settings it was not trained with."""
+    recipe = [sys.executable, str(CONFIG.parents[2] / "recipes" / "iterative_dpo.py"), "--config", str(CONFIG)]
     runs = []
     for seed in seeds:
         run = work_dir / f"rlaifv-s{seed}"
-        if not (run / "models").is_dir() or len(recipe_policies(run)) < _iterations(recipe_args):
-            command = [
-                sys.executable,
-                str(CONFIG.parents[2] / "recipes" / "iterative_dpo.py"),
-                "--config",
-                str(CONFIG),
-            ]
-            subprocess.run([*command, *recipe_args, "--output_dir", str(run), "--seed", str(seed)], check=True)
+        subprocess.run([*recipe, *recipe_args, "--output_dir", str(run), "--seed", str(seed)], check=True)
         runs.append(run)
     return runs
-
-
-def _iterations(recipe_args: list[str]) -> int:
-    return int(recipe_args[recipe_args.index("--num_iterations") + 1]) if "--num_iterations" in recipe_args else 3
 
 
 def main() -> dict:
@@ -166,7 +157,13 @@ def main() -> dict:
     parser.add_argument("--baselines", nargs="*", default=[], choices=[*BASELINES, "best_of_n"])
     parser.add_argument("--n", type=int, default=8, help="Samples per scene of Best-of-N.")
     parser.add_argument("--bon-scenes", type=int, default=100, help="Held-out scenes of Best-of-N (the first ones).")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/efficacy"), help="Where runs and baselines go.")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("runs/efficacy"),
+        help="Where runs and baselines go; a baseline already trained there is reused (use a new folder after "
+        "changing the config).",
+    )
     parser.add_argument("--report", type=Path, default=None, help="Write report.md and efficacy.png in this folder.")
     parser.add_argument("--seed", type=int, default=0)
     options = parse_options(parser)

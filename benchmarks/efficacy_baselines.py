@@ -215,6 +215,7 @@ def best_of_n_rows(
     (`LengthNormalizedRewardScorer` modes, the base as reference)."""
     labeler_model, labeler_processor = load_vlm(labeler, role="labeler")
     objects = prompts["objects"]
+    reference = AutoModelForImageTextToText.from_pretrained(base).eval()  # the DPO policies' reference
     results = {}
     for name, path in {"base": Path(base), **policies}.items():
         model = AutoModelForImageTextToText.from_pretrained(path).eval()
@@ -241,9 +242,8 @@ def best_of_n_rows(
             rankings = ranker.rank_batch(prompts["prompt"], prompts["images"], with_greedy)
             picks[f"{judge}[guarded]"] = [answers[r.groups[0][0]] for answers, r in zip(with_greedy, rankings)]
         if name != "base":
-            for mode in ("implicit_reward", "policy_log_prob"):
-                reference = AutoModelForImageTextToText.from_pretrained(base).eval()
-                scorer = LengthNormalizedRewardScorer(model, reference, processor, mode=mode)
+            for mode, ref_model in (("implicit_reward", reference), ("policy_log_prob", None)):
+                scorer = LengthNormalizedRewardScorer(model, ref_model, processor, mode=mode)
                 picks[mode] = _scorer_picks(scorer, prompts, per_prompt)
         results[name] = {"greedy": score(greedy, objects)} | {
             f"best_of_{n}[{key}]": score(answers, objects) for key, answers in picks.items()
